@@ -1,0 +1,123 @@
+# ringproxy: a plain GNU Makefile. `make` builds everything into build/; `make test` and
+# `make demo` first install missing Debian build dependencies (tools/deps.sh).
+# V=1 shows the commands. SAN=1 builds with ASan+UBSan into build/asan (used by `make asan`).
+
+CC      ?= gcc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+SOVER   := 0
+VERSION := 0.1.0
+
+PKGS    := liburing libconfig libxxhash
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -pthread
+ifeq ($(SAN),1)
+BUILD   := build/asan
+CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+           -std=c11 -D_GNU_SOURCE $(WARN) -pthread
+LDFLAGS += -fsanitize=address,undefined
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC := engine/server.c engine/worker.c engine/conn.c engine/upstream.c engine/route.c \
+           engine/h1.c engine/timer.c engine/log.c balance/balance.c
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
+UNIT_TESTS := test_h1 test_config test_route test_timer test_pool
+FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config
+
+BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/libringproxy.a $(BUILD)/libringproxy.so
+
+.PHONY: all deps test unit integration asan demo fuzz install format format-check clean bench
+all: $(BINS)
+
+deps:
+	$(Q)tools/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC $<")
+	$(Q)$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -DRP_BUILDING_LIBRARY $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libringproxy.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libringproxy.so: $(LIB_OBJ)
+	$(Q)$(CC) -shared -Wl,-soname,libringproxy.so.$(SOVER) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@.$(VERSION)
+	$(Q)ln -sf libringproxy.so.$(VERSION) $@.$(SOVER) && ln -sf libringproxy.so.$(VERSION) $@
+
+$(BUILD)/ringproxy: $(DAEMON_OBJ) $(BUILD)/libringproxy.a
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -pthread $(DAEMON_OBJ) $(BUILD)/libringproxy.a $(PKG_LIBS) -o $@
+
+$(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
+
+# the config loader is the daemon's, not the library's: an archive of its own, so a test
+# links it only when it needs it (tests may #include the .c under test instead)
+$(BUILD)/libconfigfile.a: $(BUILD)/obj/engine/config.o
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a
+	@$(if $(Q),echo "  CC $@")
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine $< $(BUILD)/libconfigfile.a $(BUILD)/libringproxy.a \
+		$(LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+
+unit: $(UNIT_TESTS:%=$(BUILD)/%)
+	$(Q)for t in $(UNIT_TESTS); do echo "== $$t"; $(BUILD)/$$t || exit 1; done
+
+integration: all
+	$(Q)python3 tests/integration/run.py --build $(BUILD)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory integration
+
+asan: deps
+	$(Q)$(MAKE) --no-print-directory SAN=1 all unit integration
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tools/demo.sh $(BUILD)
+
+FUZZ_TIME ?= 30
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) engine/config.c
+	@mkdir -p $(dir $@)
+	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
+		$< engine/h1.c engine/config.c $(PKG_LIBS) -o $@
+fuzz: deps $(FUZZERS:%=$(BUILD)/fuzz/%)
+	$(Q)for f in $(FUZZERS); do echo "== $$f ($(FUZZ_TIME)s)"; \
+		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=0 2>&1 | tail -2 || exit 1; done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/ringproxy $(BUILD)/ringorigin $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/libringproxy.a engine/ringproxy.h -t $(DESTDIR)$(PREFIX)/lib/
+	mv $(DESTDIR)$(PREFIX)/lib/ringproxy.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(BUILD)/libringproxy.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libringproxy.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libringproxy.so.$(SOVER)
+	ln -sf libringproxy.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libringproxy.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ringproxy.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/ringproxy.pc
+
+FORMAT_SRC = $(filter-out engine/uring_compat.h,$(wildcard engine/*.[ch] balance/*.[ch] tools/*.c tests/unit/*.c tests/fuzz/*.c))
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,1038 @@
+/* config.c: the daemon's configuration file (libconfig syntax) turned into the library's
+ * config structs. Every value is checked here, so each error names the file, the line and the
+ * key ("demo.conf:7: domains[0].backends[1].weight: must be 1-100, got 0"). The structs'
+ * strings and arrays live in an arena owned by the rp_file_config, so they outlive libconfig's
+ * tree, which is destroyed before the loader returns. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* fileno, strncasecmp */
+#endif
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define MAX_HEADER_BYTES (1 << 20)
+#define MAX_HEADER_COUNT 10000
+#define MAX_TARGET_LEN (1 << 20)
+
+/* ---- arena: every block is one calloc, chained from rp_file_config.priv ---- */
+
+struct blk {
+    struct blk *next;
+    max_align_t data[];
+};
+
+static void *arena_array(struct rp_file_config *c, size_t n, size_t size)
+{
+    struct blk *b;
+
+    if (size && n > (SIZE_MAX - sizeof(*b)) / size)
+        return NULL;
+    b = calloc(1, sizeof(*b) + n * size);
+    if (!b)
+        return NULL;
+    b->next = c->priv;
+    c->priv = b;
+    return b->data;
+}
+
+static char *arena_strdup(struct rp_file_config *c, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = arena_array(c, n, 1);
+
+    return d ? memcpy(d, s, n) : NULL;
+}
+
+void rp_file_config_free(struct rp_file_config *c)
+{
+    struct blk *b, *next;
+
+    if (!c)
+        return;
+    for (b = c->priv; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    memset(c, 0, sizeof(*c));
+}
+
+/* ---- duration and size strings ---- */
+
+/* Reads one or more decimal digits at *p into *n; false if none or if the value passes max. */
+static bool read_number(const char **p, uint64_t *n, uint64_t max)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+
+    if (*s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (max - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *p = s;
+    *n = v;
+    return true;
+}
+
+/* Units in the only order they may appear, as nginx requires: "1h30m", never "30m1h". */
+static const struct {
+    const char *name;
+    uint32_t ms;
+} duration_units[] = {{"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+
+static int duration_unit_at(const char **p)
+{
+    int u = !strncmp(*p, "ms", 2) ? 3 : **p == 'h' ? 0 : **p == 'm' ? 1 : **p == 's' ? 2 : -1;
+
+    if (u >= 0)
+        *p += strlen(duration_units[u].name);
+    return u;
+}
+
+int rp_parse_duration_ms(const char *s, uint32_t *ms)
+{
+    uint64_t total = 0, n;
+    int last = -1, u;
+
+    if (!s || !*s)
+        return -EINVAL;
+    while (*s) {
+        if (!read_number(&s, &n, UINT32_MAX))
+            return -EINVAL;
+        u = duration_unit_at(&s);
+        if (u <= last)
+            return -EINVAL;
+        total += n * duration_units[u].ms;
+        if (total > UINT32_MAX)
+            return -EINVAL;
+        last = u;
+    }
+    *ms = (uint32_t)total;
+    return 0;
+}
+
+/* Single letters are nginx's (x1024); KiB/MiB/GiB x1024; KB/MB/GB x1000. */
+static uint64_t size_unit(const char *u)
+{
+    static const struct {
+        const char *name;
+        uint64_t mult;
+    } units[] = {
+        {"", 1},           {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30},
+        {"KB", 1000},      {"MB", 1000000},     {"GB", 1000000000},  {"k", 1ULL << 10},
+        {"m", 1ULL << 20}, {"g", 1ULL << 30},   {"K", 1ULL << 10},   {"M", 1ULL << 20},
+        {"G", 1ULL << 30},
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (!strcmp(u, units[i].name))
+            return units[i].mult;
+    return 0;
+}
+
+int rp_parse_size(const char *s, uint64_t *bytes)
+{
+    uint64_t n, mult;
+
+    if (!s || !read_number(&s, &n, UINT64_MAX))
+        return -EINVAL;
+    mult = size_unit(s);
+    if (!mult || (n && mult > UINT64_MAX / n))
+        return -EINVAL;
+    *bytes = n * mult;
+    return 0;
+}
+
+/* ---- error messages ---- */
+
+struct loader {
+    const char *path; /* file name for messages when libconfig has none */
+    char *err;
+    size_t errlen;
+    struct rp_file_config *out;
+};
+
+/* "domains[0].backends[1].weight" into buf; "" for the root. Returns the length wanted. */
+static size_t setting_path(const config_setting_t *s, char *buf, size_t cap)
+{
+    size_t n;
+    int w;
+
+    buf[0] = 0;
+    if (!s || config_setting_is_root(s))
+        return 0;
+    n = setting_path(config_setting_parent(s), buf, cap);
+    if (n >= cap)
+        return n;
+    if (config_setting_name(s))
+        w = snprintf(buf + n, cap - n, "%s%s", n ? "." : "", config_setting_name(s));
+    else
+        w = snprintf(buf + n, cap - n, "[%d]", config_setting_index(s));
+    return n + (w > 0 ? (size_t)w : 0);
+}
+
+/* The nearest line libconfig recorded for s or its parents; 0 when there is none. */
+static unsigned line_of(const config_setting_t *s)
+{
+    for (; s; s = config_setting_parent(s))
+        if (config_setting_source_line(s))
+            return config_setting_source_line(s);
+    return 0;
+}
+
+static const char *file_of(const struct loader *ld, const config_setting_t *s)
+{
+    const char *f = s ? config_setting_source_file(s) : NULL;
+
+    return f ? f : ld->path;
+}
+
+/* Writes "FILE:LINE: KEY: message" (line of `at`, key path of `key`) and returns -EINVAL. */
+static int fail(struct loader *ld, const config_setting_t *at, const config_setting_t *key,
+                const char *fmt, ...)
+{
+    char where[256];
+    unsigned line = line_of(at);
+    va_list ap;
+    int n;
+
+    if (!ld->err || !ld->errlen)
+        return -EINVAL;
+    setting_path(key, where, sizeof(where));
+    if (line)
+        n = snprintf(ld->err, ld->errlen, "%s:%u: ", file_of(ld, at), line);
+    else
+        n = snprintf(ld->err, ld->errlen, "%s: ", file_of(ld, at));
+    if (n >= 0 && (size_t)n < ld->errlen && where[0])
+        n += snprintf(ld->err + n, ld->errlen - (size_t)n, "%s: ", where);
+    if (n >= 0 && (size_t)n < ld->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+static int out_of_memory(struct loader *ld)
+{
+    if (ld->err && ld->errlen)
+        snprintf(ld->err, ld->errlen, "%s: out of memory", ld->path);
+    return -ENOMEM;
+}
+
+static const char *type_name(const config_setting_t *s)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP:
+        return "a group";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        return "an integer";
+    case CONFIG_TYPE_FLOAT:
+        return "a float";
+    case CONFIG_TYPE_STRING:
+        return "a string";
+    case CONFIG_TYPE_BOOL:
+        return "a boolean";
+    case CONFIG_TYPE_ARRAY:
+        return "an array";
+    case CONFIG_TYPE_LIST:
+        return "a list";
+    }
+    return "nothing";
+}
+
+static int wrong_type(struct loader *ld, const config_setting_t *s, const char *want)
+{
+    return fail(ld, s, s, "must be %s, got %s", want, type_name(s));
+}
+
+/* ---- syntax checks on strings ---- */
+
+static bool is_digits_and_dots(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != '.' && (p[i] < '0' || p[i] > '9'))
+            return false;
+    return true;
+}
+
+static bool ip_literal_ok(int af, const char *p, size_t n)
+{
+    char buf[INET6_ADDRSTRLEN];
+    unsigned char sa[sizeof(struct in6_addr)];
+
+    if (n == 0 || n >= sizeof(buf))
+        return false;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    return inet_pton(af, buf, sa) == 1;
+}
+
+static bool label_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+/* Dot-separated labels of [A-Za-z0-9_-], 1-63 bytes each, 253 in all. */
+static bool hostname_ok(const char *p, size_t n)
+{
+    size_t label = 0;
+
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (!label_char(p[i]) || ++label > 63) {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+/* An IPv4 literal, or (if names_ok) a host name; a name of digits and dots must be IPv4. */
+static bool host_ok(const char *p, size_t n, bool names_ok)
+{
+    if (is_digits_and_dots(p, n))
+        return ip_literal_ok(AF_INET, p, n);
+    return names_ok && hostname_ok(p, n);
+}
+
+static bool port_ok(const char *p, size_t n)
+{
+    unsigned port = 0;
+
+    if (n == 0 || n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        port = port * 10 + (unsigned)(p[i] - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+/* "host:port" or "[ip6]:port" in p[0..n); the port may be left out unless need_port. */
+static bool hostport_ok(const char *p, size_t n, bool need_port, bool names_ok)
+{
+    const char *end = p + n, *hend;
+
+    if (n && p[0] == '[') {
+        const char *close = memchr(p, ']', n);
+        if (!close || !ip_literal_ok(AF_INET6, p + 1, (size_t)(close - p - 1)))
+            return false;
+        hend = close + 1;
+    } else {
+        hend = memchr(p, ':', n);
+        if (!hend)
+            hend = end;
+        if (!host_ok(p, (size_t)(hend - p), names_ok))
+            return false;
+    }
+    if (hend == end)
+        return !need_port;
+    return *hend == ':' && port_ok(hend + 1, (size_t)(end - hend - 1));
+}
+
+/* What a header value or path may hold: visible ASCII, no spaces (so no CR/LF injection). */
+static bool visible_ascii(const char *s)
+{
+    for (; *s; s++)
+        if (*s < 0x21 || *s > 0x7e)
+            return false;
+    return true;
+}
+
+/* ---- typed values ---- */
+
+static int get_string(struct loader *ld, const config_setting_t *s, const char **v)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return wrong_type(ld, s, "a string");
+    *v = config_setting_get_string(s);
+    return 0;
+}
+
+static int get_copy(struct loader *ld, const config_setting_t *s, const char **v)
+{
+    int rc = get_string(ld, s, v);
+
+    if (rc)
+        return rc;
+    *v = arena_strdup(ld->out, *v);
+    return *v ? 0 : out_of_memory(ld);
+}
+
+/* Integers are range-checked as long long. libconfig 1.5 itself wraps decimal literals past
+ * 32 bits (3000000000 reads as -1294967296) unless they carry an L suffix; we cannot see
+ * that, so a range check is all the protection there is. */
+static int get_int(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
+                   long long *v)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+        return wrong_type(ld, s, "an integer");
+    *v = config_setting_get_int64(s);
+    if (*v < lo || *v > hi)
+        return fail(ld, s, s, "must be %lld-%lld, got %lld", lo, hi, *v);
+    return 0;
+}
+
+static int get_duration(struct loader *ld, const config_setting_t *s, uint32_t *ms)
+{
+    const char *v;
+
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return wrong_type(ld, s, "a duration string such as \"10s\"");
+    v = config_setting_get_string(s);
+    if (rp_parse_duration_ms(v, ms))
+        return fail(ld, s, s, "\"%s\" is not a valid duration (e.g. \"250ms\", \"10s\", \"1m30s\")",
+                    v);
+    if (*ms == 0)
+        return fail(ld, s, s, "must be longer than 0");
+    return 0;
+}
+
+static int get_size(struct loader *ld, const config_setting_t *s, uint64_t max, uint64_t *v)
+{
+    long long i;
+
+    if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+        if (rp_parse_size(config_setting_get_string(s), v))
+            return fail(ld, s, s, "\"%s\" is not a valid size (e.g. 4096, \"64KiB\", \"256MiB\")",
+                        config_setting_get_string(s));
+    } else if (config_setting_type(s) == CONFIG_TYPE_INT ||
+               config_setting_type(s) == CONFIG_TYPE_INT64) {
+        i = config_setting_get_int64(s);
+        *v = i < 0 ? 0 : (uint64_t)i;
+        if (i < 0)
+            return fail(ld, s, s, "must be 1-%llu bytes, got %lld", (unsigned long long)max, i);
+    } else {
+        return wrong_type(ld, s, "a size (an integer or a string such as \"64KiB\")");
+    }
+    if (*v == 0 || *v > max)
+        return fail(ld, s, s, "must be 1-%llu bytes, got %llu", (unsigned long long)max,
+                    (unsigned long long)*v);
+    return 0;
+}
+
+static int get_enum(struct loader *ld, const config_setting_t *s, const char *const *names,
+                    const char *list, int *v)
+{
+    const char *str = NULL;
+    int rc = get_string(ld, s, &str);
+
+    if (rc)
+        return rc;
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(str, names[i])) {
+            *v = i;
+            return 0;
+        }
+    }
+    return fail(ld, s, s, "\"%s\" is not one of %s", str, list);
+}
+
+/* ---- key tables: a group's members are looked up here, anything else is an error ---- */
+
+enum kind {
+    K_INT,          /* int in [lo, hi] */
+    K_INT_ZERO_NEG, /* int in [lo, hi], but a configured 0 is stored as -1 (see set_int) */
+    K_U32,          /* uint32_t in [lo, hi] */
+    K_DURATION,     /* uint32_t milliseconds from a duration string, more than 0 */
+    K_SIZE32,       /* uint32_t bytes from a size, 1 to hi */
+    K_SIZE64,       /* uint64_t bytes from a size, at least 1 */
+    K_BOOL,         /* bool */
+    K_HEADER,       /* const char * Host value; "" means unset (NULL) */
+    K_FUNC,         /* fn does the work */
+    K_LATER,        /* a feature that is not built yet */
+};
+
+struct key {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    long long lo, hi;
+    int (*fn)(struct loader *ld, const config_setting_t *s, void *obj);
+};
+
+static int set_int(struct loader *ld, const config_setting_t *s, const struct key *k, char *f)
+{
+    long long v = 0;
+    int rc = get_int(ld, s, k->lo, k->hi, &v);
+
+    if (rc)
+        return rc;
+    if (k->kind == K_U32)
+        *(uint32_t *)(void *)f = (uint32_t)v;
+    else /* in ringproxy.h 0 means "the default", so a configured 0 (none) is stored as -1:
+          * RP_NO_RETRIES for max_retries, and route.c treats a negative max_idle_conns as 0 */
+        *(int *)(void *)f = k->kind == K_INT_ZERO_NEG && v == 0 ? -1 : (int)v;
+    return 0;
+}
+
+static int set_size(struct loader *ld, const config_setting_t *s, const struct key *k, char *f)
+{
+    uint64_t v;
+    int rc = get_size(ld, s, k->kind == K_SIZE32 ? (uint64_t)k->hi : UINT64_MAX, &v);
+
+    if (rc)
+        return rc;
+    if (k->kind == K_SIZE32)
+        *(uint32_t *)(void *)f = (uint32_t)v;
+    else
+        *(uint64_t *)(void *)f = v;
+    return 0;
+}
+
+static int set_bool(struct loader *ld, const config_setting_t *s, char *f)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    *(bool *)(void *)f = config_setting_get_bool(s);
+    return 0;
+}
+
+static int set_header(struct loader *ld, const config_setting_t *s, char *f)
+{
+    const char *v = NULL;
+    int rc = get_string(ld, s, &v);
+
+    if (rc)
+        return rc;
+    if (!visible_ascii(v))
+        return fail(ld, s, s, "\"%s\" is not a valid Host value (no spaces or control characters)",
+                    v);
+    if (!*v)
+        return 0;
+    return get_copy(ld, s, (const char **)(void *)f);
+}
+
+static int set_value(struct loader *ld, const config_setting_t *s, const struct key *k, void *obj)
+{
+    char *f = (char *)obj + k->off;
+
+    switch (k->kind) {
+    case K_INT:
+    case K_INT_ZERO_NEG:
+    case K_U32:
+        return set_int(ld, s, k, f);
+    case K_DURATION:
+        return get_duration(ld, s, (uint32_t *)(void *)f);
+    case K_SIZE32:
+    case K_SIZE64:
+        return set_size(ld, s, k, f);
+    case K_BOOL:
+        return set_bool(ld, s, f);
+    case K_HEADER:
+        return set_header(ld, s, f);
+    case K_FUNC:
+        return k->fn(ld, s, obj);
+    case K_LATER:
+        return fail(ld, s, NULL, "'%s' is not supported yet", k->name);
+    }
+    return -EINVAL;
+}
+
+static int parse_group(struct loader *ld, const config_setting_t *g, const struct key *keys,
+                       void *obj)
+{
+    int n = config_setting_length(g), rc;
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const struct key *k = keys;
+
+        while (k->name && strcmp(k->name, config_setting_name(s)))
+            k++;
+        if (!k->name)
+            return fail(ld, s, g, "unknown key '%s'", config_setting_name(s));
+        rc = set_value(ld, s, k, obj);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int must_be_group(struct loader *ld, const config_setting_t *s)
+{
+    return config_setting_is_group(s) ? 0 : wrong_type(ld, s, "a group { ... }");
+}
+
+/* A list of groups "( { ... }, { ... } )"; an empty array "[]" counts as an empty list. */
+static int list_of_groups(struct loader *ld, const config_setting_t *s)
+{
+    int rc = 0;
+
+    if (!config_setting_is_list(s) && !config_setting_is_array(s))
+        return wrong_type(ld, s, "a list of groups ( { ... }, ... )");
+    for (int i = 0; !rc && i < config_setting_length(s); i++)
+        rc = must_be_group(ld, config_setting_get_elem(s, (unsigned)i));
+    return rc;
+}
+
+static int missing(struct loader *ld, const config_setting_t *g, const char *name)
+{
+    return fail(ld, g, g, "missing required key '%s'", name);
+}
+
+#define FIELD(T, name, kind, f, lo, hi)                                                            \
+    {                                                                                              \
+        name, kind, offsetof(T, f), lo, hi, NULL                                                   \
+    }
+#define FUNC(name, fn)                                                                             \
+    {                                                                                              \
+        name, K_FUNC, 0, 0, 0, fn                                                                  \
+    }
+
+/* ---- backends, health checks, domains ---- */
+
+/* "http://host[:port][/]": host an IPv4 literal, [IPv6] literal or name; stored as written
+ * (route.c parses it again and keeps "host" without ":80" as the Host sent upstream). */
+static int check_backend(struct loader *ld, const config_setting_t *s, const char **addr)
+{
+    const char *a, *p;
+    size_t n;
+    int rc = get_copy(ld, s, addr);
+
+    if (rc)
+        return rc;
+    a = *addr;
+    if (!strncasecmp(a, "https://", 8))
+        return fail(ld, s, s, "https backends are not supported yet (\"%s\")", a);
+    if (strncasecmp(a, "http://", 7))
+        goto bad;
+    p = a + 7;
+    n = strlen(p);
+    if (n && p[n - 1] == '/')
+        n--;
+    if (!hostport_ok(p, n, false, true))
+        goto bad;
+    return 0;
+bad:
+    return fail(ld, s, s, "\"%s\" is not a valid backend address (want http://host:port)", a);
+}
+
+static int parse_backend_addr(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return check_backend(ld, s, &((rp_backend_config *)obj)->addr);
+}
+
+static const struct key backend_keys[] = {
+    FUNC("addr", parse_backend_addr),
+    FIELD(rp_backend_config, "weight", K_INT, weight, 1, 100),
+    {0},
+};
+
+static int parse_backends(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_domain_config *d = obj;
+    int n, rc = list_of_groups(ld, s);
+    rp_backend_config *b;
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    if (n == 0)
+        return fail(ld, s, s, "must not be empty");
+    d->backends = b = arena_array(ld->out, (size_t)n, sizeof(*b));
+    if (!b)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+        b[i].weight = 1;
+        d->n_backends++;
+        rc = parse_group(ld, g, backend_keys, &b[i]);
+        if (!rc && !b[i].addr)
+            rc = missing(ld, g, "addr");
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int parse_lb(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    static const char *const names[] = {"round_robin", "weighted_rr", "least_conn",
+                                        "ip_hash",     "random",      NULL};
+    static const rp_lb_strategy values[] = {RP_LB_ROUND_ROBIN, RP_LB_WEIGHTED_RR, RP_LB_LEAST_CONN,
+                                            RP_LB_IP_HASH, RP_LB_RANDOM};
+    int i, rc = get_enum(ld, s, names, "round_robin, weighted_rr, least_conn, ip_hash, random", &i);
+
+    if (!rc)
+        ((rp_domain_config *)obj)->load_balancer = values[i];
+    return rc;
+}
+
+static int parse_hc_path(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_health_check_config *hc = obj;
+    int rc = get_copy(ld, s, &hc->path);
+
+    if (rc)
+        return rc;
+    if (*hc->path && (hc->path[0] != '/' || !visible_ascii(hc->path)))
+        return fail(ld, s, s, "\"%s\" is not a valid path (want \"\" or \"/...\" without spaces)",
+                    hc->path);
+    return 0;
+}
+
+#define HC_FIELD(name, kind, f, lo, hi) FIELD(rp_health_check_config, name, kind, f, lo, hi)
+
+static const struct key health_keys[] = {
+    HC_FIELD("enabled", K_BOOL, enabled, 0, 0),
+    FUNC("path", parse_hc_path),
+    HC_FIELD("interval", K_DURATION, interval_ms, 0, 0),
+    HC_FIELD("timeout", K_DURATION, timeout_ms, 0, 0),
+    HC_FIELD("fail_threshold", K_INT, fail_threshold, 1, 100),
+    HC_FIELD("success_threshold", K_INT, success_threshold, 1, 100),
+    {0},
+};
+
+/* A health_check group turns checks on unless it says enabled = false: writing the group and
+ * forgetting "enabled" should not silently leave every backend unchecked. */
+static int parse_health(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_health_check_config *hc = &((rp_domain_config *)obj)->health_check;
+    int rc = must_be_group(ld, s);
+
+    if (rc)
+        return rc;
+    hc->enabled = true;
+    rc = parse_group(ld, s, health_keys, hc);
+    /* The engine does not run checks yet (issue 5): refuse rather than pretend. */
+    if (!rc && hc->enabled)
+        return fail(ld, s, s, "active health checks are not supported yet (set enabled = "
+                              "false or remove the block)");
+    return rc;
+}
+
+/* "api.example.com" or "*.example.com", stored lowercase. */
+static int parse_domain_name(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_domain_config *d = obj;
+    char *name;
+    int rc = get_copy(ld, s, &d->domain);
+    size_t skip;
+
+    if (rc)
+        return rc;
+    name = (char *)d->domain;
+    skip = !strncmp(name, "*.", 2) ? 2 : 0;
+    if (!hostname_ok(name + skip, strlen(name + skip)))
+        return fail(ld, s, s, "\"%s\" is not a valid domain (want a host name or \"*.suffix\")",
+                    name);
+    for (char *p = name; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return 0;
+}
+
+#define DOM_FIELD(name, kind, f, lo, hi) FIELD(rp_domain_config, name, kind, f, lo, hi)
+
+static const struct key domain_keys[] = {
+    FUNC("domain", parse_domain_name),
+    FUNC("backends", parse_backends),
+    FUNC("load_balancer", parse_lb),
+    DOM_FIELD("connect_timeout", K_DURATION, connect_timeout_ms, 0, 0),
+    DOM_FIELD("read_timeout", K_DURATION, read_timeout_ms, 0, 0),
+    DOM_FIELD("write_timeout", K_DURATION, write_timeout_ms, 0, 0),
+    DOM_FIELD("max_retries", K_INT_ZERO_NEG, max_retries, 0, 10),
+    DOM_FIELD("max_idle_conns", K_INT_ZERO_NEG, max_idle_conns, 0, 100000),
+    DOM_FIELD("idle_timeout", K_DURATION, idle_timeout_ms, 0, 0),
+    DOM_FIELD("preserve_host", K_BOOL, preserve_host, 0, 0),
+    DOM_FIELD("host_header", K_HEADER, host_header, 0, 0),
+    FUNC("health_check", parse_health),
+    {0},
+};
+
+static int parse_domain(struct loader *ld, const config_setting_t *g, rp_domain_config *d)
+{
+    int rc = parse_group(ld, g, domain_keys, d);
+
+    if (rc)
+        return rc;
+    if (!d->domain)
+        return missing(ld, g, "domain");
+    if (!d->backends)
+        return missing(ld, g, "backends");
+    return 0;
+}
+
+/* Names are lowercase by now, so strcmp is the case-insensitive comparison. */
+static int check_unique_domain(struct loader *ld, const config_setting_t *list, size_t i)
+{
+    const struct rp_file_config *c = ld->out;
+
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(c->domains[j].domain, c->domains[i].domain))
+            continue;
+        const config_setting_t *first = config_setting_get_elem(list, (unsigned)j);
+        const config_setting_t *dup = config_setting_get_elem(list, (unsigned)i);
+        dup = config_setting_get_member(dup, "domain");
+        return fail(ld, dup, dup, "duplicate domain \"%s\" (first at line %u)",
+                    c->domains[i].domain, line_of(config_setting_get_member(first, "domain")));
+    }
+    return 0;
+}
+
+static int parse_domains(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct rp_file_config *c = obj;
+    int n, rc = list_of_groups(ld, s);
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    c->domains = arena_array(c, (size_t)n, sizeof(*c->domains));
+    if (!c->domains)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        c->n_domains++;
+        rc = parse_domain(ld, config_setting_get_elem(s, (unsigned)i), &c->domains[i]);
+        if (!rc)
+            rc = check_unique_domain(ld, s, (size_t)i);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- path routes ---- */
+
+static int parse_prefix(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_http_route *r = obj;
+    int rc = get_copy(ld, s, &r->path_prefix);
+
+    if (rc)
+        return rc;
+    if (r->path_prefix[0] != '/' || !visible_ascii(r->path_prefix))
+        return fail(ld, s, s, "\"%s\" is not a valid path prefix (want \"/...\" without spaces)",
+                    r->path_prefix);
+    return 0;
+}
+
+static int parse_route_backend(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return check_backend(ld, s, &((rp_http_route *)obj)->backend);
+}
+
+static const struct key route_keys[] = {
+    FUNC("path_prefix", parse_prefix),
+    FUNC("backend", parse_route_backend),
+    FIELD(rp_http_route, "host_header", K_HEADER, host_header, 0, 0),
+    {0},
+};
+
+static int parse_route(struct loader *ld, const config_setting_t *g, rp_http_route *r)
+{
+    int rc = parse_group(ld, g, route_keys, r);
+
+    if (rc)
+        return rc;
+    if (!r->path_prefix)
+        return missing(ld, g, "path_prefix");
+    if (!r->backend)
+        return missing(ld, g, "backend");
+    return 0;
+}
+
+static int check_unique_route(struct loader *ld, const config_setting_t *list, size_t i)
+{
+    const struct rp_file_config *c = ld->out;
+
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(c->routes[j].path_prefix, c->routes[i].path_prefix))
+            continue;
+        const config_setting_t *first = config_setting_get_elem(list, (unsigned)j);
+        const config_setting_t *dup = config_setting_get_elem(list, (unsigned)i);
+        dup = config_setting_get_member(dup, "path_prefix");
+        return fail(ld, dup, dup, "duplicate path_prefix \"%s\" (first at line %u)",
+                    c->routes[i].path_prefix,
+                    line_of(config_setting_get_member(first, "path_prefix")));
+    }
+    return 0;
+}
+
+static int parse_routes(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct rp_file_config *c = obj;
+    int n, rc = list_of_groups(ld, s);
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    c->routes = arena_array(c, (size_t)n, sizeof(*c->routes));
+    if (!c->routes)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        c->n_routes++;
+        rc = parse_route(ld, config_setting_get_elem(s, (unsigned)i), &c->routes[i]);
+        if (!rc)
+            rc = check_unique_route(ld, s, (size_t)i);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- top level ---- */
+
+static int check_listen(struct loader *ld, const config_setting_t *s, const char *const *seen,
+                        size_t n, const char **addr)
+{
+    int rc = get_copy(ld, s, addr);
+
+    if (rc)
+        return rc;
+    if (!hostport_ok(*addr, strlen(*addr), true, false))
+        return fail(ld, s, s, "\"%s\" is not a valid address (want ip:port or [ip6]:port)", *addr);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(seen[i], *addr))
+            return fail(ld, s, s, "\"%s\" is listed twice", *addr);
+    return 0;
+}
+
+/* One address or a list/array of them. */
+static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
+    bool one = config_setting_type(s) == CONFIG_TYPE_STRING;
+    int n = one ? 1 : config_setting_length(s), rc;
+    const char **addrs;
+
+    if (!one && !config_setting_is_list(s) && !config_setting_is_array(s))
+        return wrong_type(ld, s, "a string or a list of strings");
+    if (n == 0)
+        return fail(ld, s, s, "must not be empty");
+    srv->listen = addrs = arena_array(ld->out, (size_t)n, sizeof(*addrs));
+    if (!addrs)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = one ? s : config_setting_get_elem(s, (unsigned)i);
+        rc = check_listen(ld, e, addrs, (size_t)i, &addrs[i]);
+        if (rc)
+            return rc;
+        srv->n_listen++;
+    }
+    return 0;
+}
+
+static int parse_log_level(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    static const char *const names[] = {"info", "warn", "debug", NULL};
+
+    return get_enum(ld, s, names, "info, warn, debug",
+                    &((struct rp_file_config *)obj)->server.log_level);
+}
+
+#define SRV_FIELD(name, kind, f, lo, hi) FIELD(struct rp_file_config, name, kind, server.f, lo, hi)
+#define LATER(name)                                                                                \
+    {                                                                                              \
+        name, K_LATER, 0, 0, 0, NULL                                                               \
+    }
+
+static const struct key top_keys[] = {
+    FUNC("listen", parse_listen),
+    SRV_FIELD("workers", K_INT, workers, 1, 1024),
+    SRV_FIELD("header_timeout", K_DURATION, header_timeout_ms, 0, 0),
+    SRV_FIELD("keepalive_timeout", K_DURATION, keepalive_timeout_ms, 0, 0),
+    SRV_FIELD("shutdown_timeout", K_DURATION, shutdown_timeout_ms, 0, 0),
+    SRV_FIELD("max_header_bytes", K_SIZE32, max_header_bytes, 1, MAX_HEADER_BYTES),
+    SRV_FIELD("max_body_size", K_SIZE64, max_body_bytes, 1, 0),
+    SRV_FIELD("max_header_count", K_U32, max_header_count, 1, MAX_HEADER_COUNT),
+    SRV_FIELD("max_target_len", K_U32, max_target_len, 1, MAX_TARGET_LEN),
+    FUNC("log_level", parse_log_level),
+    FUNC("domains", parse_domains),
+    FUNC("routes", parse_routes),
+    LATER("cache"),
+    LATER("listen_tls"),
+    LATER("tls"),
+    LATER("admin"),
+    {0},
+};
+
+/* ---- entry points ---- */
+
+static int syntax_error(struct loader *ld, const config_t *cfg)
+{
+    const char *file = config_error_file(cfg) ? config_error_file(cfg) : ld->path;
+    const char *text = config_error_text(cfg) ? config_error_text(cfg) : "cannot parse";
+
+    if (ld->err && ld->errlen && config_error_line(cfg) > 0)
+        snprintf(ld->err, ld->errlen, "%s:%d: %s", file, config_error_line(cfg), text);
+    else if (ld->err && ld->errlen)
+        snprintf(ld->err, ld->errlen, "%s: %s", file, text);
+    return -EINVAL;
+}
+
+/* Runs after libconfig has read the file or string (read_ok says whether it could). */
+static int load_tree(struct loader *ld, config_t *cfg, bool read_ok)
+{
+    int rc = read_ok ? parse_group(ld, config_root_setting(cfg), top_keys, ld->out)
+                     : syntax_error(ld, cfg);
+
+    config_destroy(cfg);
+    return rc;
+}
+
+static int cannot_read(struct loader *ld, int e)
+{
+    if (ld->err && ld->errlen)
+        snprintf(ld->err, ld->errlen, "%s: cannot read: %s", ld->path, strerror(e));
+    return -e;
+}
+
+int rp_file_config_load(const char *path, struct rp_file_config *out, char *err, size_t errlen)
+{
+    struct loader ld = {.path = path, .err = err, .errlen = errlen, .out = out};
+    struct stat st;
+    config_t cfg;
+    FILE *f;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (err && errlen)
+        err[0] = 0;
+    f = fopen(path, "r");
+    if (!f)
+        return cannot_read(&ld, errno);
+    rc = fstat(fileno(f), &st) ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (rc) {
+        fclose(f);
+        return cannot_read(&ld, rc);
+    }
+    config_init(&cfg);
+    rc = config_read(&cfg, f);
+    fclose(f);
+    return load_tree(&ld, &cfg, rc == CONFIG_TRUE);
+}
+
+int rp_file_config_load_string(const char *text, const char *name, struct rp_file_config *out,
+                               char *err, size_t errlen)
+{
+    struct loader ld = {.path = name ? name : "(string)", .err = err, .errlen = errlen, .out = out};
+    config_t cfg;
+
+    memset(out, 0, sizeof(*out));
+    if (err && errlen)
+        err[0] = 0;
+    config_init(&cfg);
+    return load_tree(&ld, &cfg, config_read_string(&cfg, text) == CONFIG_TRUE);
+}

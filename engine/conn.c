@@ -1,0 +1,891 @@
+/* conn.c: the client side of a proxied exchange. Parses request heads, routes them, rewrites
+ * the head for the backend, streams the request body, relays the response head and body
+ * back with the client's framing, and decides keep-alive, pipelining, timeouts, retries and
+ * the error answers (400-range for bad requests, 502/503/504 for backend failures).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "log.h"
+
+#define MAX_HEADERS_CAP 256
+#define LINGER_MS 2000
+
+static void conn_process(struct conn *c);
+static void conn_update_timer(struct conn *c);
+static void conn_timeout(struct timer *t, uint64_t now);
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+static void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->ex.up) {
+        up_close(c->ex.up);
+        c->ex.up = NULL;
+    }
+    if (c->ex.be && c->ex.active)
+        atomic_fetch_sub_explicit(&c->ex.be->inflight, 1, memory_order_relaxed);
+    c->ex.active = false;
+    buf_free(&c->ex.replay);
+    sock_kill(w, &c->sk);
+}
+
+void conn_release(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    free(c);
+}
+
+void conn_accepted(struct worker *w, int fd)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    socklen_t len = sizeof(c->peer);
+
+    if (!c) {
+        struct io_uring_sqe *sqe = w_sqe(w);
+        io_uring_prep_close(sqe, fd);
+        sqe->user_data = 0;
+        w->errors++;
+        return;
+    }
+    sock_init(&c->sk, fd, SK_CLIENT);
+    c->w = w;
+    c->sk.tm.fn = conn_timeout;
+    /* multishot accept cannot return addresses; the client's address is needed for
+     * X-Forwarded-For and ip_hash, so ask once per connection (never blocks) */
+    if (getpeername(fd, (struct sockaddr *)&c->peer, &len))
+        c->peer.sin6_family = AF_UNSPEC;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    c->head_start_ms = w->now_ms; /* the first head is due header_timeout after accept */
+    sock_recv_start(w, &c->sk);
+    conn_update_timer(c);
+}
+
+/* ---- writing to the client --------------------------------------------------------------- */
+
+static void conn_write(struct conn *c, const void *p, uint32_t n)
+{
+    if (sock_write(c->w, &c->sk, p, n))
+        conn_close(c);
+}
+
+/* Answers the current request locally. `close` ends the connection after the answer. */
+static void respond(struct conn *c, int status, const char *body, bool head_only, bool close)
+{
+    char hdr[512];
+    size_t blen = body ? strlen(body) : 0;
+    int n = snprintf(hdr, sizeof(hdr),
+                     "HTTP/1.1 %d %s\r\nServer: ringproxy\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n%s\r\n",
+                     status, h1_reason(status), blen, close ? "Connection: close\r\n" : "");
+
+    if (close)
+        c->close_after = true;
+    conn_write(c, hdr, (uint32_t)n);
+    if (!c->sk.dead && blen && !head_only)
+        conn_write(c, body, (uint32_t)blen);
+}
+
+static void respond_error(struct conn *c, int status)
+{
+    char body[64];
+
+    snprintf(body, sizeof(body), "%d %s\n", status, h1_reason(status));
+    respond(c, status, body, false, true);
+    /* the rest of the input is unread: shut our side and discard it rather than reset */
+    c->linger = true;
+}
+
+/* ---- the exchange ------------------------------------------------------------------------ */
+
+static void ex_end(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    if (ex->be)
+        atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
+    buf_free(&ex->replay);
+    memset(ex, 0, sizeof(*ex));
+}
+
+static bool is_idempotent(uint8_t m)
+{
+    return m == H1_M_GET || m == H1_M_HEAD || m == H1_M_PUT || m == H1_M_DELETE ||
+           m == H1_M_OPTIONS || m == H1_M_TRACE;
+}
+
+static void put(struct buf *b, bool *ok, const void *p, uint32_t n)
+{
+    if (*ok && buf_append(b, p, n))
+        *ok = false;
+}
+
+static void put_str(struct buf *b, bool *ok, const char *s)
+{
+    put(b, ok, s, (uint32_t)strlen(s));
+}
+
+static void put_header(struct buf *b, bool *ok, const struct h1_header *h)
+{
+    put(b, ok, h->name, h->name_len);
+    put(b, ok, ": ", 2);
+    put(b, ok, h->value, h->value_len);
+    put(b, ok, "\r\n", 2);
+}
+
+static void format_peer(const struct conn *c, char *out, size_t cap)
+{
+    const struct sockaddr_in6 *sa = &c->peer;
+
+    out[0] = 0;
+    if (sa->sin6_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)cap);
+    else if (sa->sin6_family == AF_INET6)
+        inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
+}
+
+/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
+ * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
+static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct buf *b,
+                              bool *ok)
+{
+    char peer[INET6_ADDRSTRLEN];
+
+    /* several X-Forwarded-For fields are one list, in order; the client goes last */
+    put_str(b, ok, "X-Forwarded-For: ");
+    for (uint32_t i = 0; i < r->n_headers; i++) {
+        const struct h1_header *h = &r->headers[i];
+        if (h->kind == H1_H_X_FORWARDED_FOR && !h->hop && h->value_len) {
+            put(b, ok, h->value, h->value_len);
+            put(b, ok, ", ", 2);
+        }
+    }
+    format_peer(c, peer, sizeof(peer));
+    put_str(b, ok, peer);
+    put(b, ok, "\r\n", 2);
+}
+
+/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
+ * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
+static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b)
+{
+    const struct target *t = c->ex.t;
+    bool ok = true;
+
+    put(b, &ok, r->method, r->method_len);
+    put(b, &ok, " ", 1);
+    put(b, &ok, r->path, r->path_len);
+    put_str(b, &ok, " HTTP/1.1\r\nHost: ");
+    if (t->host_header)
+        put(b, &ok, t->host_header, t->host_header_len);
+    else if (t->preserve_host && r->host)
+        put(b, &ok, r->host, r->host_len);
+    else
+        put(b, &ok, c->ex.be->authority, c->ex.be->authority_len);
+    put(b, &ok, "\r\n", 2);
+    for (uint32_t i = 0; i < r->n_headers; i++) {
+        const struct h1_header *h = &r->headers[i];
+        switch (h->kind) {
+        case H1_H_HOST:           /* ours above */
+        case H1_H_CONTENT_LENGTH: /* ours below, normalised */
+        case H1_H_EXPECT:         /* answered here (send_continue) */
+        case H1_H_X_FORWARDED_FOR:
+        case H1_H_X_FORWARDED_PROTO:
+        case H1_H_X_FORWARDED_HOST:
+            continue;
+        default:
+            if (!h->hop)
+                put_header(b, &ok, h);
+        }
+    }
+    put_forwarded_for(c, r, b, &ok);
+    put_str(b, &ok, "X-Forwarded-Proto: http\r\n");
+    if (r->host) {
+        put_str(b, &ok, "X-Forwarded-Host: ");
+        put(b, &ok, r->host, r->host_len);
+        put(b, &ok, "\r\n", 2);
+    }
+    if (r->body == H1_BODY_CHUNKED) {
+        put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
+    } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST ||
+               r->method_id == H1_M_PUT || r->method_id == H1_M_PATCH) {
+        char cl[40];
+        snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
+                 (unsigned long long)r->content_length);
+        put_str(b, &ok, cl);
+    }
+    put(b, &ok, "\r\n", 2);
+    return ok;
+}
+
+/* Sends request bytes to the backend, keeping a copy while the request can be replayed. */
+static void ex_forward(struct conn *c, const char *p, uint32_t n)
+{
+    struct exchange *ex = &c->ex;
+
+    ex->req_bytes += n;
+    if (ex->replayable) {
+        if (buf_used(&ex->replay) + n > REPLAY_MAX || buf_append(&ex->replay, p, n)) {
+            ex->replayable = false;
+            buf_free(&ex->replay);
+        }
+    }
+    if (ex->up && sock_write(c->w, &ex->up->sk, p, n))
+        ex_upstream_failed(c, -ENOMEM, "out of memory");
+}
+
+/* Moves request body bytes from the client's input to the backend. */
+static void ex_feed_body(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct buf *in = &c->sk.in;
+    uint32_t n = buf_used(in);
+    bool done = false;
+
+    if (!n || ex->req_done)
+        return;
+    if (ex->req_body == H1_BODY_LENGTH) {
+        if (n > ex->req_left)
+            n = (uint32_t)ex->req_left;
+        ex->req_left -= n;
+        done = ex->req_left == 0;
+    } else {
+        ssize_t k = h1_chunked_feed(&ex->req_ck, buf_data(in), n, NULL, NULL, &done);
+        if (k < 0 || ex->req_bytes + (uint64_t)k > c->w->s->cfg.max_body_bytes + 65536) {
+            int status = k < 0 ? 400 : 413;
+            if (ex->resp_started) {
+                conn_close(c);
+            } else {
+                if (ex->up)
+                    up_close(ex->up);
+                ex->up = NULL;
+                ex_end(c);
+                respond_error(c, status);
+            }
+            return;
+        }
+        n = (uint32_t)k;
+    }
+    ex_forward(c, buf_data(in), n);
+    if (c->sk.dead)
+        return;
+    buf_consume(in, n);
+    if (done)
+        ex->req_done = true;
+}
+
+static void send_continue(struct conn *c, const struct h1_request *r)
+{
+    /* We ask for the body ourselves rather than forward Expect: the backend may be an
+     * HTTP/1.0 server that never answers 100, and the client would stall. */
+    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in))
+        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static bool ex_connect(struct conn *c, bool fresh)
+{
+    struct exchange *ex = &c->ex;
+
+    ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
+    if (!ex->up)
+        return false;
+    if (buf_used(&ex->replay) && sock_write(c->w, &ex->up->sk, buf_data(&ex->replay),
+                                            buf_used(&ex->replay)))
+        return false;
+    return true;
+}
+
+static bool ex_pick(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct target *t = ex->t;
+    struct backend *be = bal_pick(&c->w->bal, t, (const struct sockaddr *)&c->peer, ex->tried);
+
+    if (!be)
+        return false;
+    for (uint32_t i = 0; i < t->n_backends && i < 64; i++)
+        if (t->backends[i] == be)
+            ex->tried |= 1ull << i;
+    if (ex->be)
+        atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
+    ex->be = be;
+    ex->attempts++;
+    atomic_fetch_add_explicit(&be->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&be->requests, 1, memory_order_relaxed);
+    return true;
+}
+
+static void local_answer(struct conn *c, const struct h1_request *r, int status,
+                         const char *body)
+{
+    /* A body we do not read would be parsed as the next request: close instead. */
+    bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
+
+    respond(c, status, body, r->method_id == H1_M_HEAD, close);
+    if (r->body != H1_BODY_NONE)
+        c->linger = true;
+}
+
+static void ex_start(struct conn *c, const struct h1_request *r)
+{
+    struct exchange *ex = &c->ex;
+    const rp_server_config *cfg = &c->w->s->cfg;
+    char body[300];
+
+    c->w->requests++;
+    c->nreq++;
+    if (r->method_id == H1_M_CONNECT) {
+        local_answer(c, r, 405, "CONNECT is not supported\n");
+        return;
+    }
+    if (r->body == H1_BODY_LENGTH && r->content_length > cfg->max_body_bytes) {
+        respond_error(c, 413);
+        return;
+    }
+    memset(ex, 0, sizeof(*ex));
+    ex->t = route_match(&c->w->s->rt, r->host, r->host_len, r->path, r->path_len);
+    if (!ex->t) {
+        local_answer(c, r, 404, "no route for this host and path\n");
+        return;
+    }
+    if (!ex_pick(c)) {
+        snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
+                 ex->t->name);
+        ex->t = NULL;
+        local_answer(c, r, 503, body);
+        return;
+    }
+    ex->active = true;
+    ex->replayable = true;
+    ex->method_id = r->method_id;
+    ex->client_minor = r->minor;
+    ex->idempotent = is_idempotent(r->method_id);
+    ex->close_client = !r->keep_alive || c->w->draining;
+    ex->req_body = r->body;
+    ex->req_left = r->content_length;
+    ex->req_done = r->body == H1_BODY_NONE;
+    if (!build_upstream_head(c, r, &ex->replay)) {
+        ex_end(c);
+        conn_close(c);
+        return;
+    }
+    ex->req_bytes = 0;
+    buf_consume(&c->sk.in, r->head_len);
+    if (!ex_connect(c, false)) {
+        conn_close(c);
+        return;
+    }
+    send_continue(c, r);
+    ex_feed_body(c);
+}
+
+/* ---- failures and retries ---------------------------------------------------------------- */
+
+static bool may_retry(struct conn *c, bool stale)
+{
+    struct exchange *ex = &c->ex;
+
+    if (!ex->replayable || ex->resp_started || c->w->draining)
+        return false;
+    if (stale && !ex->reuse_retried)
+        return true;
+    return ex->idempotent && ex->attempts <= (uint8_t)ex->t->max_retries;
+}
+
+static bool may_retry_connect(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    return ex->replayable && !ex->resp_started && ex->attempts <= (uint8_t)ex->t->max_retries;
+}
+
+void ex_upstream_failed(struct conn *c, int err, const char *what)
+{
+    struct exchange *ex = &c->ex;
+    struct upconn *up = ex->up;
+    bool connecting = up && up->state == US_CONNECTING;
+    bool stale = up && up->reused && !up->got_bytes && err != -ETIMEDOUT;
+    bool retry;
+
+    atomic_fetch_add_explicit(&ex->be->failures, 1, memory_order_relaxed);
+    log_warn("backend %s (%.*s): %s: %s (attempt %u)", ex->be->addr, (int)ex->t->name_len,
+             ex->t->name, what, strerror(-err), ex->attempts);
+    ex->timed_out = err == -ETIMEDOUT;
+    if (up)
+        up_close(up);
+    ex->up = NULL;
+    if (ex->resp_started) { /* the client has part of a response: only a close tells it */
+        conn_close(c);
+        return;
+    }
+    retry = connecting ? may_retry_connect(c) : may_retry(c, stale);
+    if (retry && stale && !ex->reuse_retried) {
+        ex->reuse_retried = true; /* same backend, fresh connection */
+        if (ex_connect(c, true))
+            return;
+    } else if (retry && ex_pick(c)) {
+        if (ex_connect(c, false))
+            return;
+    }
+    c->w->errors++;
+    ex_end(c);
+    respond_error(c, err == -ETIMEDOUT ? 504 : 502);
+    conn_update_timer(c);
+}
+
+/* ---- the backend's side of the exchange -------------------------------------------------- */
+
+void ex_upstream_ready(struct conn *c)
+{
+    conn_update_timer(c);
+}
+
+void ex_upstream_sent(struct conn *c)
+{
+    /* The backend took our bytes: read more of the client's body if we held it back. */
+    if (c->recv_paused && c->ex.up && outq_bytes(&c->ex.up->sk.out) < WINDOW_BYTES / 2) {
+        c->recv_paused = false;
+        sock_recv_start(c->w, &c->sk);
+        conn_process(c);
+    }
+}
+
+static bool resp_skip_header(const struct exchange *ex, const struct h1_header *h)
+{
+    if (h->hop)
+        return true;
+    /* our framing replaces the backend's when we re-frame the body */
+    return h->kind == H1_H_CONTENT_LENGTH &&
+           (ex->resp_body == H1_BODY_CHUNKED || ex->resp_body == H1_BODY_UNTIL_CLOSE);
+}
+
+static void write_response_head(struct conn *c, const struct h1_response *r)
+{
+    struct exchange *ex = &c->ex;
+    struct buf *b = &c->sk.out.pending;
+    char line[64];
+    bool ok = true;
+
+    snprintf(line, sizeof(line), "HTTP/1.1 %03u ", r->status);
+    put_str(b, &ok, line);
+    if (r->reason_len)
+        put(b, &ok, r->reason, r->reason_len);
+    else
+        put_str(b, &ok, h1_reason(r->status));
+    put(b, &ok, "\r\n", 2);
+    for (uint32_t i = 0; i < r->n_headers; i++)
+        if (!resp_skip_header(ex, &r->headers[i]))
+            put_header(b, &ok, &r->headers[i]);
+    if (ex->resp_body == H1_BODY_CHUNKED && !ex->resp_dechunk)
+        put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
+    if (ex->close_client)
+        put_str(b, &ok, "Connection: close\r\n");
+    else if (ex->client_minor == 0)
+        put_str(b, &ok, "Connection: keep-alive\r\n");
+    put(b, &ok, "\r\n", 2);
+    if (!ok)
+        conn_close(c);
+    else
+        sock_flush(c->w, &c->sk);
+}
+
+static void write_interim(struct conn *c, const struct h1_response *r)
+{
+    struct buf *b = &c->sk.out.pending;
+    char line[64];
+    bool ok = true;
+
+    if (c->ex.client_minor == 0)
+        return; /* HTTP/1.0 clients do not expect 1xx */
+    snprintf(line, sizeof(line), "HTTP/1.1 %03u %s\r\n", r->status, h1_reason(r->status));
+    put_str(b, &ok, line);
+    for (uint32_t i = 0; i < r->n_headers; i++)
+        if (!r->headers[i].hop)
+            put_header(b, &ok, &r->headers[i]);
+    put(b, &ok, "\r\n", 2);
+    if (!ok)
+        conn_close(c);
+    else
+        sock_flush(c->w, &c->sk);
+}
+
+static void ex_finish(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct upconn *up = ex->up;
+    bool reusable = ex->req_done && ex->up && !buf_used(&up->sk.in) && ex->resp_body !=
+                    H1_BODY_UNTIL_CLOSE && up->sk.out.busy == false;
+
+    if (up) {
+        reusable = reusable && up->reuse_ok;
+        ex->up = NULL;
+        up_release_to_pool(up, reusable);
+    }
+    if (!ex->req_done) { /* the backend answered before the body ended: the rest is unread */
+        ex->close_client = true;
+        c->linger = true;
+    }
+    if (ex->close_client)
+        c->close_after = true;
+    ex_end(c);
+    if (c->close_after) {
+        conn_on_sent(c);
+        return;
+    }
+    if (c->recv_paused) {
+        c->recv_paused = false;
+        sock_recv_start(c->w, &c->sk);
+    }
+    conn_process(c);
+}
+
+/* Relays body bytes p[0..n); returns how many belonged to the response. */
+static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
+{
+    struct exchange *ex = &c->ex;
+    bool done = false;
+    size_t out_len = 0;
+    ssize_t k;
+
+    switch (ex->resp_body) {
+    case H1_BODY_LENGTH:
+        if (n > ex->resp_left)
+            n = (uint32_t)ex->resp_left;
+        ex->resp_left -= n;
+        conn_write(c, p, n);
+        ex->resp_done = ex->resp_left == 0;
+        return n;
+    case H1_BODY_CHUNKED:
+        k = h1_chunked_feed(&ex->resp_ck, p, n, ex->resp_dechunk ? p : NULL, &out_len, &done);
+        if (k < 0) {
+            ex_upstream_failed(c, -EBADMSG, "bad chunked response body");
+            return 0;
+        }
+        conn_write(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
+        ex->resp_done = done;
+        return (uint32_t)k;
+    case H1_BODY_UNTIL_CLOSE:
+        conn_write(c, p, n);
+        return n;
+    default:
+        ex->resp_done = true;
+        return 0;
+    }
+}
+
+static void ex_begin_response(struct conn *c, const struct h1_response *r)
+{
+    struct exchange *ex = &c->ex;
+
+    ex->resp_started = true;
+    ex->resp_body = r->body;
+    ex->resp_left = r->content_length;
+    ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;
+    if (r->body == H1_BODY_UNTIL_CLOSE || ex->resp_dechunk || !ex->req_done)
+        ex->close_client = true;
+    ex->up->reuse_ok = r->keep_alive;
+    write_response_head(c, r);
+    if (r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length))
+        ex->resp_done = true;
+}
+
+/* Parses response heads from the backend's buffered input; returns false if it stopped. */
+static bool ex_parse_response(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+    struct buf *in = &ex->up->sk.in;
+    struct h1_header hdrs[MAX_HEADERS_CAP];
+
+    while (!ex->resp_started) {
+        struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+        int rc = h1_parse_response(buf_data(in), buf_used(in), &r, &c->w->s->lim,
+                                   (enum h1_method)ex->method_id);
+        if (rc == -EAGAIN)
+            return false;
+        if (rc < 0) {
+            ex_upstream_failed(c, -EBADMSG, "malformed response head");
+            return false;
+        }
+        if (r.status < 200) {
+            if (r.status == 101) {
+                ex_upstream_failed(c, -EPROTO, "101 Switching Protocols is not supported");
+                return false;
+            }
+            write_interim(c, &r);
+            buf_consume(in, (uint32_t)rc);
+            continue;
+        }
+        ex_begin_response(c, &r);
+        buf_consume(in, (uint32_t)rc);
+    }
+    return true;
+}
+
+static void ex_after_relay(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    if (ex->resp_done) {
+        ex_finish(c);
+        return;
+    }
+    /* Hold the backend back while the client is slow. */
+    if (ex->up && outq_bytes(&c->sk.out) > WINDOW_BYTES)
+        sock_recv_stop(c->w, &ex->up->sk);
+    conn_update_timer(c);
+}
+
+void ex_response_data(struct conn *c, char *p, uint32_t n)
+{
+    struct exchange *ex = &c->ex;
+    struct upconn *up = ex->up;
+
+    up->got_bytes = true;
+    if (ex->resp_started && !buf_used(&up->sk.in)) {
+        /* the common case: body bytes straight from the receive buffer */
+        uint32_t k = ex_relay_body(c, p, n);
+        if (!ex->active || c->sk.dead)
+            return;
+        if (k < n && buf_append(&up->sk.in, p + k, n - k)) {
+            conn_close(c);
+            return;
+        }
+    } else {
+        if (buf_append(&up->sk.in, p, n)) {
+            conn_close(c);
+            return;
+        }
+        if (buf_used(&up->sk.in) > c->w->s->lim.max_head_bytes * 2u && !ex->resp_started) {
+            ex_upstream_failed(c, -E2BIG, "response head too large");
+            return;
+        }
+        if (!ex_parse_response(c) || !ex->active)
+            return;
+        while (buf_used(&up->sk.in) && !ex->resp_done) {
+            uint32_t k = ex_relay_body(c, buf_data(&up->sk.in), buf_used(&up->sk.in));
+            if (!ex->active || c->sk.dead)
+                return;
+            buf_consume(&up->sk.in, k);
+            if (!k)
+                break;
+        }
+    }
+    ex_after_relay(c);
+}
+
+void ex_response_eof(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE) {
+        ex->resp_done = true;
+        ex->up->reuse_ok = false;
+        ex_finish(c);
+        return;
+    }
+    ex_upstream_failed(c, -ECONNRESET,
+                       ex->resp_started ? "closed mid-response" : "closed before responding");
+}
+
+/* ---- client events ----------------------------------------------------------------------- */
+
+static void conn_parse(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct buf *in = &c->sk.in;
+    struct h1_header hdrs[MAX_HEADERS_CAP];
+    struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+    int status = 400;
+    int rc = h1_parse_request(buf_data(in), buf_used(in), &r, &w->s->lim, &status);
+
+    if (rc == -EAGAIN)
+        return;
+    if (rc < 0) {
+        w->errors++;
+        respond_error(c, status);
+        return;
+    }
+    ex_start(c, &r);
+}
+
+static void conn_process(struct conn *c)
+{
+    while (!c->sk.dead) {
+        uint32_t before = buf_used(&c->sk.in);
+        if (c->ex.active) {
+            ex_feed_body(c);
+            if (c->ex.active && c->ex.up &&
+                outq_bytes(&c->ex.up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
+                c->recv_paused = true;
+                sock_recv_stop(c->w, &c->sk);
+            }
+            break;
+        }
+        if (c->close_after || c->linger || !before)
+            break;
+        if (c->nreq && outq_bytes(&c->sk.out) > WINDOW_BYTES)
+            break; /* a pipelining client that does not read: wait for the send */
+        conn_parse(c);
+        if (buf_used(&c->sk.in) == before && !c->ex.active)
+            break; /* incomplete head */
+    }
+    if (!c->sk.dead) {
+        /* pipelined bytes waiting for the current exchange: bound them */
+        if (c->ex.active && c->ex.req_done &&
+            buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
+            c->recv_paused = true;
+            sock_recv_stop(c->w, &c->sk);
+        }
+        conn_update_timer(c);
+    }
+}
+
+void conn_on_data(struct conn *c, const char *p, uint32_t n)
+{
+    if (c->linger)
+        return; /* discarding input until the peer closes */
+    if (!c->ex.active && !buf_used(&c->sk.in))
+        c->head_start_ms = c->w->now_ms;
+    if (buf_append(&c->sk.in, p, n)) {
+        conn_close(c);
+        return;
+    }
+    conn_process(c);
+    /* a head that can never complete within the limits is answered by the parser; this
+     * only bounds input that arrives while an exchange holds the connection */
+    if (!c->sk.dead && buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes + WINDOW_BYTES)
+        conn_close(c);
+}
+
+void conn_on_eof(struct conn *c, int err)
+{
+    c->peer_eof = true;
+    if (err || c->linger || !c->ex.active || !c->ex.req_done) {
+        /* idle, aborted mid-request, or a reset: nothing more can be delivered */
+        conn_close(c);
+        return;
+    }
+    /* the client half-closed after a whole request: finish the response, then close */
+    c->ex.close_client = true;
+}
+
+static void conn_shutdown_write(struct conn *c)
+{
+    struct io_uring_sqe *sqe = w_sqe(c->w);
+
+    io_uring_prep_shutdown(sqe, c->sk.fd, SHUT_WR);
+    sqe->user_data = 0;
+}
+
+void conn_on_sent(struct conn *c)
+{
+    struct exchange *ex = &c->ex;
+
+    if (c->sk.dead)
+        return;
+    if (outq_bytes(&c->sk.out)) {
+        conn_update_timer(c);
+        return;
+    }
+    if (c->close_after && !ex->active) {
+        if (c->linger && !c->peer_eof) {
+            conn_shutdown_write(c);
+            c->close_after = false;
+            conn_update_timer(c);
+        } else {
+            conn_close(c);
+        }
+        return;
+    }
+    if (ex->active && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
+        ex->up->state == US_READY) {
+        sock_recv_start(c->w, &ex->up->sk); /* the client caught up: read the backend again */
+        up_update_timer(ex->up);
+    }
+    if (!ex->active && !buf_used(&c->sk.out.sending) && !buf_used(&c->sk.out.pending))
+        conn_process(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    if (!c->ex.active && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
+        conn_close(c);
+        return;
+    }
+    if (c->ex.active)
+        c->ex.close_client = true;
+    else
+        c->close_after = true;
+}
+
+/* ---- timers ------------------------------------------------------------------------------ */
+
+static void conn_update_timer(struct conn *c)
+{
+    struct worker *w = c->w;
+    const rp_server_config *cfg = &w->s->cfg;
+    struct exchange *ex = &c->ex;
+    uint64_t deadline;
+
+    if (c->sk.dead)
+        return;
+    if (c->linger && !c->close_after && !outq_bytes(&c->sk.out))
+        deadline = w->now_ms + LINGER_MS;
+    else if (outq_bytes(&c->sk.out))
+        deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
+    else if (ex->active && !ex->req_done)
+        deadline = w->now_ms + ex->t->read_timeout_ms;
+    else if (ex->active)
+        deadline = 0; /* waiting for the backend: its own timers run */
+    else if (buf_used(&c->sk.in) || !c->nreq)
+        deadline = c->head_start_ms + cfg->header_timeout_ms;
+    else
+        deadline = w->now_ms + cfg->keepalive_timeout_ms;
+    if (!deadline)
+        timer_disarm(w->tw, &c->sk.tm);
+    else if (!timer_armed(&c->sk.tm) || c->sk.tm.deadline_ms != deadline)
+        timer_arm(w->tw, &c->sk.tm, deadline);
+}
+
+static void conn_timeout(struct timer *t, uint64_t now)
+{
+    struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
+
+    (void)now;
+    if (c->ex.active && !c->ex.req_done && !c->ex.resp_started && !outq_bytes(&c->sk.out)) {
+        /* the client stopped sending its body */
+        if (c->ex.up)
+            up_close(c->ex.up);
+        c->ex.up = NULL;
+        ex_end(c);
+        respond_error(c, 408);
+        conn_update_timer(c);
+        return;
+    }
+    if (!c->ex.active && buf_used(&c->sk.in) && !outq_bytes(&c->sk.out) && !c->linger) {
+        respond_error(c, 408); /* the head did not arrive in time */
+        conn_update_timer(c);
+        return;
+    }
+    conn_close(c);
+}

@@ -1,0 +1,264 @@
+/* internal.h: the engine's shared types: server, worker, sockets, client connections and
+ * upstream connections. Only engine/ and balance/ include it; front ends see ringproxy.h.
+ *
+ * Ownership in one paragraph: a worker owns its ring, its provided buffers, its timer wheel,
+ * its client connections (struct conn) and its upstream connections (struct upconn). A
+ * struct sock is embedded first in both; every SQE that names a sock holds a reference
+ * (sock.inflight) until its last CQE, and a dead sock is freed only when that count is 0.
+ */
+#ifndef RP_INTERNAL_H
+#define RP_INTERNAL_H
+
+#include <liburing.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../balance/balance.h"
+#include "h1.h"
+#include "ringproxy.h"
+#include "route.h"
+#include "timer.h"
+
+/* ---- byte buffers ---------------------------------------------------------------------- */
+
+struct buf {
+    char *p;
+    uint32_t off, len, cap; /* live bytes are p[off..len) */
+};
+
+static inline uint32_t buf_used(const struct buf *b)
+{
+    return b->len - b->off;
+}
+
+static inline char *buf_data(const struct buf *b)
+{
+    return b->p + b->off;
+}
+
+/* Appends; returns 0 or -ENOMEM. Never call on memory an in-flight SQE points at. */
+int buf_append(struct buf *b, const void *data, uint32_t n);
+/* Makes room for n more bytes and returns where they go (commit with b->len += n). */
+char *buf_reserve(struct buf *b, uint32_t n);
+void buf_consume(struct buf *b, uint32_t n);
+void buf_free(struct buf *b);
+
+/* Output: `sending` is what the kernel holds (one send in flight), `pending` takes appends. */
+struct outq {
+    struct buf sending;
+    struct buf pending;
+    bool busy;
+};
+
+static inline uint32_t outq_bytes(const struct outq *q)
+{
+    return buf_used(&q->sending) + buf_used(&q->pending);
+}
+
+/* ---- sockets ----------------------------------------------------------------------------- */
+
+enum op {
+    OP_NONE = 0, /* completions nobody waits for: close, cancel, shutdown */
+    OP_ACCEPT,
+    OP_RECV,
+    OP_SEND,
+    OP_SOCKET,
+    OP_CONNECT,
+};
+#define OP_BITS 4
+#define OP_MASK ((uint64_t)((1u << OP_BITS) - 1))
+
+enum sock_kind { SK_CLIENT = 1, SK_UPSTREAM };
+enum recv_state { RECV_OFF = 0, RECV_ARMED, RECV_CANCELLING };
+
+struct sock {
+    int fd;
+    uint8_t kind;      /* enum sock_kind */
+    uint8_t recv;      /* enum recv_state */
+    bool want_recv;    /* re-arm the multishot receive when it ends */
+    bool dead;         /* closing: waiting for in-flight completions */
+    uint16_t inflight; /* SQEs naming this sock whose last CQE has not arrived */
+    struct buf in;     /* received, not yet consumed */
+    struct outq out;
+    struct timer tm;
+};
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+#define WINDOW_BYTES (256u * 1024) /* most a connection queues for a slow peer */
+#define REPLAY_MAX (64u * 1024)    /* requests up to this size can be retried */
+
+/* One request/response exchange on a client connection. */
+struct exchange {
+    bool active;
+    bool req_done;      /* whole request forwarded (head and body) */
+    bool resp_started;  /* a final response head went to the client */
+    bool resp_done;
+    bool resp_dechunk;  /* chunked response to an HTTP/1.0 client */
+    bool close_client;  /* close the client connection after this response */
+    bool replayable;    /* `replay` holds the whole request so far */
+    bool reuse_retried; /* already retried once after a stale pooled connection */
+    bool idempotent;
+    bool timed_out;     /* the last failure was a timeout (504 rather than 502) */
+    uint8_t method_id;
+    uint8_t client_minor;
+    uint8_t req_body, resp_body; /* enum h1_body_kind */
+    uint8_t attempts;            /* backends tried so far */
+    uint64_t tried;              /* bit i: the target's backend i was tried */
+    uint64_t req_left, resp_left, req_bytes;
+    struct h1_chunked req_ck, resp_ck;
+    struct target *t;
+    struct backend *be;
+    struct upconn *up;
+    struct buf replay; /* upstream request head + body bytes, while replayable */
+};
+
+struct conn {
+    struct sock sk; /* first: CQE user_data points here */
+    struct worker *w;
+    struct conn *next, *prev; /* worker's list of live connections */
+    bool close_after;         /* close once the output has drained */
+    bool linger;              /* closing: write side shut, discarding input until EOF */
+    bool peer_eof;
+    bool recv_paused;         /* input held back: the other side is slow */
+    uint32_t nreq;
+    uint64_t head_start_ms; /* when the first byte of the current head arrived */
+    struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
+    struct exchange ex;
+};
+
+enum up_state { US_CONNECTING = 1, US_READY, US_IDLE };
+
+struct upconn {
+    struct sock sk;
+    struct worker *w;
+    struct backend *be;
+    struct target *t;
+    struct conn *c;             /* client served, NULL while pooled */
+    struct upconn *pnext, *pprev; /* the backend's idle pool on this worker */
+    uint8_t state;              /* enum up_state */
+    bool reused;                /* taken from the pool for the current request */
+    bool got_bytes;             /* a response byte arrived for the current request */
+    bool reuse_ok;              /* the backend allows another request on this connection */
+    uint64_t connect_deadline_ms;
+};
+
+struct pool {
+    struct upconn *head; /* most recently used first */
+    uint32_t n;
+};
+
+/* CQE user_data carries the op in a pointer's low OP_BITS bits: everything an SQE names is
+ * 16-byte aligned (malloc'ed, or aligned like this array element). */
+struct listener {
+    int fd;
+    bool armed;
+} __attribute__((aligned(1 << OP_BITS)));
+
+struct worker {
+    struct rp_server *s;
+    int id;
+    pthread_t thread;
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    char *bufs;
+    uint32_t nbufs, bufsz;
+    uint32_t br_added; /* buffers given back since the last advance */
+    struct listener *ls;
+    uint32_t n_ls;
+    struct timer_wheel *tw;
+    uint64_t now_ms;
+    struct conn *conns;
+    uint32_t nconns;
+    struct pool *pools; /* one per backend */
+    struct bal_worker bal;
+    uint32_t ops; /* SQEs whose last CQE has not arrived */
+    bool draining;
+    uint64_t drain_deadline_ms;
+    int start_err;
+    /* counters (worker-local, read at exit) */
+    uint64_t accepted, requests, errors;
+};
+
+struct rp_server {
+    rp_server_config cfg;
+    char **listen;
+    size_t n_listen;
+    struct route_table rt;
+    struct h1_limits lim;
+    struct worker *workers;
+    int nworkers;
+    atomic_int running;
+    atomic_int stopping;
+};
+
+/* Start-up handshake: each worker reports its set-up result, then waits for `go`, so a
+ * failure in any worker stops all of them before one serves. */
+struct start_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int reported;
+    bool go;
+};
+
+/* Runs one worker on the calling thread until the server has drained. */
+void worker_run(struct worker *w, struct start_gate *g);
+
+/* ---- worker.c: ring plumbing -------------------------------------------------------------- */
+
+struct io_uring_sqe *w_sqe(struct worker *w);
+/* user_data for an op on a sock */
+static inline uint64_t ud_of(const void *p, enum op op)
+{
+    return (uint64_t)(uintptr_t)p | (uint64_t)op;
+}
+
+void sock_init(struct sock *s, int fd, enum sock_kind kind);
+void sock_recv_start(struct worker *w, struct sock *s);
+void sock_recv_stop(struct worker *w, struct sock *s);
+/* Queues bytes to send (copied) and starts a send if none is in flight. 0 or -ENOMEM. */
+int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
+void sock_flush(struct worker *w, struct sock *s);
+/* Cancels the sock's operations; it is closed and released once they have completed. */
+void sock_kill(struct worker *w, struct sock *s);
+uint64_t w_now(struct worker *w);
+
+/* ---- conn.c: client side ----------------------------------------------------------------- */
+
+void conn_accepted(struct worker *w, int fd);
+void conn_on_data(struct conn *c, const char *p, uint32_t n);
+void conn_on_eof(struct conn *c, int err);
+void conn_on_sent(struct conn *c);
+void conn_release(struct conn *c);
+void conn_drain(struct conn *c);
+
+/* Called by upstream.c as the backend side progresses. */
+void ex_upstream_ready(struct conn *c);
+void ex_upstream_sent(struct conn *c);
+/* Response bytes from the backend; returns false if the exchange ended and `up` is gone. */
+void ex_response_data(struct conn *c, char *p, uint32_t n);
+void ex_response_eof(struct conn *c);
+/* The backend failed; err is a negative errno (-ETIMEDOUT for timeouts). */
+void ex_upstream_failed(struct conn *c, int err, const char *what);
+
+/* ---- upstream.c: backend side ------------------------------------------------------------ */
+
+/* Returns a connection to `be` for client c (pooled or a new connect); NULL on ENOMEM. */
+struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
+                      bool fresh);
+/* The exchange is done with `up`: pool it if `reusable`, else close it. */
+void up_release_to_pool(struct upconn *up, bool reusable);
+void up_close(struct upconn *up);
+void up_on_data(struct upconn *up, char *p, uint32_t n);
+void up_on_eof(struct upconn *up, int err);
+void up_on_sent(struct upconn *up);
+void up_on_connect(struct upconn *up, int res);
+void up_on_socket(struct upconn *up, int res);
+void up_release(struct upconn *up);
+void up_update_timer(struct upconn *up);
+void pools_close_all(struct worker *w);
+
+#endif /* RP_INTERNAL_H */

@@ -1,0 +1,71 @@
+/* route.h: the routing snapshot: domains, path routes and their backends.
+ *
+ * Built once from the library's config calls, immutable while workers run and shared by all
+ * of them. Per-backend counters that change at run time (health, in-flight) are atomics.
+ */
+#ifndef RP_ROUTE_H
+#define RP_ROUTE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "ringproxy.h"
+
+struct backend {
+    char *addr;      /* as configured, for logs: "http://127.0.0.1:8080" */
+    char *authority; /* "127.0.0.1:8080": the Host sent upstream unless overridden */
+    uint32_t authority_len;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    int weight;
+    uint32_t index; /* position in route_table.backends: indexes per-worker pools */
+    atomic_int healthy;
+    atomic_uint inflight;
+    atomic_ulong requests;
+    atomic_ulong failures;
+};
+
+/* Where a request goes and how: one per domain, one per path route. */
+struct target {
+    char *name; /* "api.example.com", "*.example.com" (stored as ".example.com"), or a prefix */
+    uint32_t name_len;
+    bool wildcard;
+    struct backend **backends;
+    uint32_t n_backends;
+    rp_lb_strategy lb;
+    uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms, idle_timeout_ms;
+    int max_retries; /* resolved: 0 means none */
+    int max_idle;    /* resolved: 0 means no pooling */
+    bool preserve_host;
+    char *host_header; /* NULL: not set */
+    uint32_t host_header_len;
+    uint32_t index; /* position among all targets: indexes per-worker balancer state */
+};
+
+struct route_table {
+    struct target **domains; /* exact names first, then wildcards by suffix length, longest first */
+    uint32_t n_domains;
+    struct target **routes;  /* longest prefix first */
+    uint32_t n_routes;
+    struct backend **backends;
+    uint32_t n_backends;
+    uint32_t n_targets;
+};
+
+/* Adds a domain / replaces the routes. Return 0 or -EINVAL/-EEXIST/-ENOMEM; reasons logged. */
+int route_add_domain(struct route_table *rt, const rp_domain_config *d);
+int route_set_routes(struct route_table *rt, const rp_http_route *r, size_t n);
+void route_table_fini(struct route_table *rt);
+
+/* Finds the target for a request: Host (any case, port ignored) against the domains, then
+ * the path against the routes. Returns NULL when nothing matches (answer 404). */
+struct target *route_match(const struct route_table *rt, const char *host, uint32_t host_len,
+                           const char *path, uint32_t path_len);
+
+/* Parses "http://host[:port][/]" into sa (names resolved with getaddrinfo, first address).
+ * Returns 0 or -EINVAL. Start-up only: may block on DNS. */
+int route_parse_backend(const char *addr, struct backend *be);
+
+#endif /* RP_ROUTE_H */

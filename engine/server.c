@@ -1,0 +1,333 @@
+/* server.c: the public library API of ringproxy.h: the server object, its configuration
+ * defaults, listener sockets (one SO_REUSEPORT socket per worker per address), the io_uring
+ * availability probe, and the worker threads' start and join.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "log.h"
+
+const char *rp_version(void)
+{
+    return RP_VERSION;
+}
+
+static void apply_defaults(rp_server_config *c)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (c->workers <= 0)
+        c->workers = n > 0 ? (int)n : 1;
+    if (!c->header_timeout_ms)
+        c->header_timeout_ms = 10000;
+    if (!c->keepalive_timeout_ms)
+        c->keepalive_timeout_ms = 60000;
+    if (!c->shutdown_timeout_ms)
+        c->shutdown_timeout_ms = 30000;
+    if (!c->max_header_bytes)
+        c->max_header_bytes = 16 * 1024;
+    if (!c->max_header_count)
+        c->max_header_count = 100;
+    if (!c->max_target_len)
+        c->max_target_len = 8 * 1024;
+    if (!c->max_body_bytes)
+        c->max_body_bytes = 64ull * 1024 * 1024;
+}
+
+rp_server *rp_server_new(const rp_server_config *cfg)
+{
+    static const char *const def_listen = "0.0.0.0:8080";
+    rp_server *s = calloc(1, sizeof(*s));
+    const char *const *ls;
+    size_t n;
+
+    if (!s)
+        return NULL;
+    if (cfg)
+        s->cfg = *cfg;
+    apply_defaults(&s->cfg);
+    ls = s->cfg.n_listen ? s->cfg.listen : &def_listen;
+    n = s->cfg.n_listen ? s->cfg.n_listen : 1;
+    s->listen = calloc(n, sizeof(char *));
+    if (!s->listen)
+        goto err;
+    for (size_t i = 0; i < n; i++) {
+        s->listen[i] = strdup(ls[i]);
+        if (!s->listen[i])
+            goto err;
+        s->n_listen++;
+    }
+    s->cfg.listen = NULL; /* borrowed from the caller: use s->listen */
+    s->lim.max_head_bytes = s->cfg.max_header_bytes;
+    s->lim.max_headers = s->cfg.max_header_count;
+    s->lim.max_target_len = s->cfg.max_target_len;
+    rp_log_set_level(s->cfg.log_level == 2 ? RP_LOG_DEBUG
+                     : s->cfg.log_level == 1 ? RP_LOG_WARN
+                                              : RP_LOG_INFO);
+    return s;
+err:
+    rp_server_free(s);
+    return NULL;
+}
+
+int rp_add_proxy_domain(rp_server *s, const rp_domain_config *d)
+{
+    if (!s)
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    return route_add_domain(&s->rt, d);
+}
+
+int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t n)
+{
+    if (!s || (n && !routes))
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    return route_set_routes(&s->rt, routes, n);
+}
+
+void rp_server_free(rp_server *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_listen; i++)
+        free(s->listen[i]);
+    free(s->listen);
+    route_table_fini(&s->rt);
+    free(s);
+}
+
+void rp_server_shutdown(rp_server *s)
+{
+    if (s) /* an atomic store: safe in a signal handler; workers see it within 100 ms */
+        atomic_store(&s->stopping, 1);
+}
+
+/* ---- listeners --------------------------------------------------------------------------- */
+
+static int parse_listen(const char *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[64];
+    const char *colon = strrchr(a, ':');
+    size_t hl;
+    long port;
+    char *end;
+
+    if (!colon)
+        return -EINVAL;
+    port = strtol(colon + 1, &end, 10);
+    if (*end || port < 1 || port > 65535 || end == colon + 1)
+        return -EINVAL;
+    hl = (size_t)(colon - a);
+    if (a[0] == '[') {
+        if (hl < 2 || a[hl - 1] != ']')
+            return -EINVAL;
+        a++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, a, hl);
+    host[hl] = 0;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*v6);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int open_listener(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd, one = 1, ret;
+
+    if (parse_listen(addr, &ss, &len)) {
+        log_error("listen address '%s' is not ip:port or [ip6]:port", addr);
+        return -EINVAL;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    /* accepted sockets inherit it: responses leave without waiting for ACKs */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 4096)) {
+        ret = -errno;
+        log_error("cannot listen on %s: %s", addr, strerror(errno));
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+static void close_listeners(rp_server *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        for (uint32_t j = 0; w->ls && j < w->n_ls; j++)
+            if (w->ls[j].fd >= 0)
+                close(w->ls[j].fd);
+        free(w->ls);
+        w->ls = NULL;
+    }
+}
+
+static int open_listeners(rp_server *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        struct worker *w = &s->workers[i];
+        w->ls = calloc(s->n_listen, sizeof(*w->ls));
+        if (!w->ls)
+            return -ENOMEM;
+        for (size_t j = 0; j < s->n_listen; j++)
+            w->ls[j].fd = -1;
+        w->n_ls = (uint32_t)s->n_listen;
+        for (size_t j = 0; j < s->n_listen; j++) {
+            int fd = open_listener(s->listen[j]);
+            if (fd < 0)
+                return fd;
+            w->ls[j].fd = fd;
+        }
+    }
+    return 0;
+}
+
+/* ---- start-up ---------------------------------------------------------------------------- */
+
+static int probe_io_uring(void)
+{
+    struct io_uring ring;
+    int ret = io_uring_queue_init(2, &ring, 0);
+    FILE *f;
+    int disabled = -1;
+
+    if (!ret) {
+        io_uring_queue_exit(&ring);
+        return 0;
+    }
+    f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+    if (f) {
+        if (fscanf(f, "%d", &disabled) != 1)
+            disabled = -1;
+        fclose(f);
+    }
+    if (disabled > 0)
+        log_error("io_uring is disabled on this system (kernel.io_uring_disabled=%d); "
+                  "ringproxy needs it: sysctl -w kernel.io_uring_disabled=0",
+                  disabled);
+    else
+        log_error("io_uring is not available (%s): a seccomp filter or container policy may "
+                  "block io_uring_setup, or the kernel is older than 6.1",
+                  strerror(-ret));
+    return ret;
+}
+
+struct thread_arg {
+    struct worker *w;
+    struct start_gate *g;
+};
+
+static void *thread_main(void *p)
+{
+    struct thread_arg *a = p;
+
+    worker_run(a->w, a->g);
+    return NULL;
+}
+
+/* Starts the workers, waits for their set-up results, lets them run, joins them. */
+static int run_workers(rp_server *s)
+{
+    struct start_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+    struct thread_arg *args = calloc((size_t)s->nworkers, sizeof(*args));
+    int err = 0, started = 0;
+
+    if (!args)
+        return -ENOMEM;
+    for (int i = 0; i < s->nworkers && !err; i++) {
+        args[i] = (struct thread_arg){&s->workers[i], &g};
+        if (pthread_create(&s->workers[i].thread, NULL, thread_main, &args[i]))
+            err = -EAGAIN;
+        else
+            started++;
+    }
+    pthread_mutex_lock(&g.mu);
+    while (g.reported < started)
+        pthread_cond_wait(&g.cv, &g.mu);
+    for (int i = 0; i < started; i++)
+        if (s->workers[i].start_err && !err)
+            err = s->workers[i].start_err;
+    if (err)
+        atomic_store(&s->stopping, 1);
+    g.go = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    if (err)
+        log_error("worker start-up failed: %s", strerror(-err));
+    else
+        log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)",
+                 RP_VERSION, s->nworkers, s->n_listen, s->rt.n_domains, s->rt.n_routes);
+    for (int i = 0; i < started; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    free(args);
+    return err;
+}
+
+int rp_listen_and_serve(rp_server *s)
+{
+    int expected = 0, ret;
+
+    if (!s)
+        return -EINVAL;
+    if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
+        return -EBUSY;
+    ret = probe_io_uring();
+    if (ret)
+        goto out;
+    s->nworkers = s->cfg.workers;
+    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    if (!s->workers) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        s->workers[i].s = s;
+        s->workers[i].id = i;
+    }
+    ret = open_listeners(s);
+    if (!ret)
+        ret = run_workers(s);
+    close_listeners(s);
+    if (!ret)
+        log_info("ringproxy stopped");
+out:
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = 0;
+    atomic_store(&s->running, 0);
+    return ret;
+}

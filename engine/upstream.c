@@ -1,0 +1,249 @@
+/* upstream.c: connections to backends and their per-worker idle pools. A connection is
+ * made with socket and connect SQEs, serves one exchange at a time, and goes back to its
+ * backend's pool (most recently used first) when the response ended cleanly. Pooled
+ * connections keep a receive armed, so a backend that closes one is noticed at once.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "log.h"
+
+static void up_timeout(struct timer *t, uint64_t now);
+
+static struct pool *pool_of(struct upconn *up)
+{
+    return &up->w->pools[up->be->index];
+}
+
+static void pool_remove(struct upconn *up)
+{
+    struct pool *p = pool_of(up);
+
+    if (up->pprev)
+        up->pprev->pnext = up->pnext;
+    else
+        p->head = up->pnext;
+    if (up->pnext)
+        up->pnext->pprev = up->pprev;
+    up->pnext = up->pprev = NULL;
+    p->n--;
+}
+
+static void pool_push(struct upconn *up)
+{
+    struct pool *p = pool_of(up);
+
+    up->pprev = NULL;
+    up->pnext = p->head;
+    if (p->head)
+        p->head->pprev = up;
+    p->head = up;
+    p->n++;
+}
+
+void up_update_timer(struct upconn *up)
+{
+    struct worker *w = up->w;
+    uint64_t deadline;
+
+    if (up->sk.dead)
+        return;
+    switch (up->state) {
+    case US_CONNECTING:
+        deadline = up->connect_deadline_ms;
+        break;
+    case US_IDLE:
+        deadline = w->now_ms + up->t->idle_timeout_ms;
+        break;
+    default:
+        if (up->sk.out.busy)
+            deadline = w->now_ms + up->t->write_timeout_ms;
+        else if (!up->sk.want_recv)
+            deadline = 0; /* held back for a slow client: the client's timer runs */
+        else
+            deadline = w->now_ms + up->t->read_timeout_ms;
+    }
+    if (!deadline)
+        timer_disarm(w->tw, &up->sk.tm);
+    else if (!timer_armed(&up->sk.tm) || up->sk.tm.deadline_ms != deadline)
+        timer_arm(w->tw, &up->sk.tm, deadline);
+}
+
+static struct upconn *up_from_pool(struct worker *w, struct backend *be)
+{
+    struct pool *p = &w->pools[be->index];
+    struct upconn *up = p->head;
+
+    if (!up)
+        return NULL;
+    pool_remove(up);
+    return up;
+}
+
+static struct upconn *up_connect(struct worker *w, struct target *t, struct backend *be)
+{
+    struct upconn *up = calloc(1, sizeof(*up));
+    struct io_uring_sqe *sqe;
+
+    if (!up)
+        return NULL;
+    sock_init(&up->sk, -1, SK_UPSTREAM);
+    up->sk.tm.fn = up_timeout;
+    up->w = w;
+    up->be = be;
+    up->t = t;
+    up->state = US_CONNECTING;
+    up->connect_deadline_ms = w->now_ms + t->connect_timeout_ms;
+    sqe = w_sqe(w);
+    io_uring_prep_socket(sqe, be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
+    sqe->user_data = ud_of(up, OP_SOCKET);
+    up->sk.inflight++;
+    return up;
+}
+
+struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
+                      bool fresh)
+{
+    struct upconn *up = fresh ? NULL : up_from_pool(w, be);
+
+    if (up) {
+        up->state = US_READY;
+        up->reused = true;
+    } else {
+        up = up_connect(w, t, be);
+        if (!up)
+            return NULL;
+    }
+    up->t = t;
+    up->c = c;
+    up->got_bytes = false;
+    up->reuse_ok = false;
+    up_update_timer(up);
+    return up;
+}
+
+void up_on_socket(struct upconn *up, int res)
+{
+    struct io_uring_sqe *sqe;
+    int one = 1;
+
+    if (res < 0) {
+        ex_upstream_failed(up->c, res, "cannot create a socket");
+        return;
+    }
+    up->sk.fd = res;
+    /* Request heads go out in one send; without this a second small send (body) can wait
+     * for the delayed ACK of the first. setsockopt never blocks. */
+    setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sqe = w_sqe(up->w);
+    io_uring_prep_connect(sqe, res, (const struct sockaddr *)&up->be->sa, up->be->salen);
+    sqe->user_data = ud_of(up, OP_CONNECT);
+    up->sk.inflight++;
+}
+
+void up_on_connect(struct upconn *up, int res)
+{
+    if (res < 0) {
+        ex_upstream_failed(up->c, res == -ECANCELED ? -ETIMEDOUT : res, "connect failed");
+        return;
+    }
+    up->state = US_READY;
+    sock_recv_start(up->w, &up->sk);
+    sock_flush(up->w, &up->sk);
+    up_update_timer(up);
+    ex_upstream_ready(up->c);
+}
+
+void up_on_data(struct upconn *up, char *p, uint32_t n)
+{
+    if (up->state != US_READY || !up->c) {
+        /* bytes on an idle connection answer nothing we asked: it cannot be reused */
+        up_close(up);
+        return;
+    }
+    up_update_timer(up);
+    ex_response_data(up->c, p, n);
+}
+
+void up_on_eof(struct upconn *up, int err)
+{
+    if (up->state != US_READY || !up->c) {
+        up_close(up);
+        return;
+    }
+    if (err)
+        ex_upstream_failed(up->c, err, up->got_bytes ? "failed mid-response" : "failed");
+    else
+        ex_response_eof(up->c);
+}
+
+void up_on_sent(struct upconn *up)
+{
+    if (up->c)
+        ex_upstream_sent(up->c);
+    up_update_timer(up);
+}
+
+void up_close(struct upconn *up)
+{
+    if (up->sk.dead)
+        return;
+    if (up->state == US_IDLE)
+        pool_remove(up);
+    up->c = NULL;
+    sock_kill(up->w, &up->sk);
+}
+
+void up_release_to_pool(struct upconn *up, bool reusable)
+{
+    struct pool *p = pool_of(up);
+
+    up->c = NULL;
+    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle) {
+        up_close(up);
+        return;
+    }
+    up->state = US_IDLE;
+    up->reused = false;
+    pool_push(up);
+    sock_recv_start(up->w, &up->sk);
+    up_update_timer(up);
+}
+
+void up_release(struct upconn *up)
+{
+    free(up);
+}
+
+void pools_close_all(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->s->rt.n_backends; i++)
+        while (w->pools[i].head)
+            up_close(w->pools[i].head);
+}
+
+static void up_timeout(struct timer *t, uint64_t now)
+{
+    struct upconn *up = (struct upconn *)((char *)t - offsetof(struct sock, tm));
+
+    (void)now;
+    switch (up->state) {
+    case US_IDLE:
+        up_close(up);
+        break;
+    case US_CONNECTING:
+        ex_upstream_failed(up->c, -ETIMEDOUT, "connect timed out");
+        break;
+    default:
+        ex_upstream_failed(up->c, -ETIMEDOUT,
+                           up->sk.out.busy  ? "write timed out"
+                           : up->got_bytes ? "read timed out mid-response"
+                                           : "no response within read_timeout");
+    }
+}

@@ -1,0 +1,545 @@
+/* worker.c: one worker thread and its io_uring ring: set-up with feature fallbacks, the
+ * submit-and-reap loop, multishot accept, multishot receive into provided buffers, one send
+ * in flight per socket, cancellation and close. HTTP logic lives in conn.c and upstream.c;
+ * this file only moves bytes and completions to them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "log.h"
+#include "uring_compat.h"
+
+#define RING_ENTRIES 4096
+#define BUF_GROUP 0
+#define NBUFS 512
+#define BUFSZ (16u * 1024)
+
+/* ---- buffers ----------------------------------------------------------------------------- */
+
+char *buf_reserve(struct buf *b, uint32_t n)
+{
+    uint32_t need;
+
+    if (b->off && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->cap - b->len >= n)
+        return b->p + b->len;
+    if (b->off) { /* slide live bytes down before growing */
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= n)
+            return b->p + b->len;
+    }
+    need = b->cap ? b->cap : 1024;
+    while (need - b->len < n)
+        need *= 2;
+    char *p = realloc(b->p, need);
+    if (!p)
+        return NULL;
+    b->p = p;
+    b->cap = need;
+    return b->p + b->len;
+}
+
+int buf_append(struct buf *b, const void *data, uint32_t n)
+{
+    char *dst = buf_reserve(b, n);
+
+    if (!dst)
+        return -ENOMEM;
+    memcpy(dst, data, n);
+    b->len += n;
+    return 0;
+}
+
+void buf_consume(struct buf *b, uint32_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+/* ---- ring plumbing ----------------------------------------------------------------------- */
+
+uint64_t w_now(struct worker *w)
+{
+    return w->now_ms;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct io_uring_sqe *w_sqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+    if (!sqe) { /* SQ full: push what we have and take a fresh slot */
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+    }
+    /* The SQ holds RING_ENTRIES and we just emptied it: this cannot fail. */
+    w->ops++;
+    return sqe;
+}
+
+void sock_init(struct sock *s, int fd, enum sock_kind kind)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->kind = (uint8_t)kind;
+}
+
+void sock_recv_start(struct worker *w, struct sock *s)
+{
+    struct io_uring_sqe *sqe;
+
+    s->want_recv = true;
+    if (s->recv != RECV_OFF || s->dead)
+        return;
+    sqe = w_sqe(w);
+    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    sqe->user_data = ud_of(s, OP_RECV);
+    s->recv = RECV_ARMED;
+    s->inflight++;
+}
+
+void sock_recv_stop(struct worker *w, struct sock *s)
+{
+    struct io_uring_sqe *sqe;
+
+    s->want_recv = false;
+    if (s->recv != RECV_ARMED)
+        return;
+    sqe = w_sqe(w);
+    io_uring_prep_cancel64(sqe, ud_of(s, OP_RECV), 0);
+    sqe->user_data = 0;
+    s->recv = RECV_CANCELLING;
+}
+
+void sock_flush(struct worker *w, struct sock *s)
+{
+    struct outq *q = &s->out;
+    struct io_uring_sqe *sqe;
+
+    if (q->busy || s->dead || s->fd < 0)
+        return;
+    if (!buf_used(&q->sending)) {
+        struct buf t = q->sending;
+        q->sending = q->pending;
+        q->pending = t;
+        q->pending.off = q->pending.len = 0;
+    }
+    if (!buf_used(&q->sending))
+        return;
+    sqe = w_sqe(w);
+    io_uring_prep_send(sqe, s->fd, buf_data(&q->sending), buf_used(&q->sending), MSG_NOSIGNAL);
+    sqe->user_data = ud_of(s, OP_SEND);
+    q->busy = true;
+    s->inflight++;
+}
+
+int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n)
+{
+    if (buf_append(&s->out.pending, p, n))
+        return -ENOMEM;
+    sock_flush(w, s);
+    return 0;
+}
+
+static void sock_free_bufs(struct sock *s)
+{
+    buf_free(&s->in);
+    buf_free(&s->out.sending);
+    buf_free(&s->out.pending);
+}
+
+static void sock_finish(struct worker *w, struct sock *s)
+{
+    if (s->fd >= 0) {
+        struct io_uring_sqe *sqe = w_sqe(w);
+        io_uring_prep_close(sqe, s->fd);
+        sqe->user_data = 0;
+        s->fd = -1;
+    }
+    sock_free_bufs(s);
+    if (s->kind == SK_CLIENT)
+        conn_release((struct conn *)s);
+    else
+        up_release((struct upconn *)s);
+}
+
+void sock_kill(struct worker *w, struct sock *s)
+{
+    if (s->dead)
+        return;
+    s->dead = true;
+    s->want_recv = false;
+    timer_disarm(w->tw, &s->tm);
+    if (s->inflight && s->fd >= 0) {
+        struct io_uring_sqe *sqe = w_sqe(w);
+        io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+        sqe->user_data = 0;
+        return;
+    }
+    if (!s->inflight)
+        sock_finish(w, s);
+}
+
+/* A completion for `s` arrived; drops its reference, returns false if s is gone. */
+static bool sock_put(struct worker *w, struct sock *s, bool last)
+{
+    if (last)
+        s->inflight--;
+    if (s->dead) {
+        if (!s->inflight)
+            sock_finish(w, s);
+        return false;
+    }
+    return true;
+}
+
+/* ---- completions ------------------------------------------------------------------------- */
+
+static void give_back(struct worker *w, uint32_t bid)
+{
+    io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * w->bufsz, w->bufsz, (unsigned short)bid,
+                          io_uring_buf_ring_mask(w->nbufs), (int)w->br_added++);
+}
+
+static void deliver_eof(struct sock *s, int err)
+{
+    if (s->kind == SK_CLIENT)
+        conn_on_eof((struct conn *)s, err);
+    else
+        up_on_eof((struct upconn *)s, err);
+}
+
+static void on_recv(struct worker *w, struct sock *s, struct io_uring_cqe *cqe)
+{
+    bool last = !(cqe->flags & IORING_CQE_F_MORE);
+    int res = cqe->res;
+
+    if (last)
+        s->recv = RECV_OFF;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        /* Handlers copy what they keep, so the buffer goes back at once. */
+        if (res > 0 && !s->dead) {
+            char *p = w->bufs + (size_t)bid * w->bufsz;
+            if (s->kind == SK_CLIENT)
+                conn_on_data((struct conn *)s, p, (uint32_t)res);
+            else
+                up_on_data((struct upconn *)s, p, (uint32_t)res);
+        }
+        give_back(w, bid);
+    }
+    if (!sock_put(w, s, last))
+        return;
+    if (res == 0)
+        deliver_eof(s, 0);
+    else if (res < 0 && res != -ENOBUFS && res != -ECANCELED)
+        deliver_eof(s, res);
+    else if (last && s->want_recv && !s->dead)
+        sock_recv_start(w, s); /* ended by ENOBUFS, cancel, or the kernel: re-arm */
+}
+
+static void on_send(struct worker *w, struct sock *s, int res)
+{
+    struct outq *q = &s->out;
+
+    q->busy = false;
+    if (!sock_put(w, s, true))
+        return;
+    if (res <= 0) {
+        deliver_eof(s, res ? res : -EPIPE);
+        return;
+    }
+    buf_consume(&q->sending, (uint32_t)res);
+    sock_flush(w, s);
+    if (s->kind == SK_CLIENT)
+        conn_on_sent((struct conn *)s);
+    else
+        up_on_sent((struct upconn *)s);
+}
+
+static void close_fd(struct worker *w, int fd)
+{
+    struct io_uring_sqe *sqe = w_sqe(w);
+
+    io_uring_prep_close(sqe, fd);
+    sqe->user_data = 0;
+}
+
+static void arm_accept(struct worker *w, struct listener *l)
+{
+    struct io_uring_sqe *sqe = w_sqe(w);
+
+    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+    sqe->user_data = ud_of(l, OP_ACCEPT);
+    l->armed = true;
+}
+
+static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        l->armed = false;
+    if (cqe->res >= 0) {
+        w->accepted++;
+        if (w->draining)
+            close_fd(w, cqe->res);
+        else
+            conn_accepted(w, cqe->res);
+    } else if (cqe->res != -ECANCELED) {
+        log_warn("worker %d: accept failed: %s", w->id, strerror(-cqe->res));
+    }
+    if (!l->armed && !w->draining && l->fd >= 0)
+        arm_accept(w, l);
+}
+
+static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = cqe->user_data;
+    void *p = (void *)(uintptr_t)(ud & ~OP_MASK);
+
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        w->ops--;
+    switch ((enum op)(ud & OP_MASK)) {
+    case OP_NONE:
+        break;
+    case OP_ACCEPT:
+        on_accept(w, p, cqe);
+        break;
+    case OP_RECV:
+        on_recv(w, p, cqe);
+        break;
+    case OP_SEND:
+        on_send(w, p, cqe->res);
+        break;
+    case OP_SOCKET:
+        if (sock_put(w, p, true))
+            up_on_socket(p, cqe->res);
+        else if (cqe->res >= 0)
+            close_fd(w, cqe->res); /* the request went away while the socket was made */
+        break;
+    case OP_CONNECT:
+        if (sock_put(w, p, true))
+            up_on_connect(p, cqe->res);
+        break;
+    }
+}
+
+/* ---- drain ------------------------------------------------------------------------------- */
+
+static void start_drain(struct worker *w)
+{
+    w->draining = true;
+    w->drain_deadline_ms = w->now_ms + w->s->cfg.shutdown_timeout_ms;
+    for (uint32_t i = 0; i < w->n_ls; i++) {
+        struct io_uring_sqe *sqe;
+        if (w->ls[i].armed) {
+            sqe = w_sqe(w);
+            io_uring_prep_cancel64(sqe, ud_of(&w->ls[i], OP_ACCEPT), 0);
+            sqe->user_data = 0;
+        }
+        sqe = w_sqe(w);
+        io_uring_prep_close(sqe, w->ls[i].fd);
+        sqe->user_data = 0;
+        w->ls[i].fd = -1;
+    }
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        conn_drain(c);
+    }
+    pools_close_all(w);
+}
+
+static void force_close_all(struct worker *w)
+{
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->ex.up)
+            up_close(c->ex.up);
+        sock_kill(w, &c->sk);
+    }
+    pools_close_all(w);
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static int setup_ring(struct worker *w)
+{
+    struct io_uring_params p;
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        0,
+    };
+    int ret = -EINVAL;
+
+    for (size_t i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = flag_sets[i];
+        p.cq_entries = RING_ENTRIES * 4;
+        p.flags |= IORING_SETUP_CQSIZE;
+        ret = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+        if (ret != -EINVAL)
+            break;
+    }
+    if (ret)
+        return ret;
+    if (!(p.features & IORING_FEAT_EXT_ARG)) {
+        log_error("this kernel's io_uring lacks IORING_FEAT_EXT_ARG (need Linux 5.11+)");
+        io_uring_queue_exit(&w->ring);
+        return -ENOSYS;
+    }
+    w->nbufs = NBUFS;
+    w->bufsz = BUFSZ;
+    w->br = rp_setup_buf_ring(&w->ring, NBUFS, BUF_GROUP, &ret);
+    if (!w->br) {
+        log_error("provided-buffer rings refused (%s): need Linux 5.19+", strerror(-ret));
+        io_uring_queue_exit(&w->ring);
+        return ret;
+    }
+    if (posix_memalign((void **)&w->bufs, 4096, (size_t)NBUFS * BUFSZ)) {
+        rp_free_buf_ring(&w->ring, w->br, BUF_GROUP);
+        io_uring_queue_exit(&w->ring);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < NBUFS; i++)
+        give_back(w, i);
+    io_uring_buf_ring_advance(w->br, (int)w->br_added);
+    w->br_added = 0;
+    return 0;
+}
+
+static void teardown_ring(struct worker *w)
+{
+    rp_free_buf_ring(&w->ring, w->br, BUF_GROUP);
+    free(w->bufs);
+    io_uring_queue_exit(&w->ring);
+}
+
+static void reap(struct worker *w)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+
+    io_uring_for_each_cqe(&w->ring, head, cqe)
+    {
+        on_cqe(w, cqe);
+        n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+    if (w->br_added) {
+        io_uring_buf_ring_advance(w->br, (int)w->br_added);
+        w->br_added = 0;
+    }
+}
+
+static bool worker_done(struct worker *w)
+{
+    if (!w->draining)
+        return false;
+    if (!w->nconns && !w->ops)
+        return true;
+    return w->now_ms > w->drain_deadline_ms + 2000; /* completions that never come */
+}
+
+static void run_loop(struct worker *w)
+{
+    bool forced = false;
+
+    while (!worker_done(w)) {
+        struct io_uring_cqe *cqe;
+        uint64_t wait = timer_next_ms(w->tw, w->now_ms, 100);
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait * 1000000};
+        int ret = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+
+        if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+            log_warn("worker %d: io_uring_submit_and_wait: %s", w->id, strerror(-ret));
+        w->now_ms = mono_ms();
+        reap(w);
+        timer_run(w->tw, w->now_ms);
+        if (!w->draining && atomic_load(&w->s->stopping))
+            start_drain(w);
+        if (w->draining && !forced && w->now_ms > w->drain_deadline_ms) {
+            log_warn("worker %d: drain timed out, closing %u connections", w->id, w->nconns);
+            force_close_all(w);
+            forced = true;
+        }
+    }
+    io_uring_submit(&w->ring);
+}
+
+
+
+
+static int worker_init(struct worker *w)
+{
+    int ret;
+
+    w->tw = malloc(sizeof(*w->tw));
+    w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
+    if (!w->tw || !w->pools)
+        return -ENOMEM;
+    ret = bal_worker_init(&w->bal, &w->s->rt, (uint64_t)w->id + 1);
+    if (ret)
+        return ret;
+    return setup_ring(w);
+}
+
+static void worker_fini(struct worker *w)
+{
+    if (w->br)
+        teardown_ring(w);
+    w->br = NULL;
+    bal_worker_fini(&w->bal);
+    free(w->pools);
+    free(w->tw);
+    w->tw = NULL;
+    w->pools = NULL;
+}
+
+static void gate_report(struct start_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->reported++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->go)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* The ring is created here because SINGLE_ISSUER binds it to the thread that creates it. */
+void worker_run(struct worker *w, struct start_gate *g)
+{
+    w->start_err = worker_init(w);
+    gate_report(g);
+    if (!w->start_err && !atomic_load(&w->s->stopping)) {
+        w->now_ms = mono_ms();
+        timer_wheel_init(w->tw, w->now_ms);
+        for (uint32_t i = 0; i < w->n_ls; i++)
+            arm_accept(w, &w->ls[i]);
+        run_loop(w);
+    }
+    worker_fini(w);
+}

@@ -1,0 +1,758 @@
+/* test_config.c: unit tests for engine/config.c, the daemon's configuration file loader.
+ * Each case writes config text to a temp file, loads it, and checks either the structs it
+ * fills or the exact "path:line: what is wrong" message; plus tables for the duration and
+ * size parsers. Run under ASan+UBSan: every path, failing ones included, must free cleanly. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#define ERRLEN 512
+
+/* Writes text to a fresh temp file, loads it, removes the file. path gets the file's name. */
+static int load_text(const char *text, char path[64], struct rp_file_config *c, char *err)
+{
+    int fd, rc;
+    size_t n = strlen(text);
+
+    strcpy(path, "/tmp/rp_test_config_XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, n), (ssize_t)n);
+    close(fd);
+    rc = rp_file_config_load(path, c, err, ERRLEN);
+    unlink(path);
+    return rc;
+}
+
+static void load_ok(const char *text, struct rp_file_config *c)
+{
+    char path[64], err[ERRLEN];
+    int rc = load_text(text, path, c, err);
+
+    if (rc) {
+        rp_file_config_free(c);
+        fail_msg("load failed (%d): %s\n--- config ---\n%s", rc, err, text);
+    }
+}
+
+struct bad {
+    const char *text;
+    int line;
+    const char *msg; /* after "path:line: " */
+};
+
+static void expect_error(const struct bad *b)
+{
+    struct rp_file_config c;
+    char path[64], err[ERRLEN], want[ERRLEN];
+    int rc = load_text(b->text, path, &c, err);
+
+    if (b->line)
+        snprintf(want, sizeof(want), "%s:%d: %s", path, b->line, b->msg);
+    else
+        snprintf(want, sizeof(want), "%s: %s", path, b->msg);
+    rp_file_config_free(&c);
+    if (rc != -EINVAL || strcmp(err, want))
+        fail_msg("rc %d\n got: %s\nwant: %s\n--- config ---\n%s", rc, err, want, b->text);
+}
+
+static void expect_errors(const struct bad *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        expect_error(&b[i]);
+}
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- files that load ---- */
+
+/* DESIGN.md's example, without the blocks for features not built yet. */
+static const char design_example[] =
+    "listen = \"0.0.0.0:8080\";            # one or a list: [\"0.0.0.0:80\", \"[::]:80\"]\n"
+    "workers = 4;                        # default: online CPUs\n"
+    "domains = (\n"
+    "  { domain = \"api.example.com\";     # exact, or \"*.example.com\"\n"
+    "    backends = ( { addr = \"http://10.0.0.1:8080\"; weight = 5; },\n"
+    "                 { addr = \"http://10.0.0.2:8080\"; weight = 3; } );\n"
+    "    load_balancer = \"weighted_rr\";\n"
+    "    connect_timeout = \"10s\"; read_timeout = \"30s\"; write_timeout = \"10s\";\n"
+    "    max_retries = 2; max_idle_conns = 32; idle_timeout = \"90s\";\n"
+    "    preserve_host = false; host_header = \"\";\n"
+    "    health_check = { enabled = false; path = \"/health\"; interval = \"10s\"; "
+    "timeout = \"5s\";\n"
+    "                     fail_threshold = 3; success_threshold = 2; };\n"
+    "  }\n"
+    ");\n"
+    "routes = (\n"
+    "  { path_prefix = \"/api/\";  backend = \"http://127.0.0.1:3000\"; },\n"
+    "  { path_prefix = \"/auth/\"; backend = \"http://127.0.0.1:4000\"; "
+    "host_header = \"auth.internal\"; }\n"
+    ");\n";
+
+static void test_design_example(void **state)
+{
+    struct rp_file_config c;
+    const rp_domain_config *d;
+
+    (void)state;
+    load_ok(design_example, &c);
+    assert_int_equal(c.server.n_listen, 1);
+    assert_string_equal(c.server.listen[0], "0.0.0.0:8080");
+    assert_int_equal(c.server.workers, 4);
+    assert_int_equal(c.n_domains, 1);
+    d = &c.domains[0];
+    assert_string_equal(d->domain, "api.example.com");
+    assert_int_equal(d->n_backends, 2);
+    assert_string_equal(d->backends[0].addr, "http://10.0.0.1:8080");
+    assert_int_equal(d->backends[0].weight, 5);
+    assert_string_equal(d->backends[1].addr, "http://10.0.0.2:8080");
+    assert_int_equal(d->backends[1].weight, 3);
+    assert_int_equal(d->load_balancer, RP_LB_WEIGHTED_RR);
+    assert_int_equal(d->connect_timeout_ms, 10000);
+    assert_int_equal(d->read_timeout_ms, 30000);
+    assert_int_equal(d->write_timeout_ms, 10000);
+    assert_int_equal(d->max_retries, 2);
+    assert_int_equal(d->max_idle_conns, 32);
+    assert_int_equal(d->idle_timeout_ms, 90000);
+    assert_false(d->preserve_host);
+    assert_null(d->host_header);
+    assert_false(d->health_check.enabled); /* enabled = true: not supported yet */
+    assert_string_equal(d->health_check.path, "/health");
+    assert_int_equal(d->health_check.interval_ms, 10000);
+    assert_int_equal(d->health_check.timeout_ms, 5000);
+    assert_int_equal(d->health_check.fail_threshold, 3);
+    assert_int_equal(d->health_check.success_threshold, 2);
+    assert_int_equal(c.n_routes, 2);
+    assert_string_equal(c.routes[0].path_prefix, "/api/");
+    assert_string_equal(c.routes[0].backend, "http://127.0.0.1:3000");
+    assert_null(c.routes[0].host_header);
+    assert_string_equal(c.routes[1].path_prefix, "/auth/");
+    assert_string_equal(c.routes[1].backend, "http://127.0.0.1:4000");
+    assert_string_equal(c.routes[1].host_header, "auth.internal");
+    rp_file_config_free(&c);
+    assert_null(c.priv);
+    assert_null(c.domains);
+}
+
+static void test_empty_file_is_all_defaults(void **state)
+{
+    struct rp_file_config c, zero;
+
+    (void)state;
+    memset(&zero, 0, sizeof(zero));
+    load_ok("# nothing but a comment\n", &c);
+    assert_memory_equal(&c.server, &zero.server, sizeof(zero.server));
+    assert_int_equal(c.n_domains, 0);
+    assert_int_equal(c.n_routes, 0);
+    rp_file_config_free(&c);
+}
+
+static void test_listen_forms(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("listen = [\"0.0.0.0:80\", \"[::]:80\", \"127.0.0.1:65535\", \"[::1]:1\"];", &c);
+    assert_int_equal(c.server.n_listen, 4);
+    assert_string_equal(c.server.listen[0], "0.0.0.0:80");
+    assert_string_equal(c.server.listen[1], "[::]:80");
+    assert_string_equal(c.server.listen[2], "127.0.0.1:65535");
+    assert_string_equal(c.server.listen[3], "[::1]:1");
+    rp_file_config_free(&c);
+    load_ok("listen = ( \"10.1.2.3:8080\", \"[fe80::1:2]:9000\" );", &c);
+    assert_int_equal(c.server.n_listen, 2);
+    assert_string_equal(c.server.listen[1], "[fe80::1:2]:9000");
+    rp_file_config_free(&c);
+}
+
+static void test_server_fields(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("workers = 1024;\n"
+            "header_timeout = \"250ms\"; keepalive_timeout = \"1m30s\";\n"
+            "shutdown_timeout = \"1h\";\n"
+            "max_header_bytes = \"64KiB\"; max_body_size = 3000000000L;\n"
+            "max_header_count = 200; max_target_len = 16384;\n"
+            "log_level = \"debug\";\n",
+            &c);
+    assert_int_equal(c.server.workers, 1024);
+    assert_int_equal(c.server.header_timeout_ms, 250);
+    assert_int_equal(c.server.keepalive_timeout_ms, 90000);
+    assert_int_equal(c.server.shutdown_timeout_ms, 3600000);
+    assert_int_equal(c.server.max_header_bytes, 65536);
+    assert_int_equal(c.server.max_body_bytes, 3000000000ULL);
+    assert_int_equal(c.server.max_header_count, 200);
+    assert_int_equal(c.server.max_target_len, 16384);
+    assert_int_equal(c.server.log_level, 2);
+    rp_file_config_free(&c);
+
+    load_ok("max_header_bytes = 8192; max_body_size = \"1GiB\"; log_level = \"warn\";", &c);
+    assert_int_equal(c.server.max_header_bytes, 8192);
+    assert_int_equal(c.server.max_body_bytes, 1ULL << 30);
+    assert_int_equal(c.server.log_level, 1);
+    rp_file_config_free(&c);
+
+    load_ok("log_level = \"info\"; max_body_size = \"10MB\";", &c);
+    assert_int_equal(c.server.log_level, 0);
+    assert_int_equal(c.server.max_body_bytes, 10000000);
+    rp_file_config_free(&c);
+}
+
+static void test_domain_fields(void **state)
+{
+    struct rp_file_config c;
+    const rp_domain_config *d;
+
+    (void)state;
+    load_ok("domains = (\n"
+            " { domain = \"*.Example.COM\"; backends = ( { addr = \"http://app\"; } );\n"
+            "   max_retries = 0; max_idle_conns = 0; preserve_host = true;\n"
+            "   host_header = \"upstream.internal:8080\"; load_balancer = \"least_conn\";\n"
+            "   health_check = { enabled = false; path = \"\"; }; },\n"
+            " { domain = \"b.example.com\"; load_balancer = \"ip_hash\";\n"
+            "   backends = ( { addr = \"http://[::1]:81/\"; weight = 100; },\n"
+            "                { addr = \"HTTP://Backend-2.local:8080\"; weight = 1; } );\n"
+            "   health_check = { enabled = false; path = \"/up\"; }; max_retries = 10;\n"
+            "   max_idle_conns = 100000; },\n"
+            " { domain = \"c\"; backends = ( { addr = \"http://1.2.3.4\"; } );\n"
+            "   load_balancer = \"random\"; },\n"
+            " { domain = \"d\"; backends = ( { addr = \"http://1.2.3.4\"; } );\n"
+            "   load_balancer = \"round_robin\"; }\n"
+            ");\n",
+            &c);
+    assert_int_equal(c.n_domains, 4);
+    d = &c.domains[0];
+    assert_string_equal(d->domain, "*.example.com");
+    assert_int_equal(d->n_backends, 1);
+    assert_string_equal(d->backends[0].addr, "http://app");
+    assert_int_equal(d->backends[0].weight, 1);
+    assert_int_equal(d->max_retries, RP_NO_RETRIES);
+    assert_int_equal(d->max_idle_conns, -1);
+    assert_true(d->preserve_host);
+    assert_string_equal(d->host_header, "upstream.internal:8080");
+    assert_int_equal(d->load_balancer, RP_LB_LEAST_CONN);
+    assert_false(d->health_check.enabled);
+    assert_string_equal(d->health_check.path, "");
+    assert_int_equal(d->connect_timeout_ms, 0);
+    d = &c.domains[1];
+    assert_int_equal(d->load_balancer, RP_LB_IP_HASH);
+    assert_string_equal(d->backends[0].addr, "http://[::1]:81/");
+    assert_int_equal(d->backends[0].weight, 100);
+    assert_string_equal(d->backends[1].addr, "HTTP://Backend-2.local:8080");
+    assert_false(d->health_check.enabled);
+    assert_int_equal(d->max_retries, 10);
+    assert_int_equal(d->max_idle_conns, 100000);
+    assert_int_equal(c.domains[2].load_balancer, RP_LB_RANDOM);
+    assert_int_equal(c.domains[3].load_balancer, RP_LB_ROUND_ROBIN);
+    assert_false(c.domains[2].health_check.enabled);
+    rp_file_config_free(&c);
+}
+
+static void test_backend_addresses_accepted(void **state)
+{
+    static const char *const ok[] = {
+        "http://10.0.0.1:8080",    "http://10.0.0.1",       "http://10.0.0.1:8080/", "http://[::1]",
+        "http://[2001:db8::1]:80", "http://localhost:3000", "http://a.b-c.d_e:1",    "http://x/",
+        "http://h:65535",
+    };
+    char text[256];
+    struct rp_file_config c;
+
+    (void)state;
+    for (size_t i = 0; i < N(ok); i++) {
+        snprintf(text, sizeof(text), "routes = ( { path_prefix = \"/\"; backend = \"%s\"; } );",
+                 ok[i]);
+        load_ok(text, &c);
+        assert_string_equal(c.routes[0].backend, ok[i]);
+        rp_file_config_free(&c);
+    }
+}
+
+static void test_load_string(void **state)
+{
+    struct rp_file_config c;
+    char err[ERRLEN];
+
+    (void)state;
+    assert_int_equal(rp_file_config_load_string("workers = 3;", "mem.conf", &c, err, ERRLEN), 0);
+    assert_int_equal(c.server.workers, 3);
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load_string("\nworkers = 0;", "mem.conf", &c, err, ERRLEN),
+                     -EINVAL);
+    assert_string_equal(err, "mem.conf:2: workers: must be 1-1024, got 0");
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load_string("a = ;", "mem.conf", &c, err, ERRLEN), -EINVAL);
+    assert_string_equal(err, "mem.conf:1: syntax error");
+    rp_file_config_free(&c);
+}
+
+/* ---- errors ---- */
+
+static void test_errors_top_level(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 4;\n\nwrokers = 4;\n", 3, "unknown key 'wrokers'"},
+        {"\nlisten = \"0.0.0.0:99999\";", 2,
+         "listen: \"0.0.0.0:99999\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"0.0.0.0\";", 1,
+         "listen: \"0.0.0.0\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"localhost:80\";", 1,
+         "listen: \"localhost:80\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"0.0.0.0:0\";", 1,
+         "listen: \"0.0.0.0:0\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"::1:80\";", 1,
+         "listen: \"::1:80\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"[::1]\";", 1,
+         "listen: \"[::1]\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"[::1]:80x\";", 1,
+         "listen: \"[::1]:80x\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = \"256.0.0.1:80\";", 1,
+         "listen: \"256.0.0.1:80\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = [\"0.0.0.0:80\",\n  \"[zz]:80\"];", 2,
+         "listen[1]: \"[zz]:80\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = [\"0.0.0.0:80\",\n  \"0.0.0.0:80\"];", 2,
+         "listen[1]: \"0.0.0.0:80\" is listed twice"},
+        {"listen = [];", 1, "listen: must not be empty"},
+        {"listen = 80;", 1, "listen: must be a string or a list of strings, got an integer"},
+        {"listen = ( 80 );", 1, "listen[0]: must be a string, got an integer"},
+        {"workers = 0;", 1, "workers: must be 1-1024, got 0"},
+        {"workers = 1025;", 1, "workers: must be 1-1024, got 1025"},
+        {"workers = -1;", 1, "workers: must be 1-1024, got -1"},
+        {"header_timeout = \"10x\";", 1,
+         "header_timeout: \"10x\" is not a valid duration (e.g. \"250ms\", \"10s\", \"1m30s\")"},
+        {"keepalive_timeout = \"0s\";", 1, "keepalive_timeout: must be longer than 0"},
+        {"shutdown_timeout = 30;", 1,
+         "shutdown_timeout: must be a duration string such as \"10s\", got an integer"},
+        {"max_header_bytes = \"2MiB\";", 1,
+         "max_header_bytes: must be 1-1048576 bytes, got 2097152"},
+        {"max_header_bytes = 0;", 1, "max_header_bytes: must be 1-1048576 bytes, got 0"},
+        {"max_body_size = -5;", 1, "max_body_size: must be 1-18446744073709551615 bytes, got -5"},
+        {"max_body_size = \"5 MiB\";", 1,
+         "max_body_size: \"5 MiB\" is not a valid size (e.g. 4096, \"64KiB\", \"256MiB\")"},
+        {"max_body_size = 1.5;", 1,
+         "max_body_size: must be a size (an integer or a string such as \"64KiB\"), got a float"},
+        {"max_header_count = 0;", 1, "max_header_count: must be 1-10000, got 0"},
+        {"max_target_len = 2000000;", 1, "max_target_len: must be 1-1048576, got 2000000"},
+        {"log_level = \"verbose\";", 1, "log_level: \"verbose\" is not one of info, warn, debug"},
+        {"log_level = 2;", 1, "log_level: must be a string, got an integer"},
+        {"domains = { domain = \"a\"; };", 1,
+         "domains: must be a list of groups ( { ... }, ... ), got a group"},
+        {"routes = ( \"x\" );", 1, "routes[0]: must be a group { ... }, got a string"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_unsupported(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 2;\n\ncache = { default_max_age = \"5m\"; };", 3,
+         "'cache' is not supported yet"},
+        {"listen_tls = \"0.0.0.0:8443\";", 1, "'listen_tls' is not supported yet"},
+        {"\ntls = { cert = \"c\"; key = \"k\"; };", 2, "'tls' is not supported yet"},
+        {"admin = { listen = \"127.0.0.1:9901\"; };", 1, "'admin' is not supported yet"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+#define B1 "backends = ( { addr = \"http://10.0.0.1:80\"; } );"
+
+static void test_errors_domains(void **state)
+{
+    static const struct bad cases[] = {
+        {"domains = (\n { domain = \"a\";\n   backends = ( { addr = \"http://1.1.1.1\"; },\n"
+         "     { addr = \"http://1.1.1.2\"; weight = 0; } ); } );",
+         4, "domains[0].backends[1].weight: must be 1-100, got 0"},
+        {"domains = ( { domain = \"a\";\n"
+         "  backends = ( { addr = \"http://h\"; weight = 101; } ); } );",
+         2, "domains[0].backends[0].weight: must be 1-100, got 101"},
+        {"domains = (\n { " B1 " } );", 2, "domains[0]: missing required key 'domain'"},
+        {"domains = (\n { domain = \"a\"; } );", 2, "domains[0]: missing required key 'backends'"},
+        {"domains = ( { domain = \"a\"; backends = (); } );", 1,
+         "domains[0].backends: must not be empty"},
+        {"domains = ( { domain = \"a\"; backends = ( { weight = 2; } ); } );", 1,
+         "domains[0].backends[0]: missing required key 'addr'"},
+        {"domains = ( { domain = \"a\"; backends = ( { addr = \"http://h\"; wieght = 2; } ); } );",
+         1, "domains[0].backends[0]: unknown key 'wieght'"},
+        {"domains = ( { domain = \"a\"; backends = ( \"http://h\" ); } );", 1,
+         "domains[0].backends[0]: must be a group { ... }, got a string"},
+        {"domains = ( { domain = \"\"; " B1 " } );", 1,
+         "domains[0].domain: \"\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = \"a b\"; " B1 " } );", 1,
+         "domains[0].domain: \"a b\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = \"*\"; " B1 " } );", 1,
+         "domains[0].domain: \"*\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = \"*.\"; " B1 " } );", 1,
+         "domains[0].domain: \"*.\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = \"a..b\"; " B1 " } );", 1,
+         "domains[0].domain: \"a..b\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = \"a.*.b\"; " B1 " } );", 1,
+         "domains[0].domain: \"a.*.b\" is not a valid domain (want a host name or \"*.suffix\")"},
+        {"domains = ( { domain = 5; " B1 " } );", 1,
+         "domains[0].domain: must be a string, got an integer"},
+        {"domains = (\n { domain = \"api.example.com\"; " B1 " },\n { domain = \"x\"; " B1
+         " },\n { domain = \"API.Example.com\"; " B1 " } );",
+         4, "domains[2].domain: duplicate domain \"api.example.com\" (first at line 2)"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  load_balancer = \"fastest\"; } );", 2,
+         "domains[0].load_balancer: \"fastest\" is not one of round_robin, weighted_rr, "
+         "least_conn, ip_hash, random"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  max_retries = 11; } );", 2,
+         "domains[0].max_retries: must be 0-10, got 11"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  max_retries = -1; } );", 2,
+         "domains[0].max_retries: must be 0-10, got -1"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  max_idle_conns = 100001; } );", 2,
+         "domains[0].max_idle_conns: must be 0-100000, got 100001"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  connect_timeout = \"10\"; } );", 2,
+         "domains[0].connect_timeout: \"10\" is not a valid duration (e.g. \"250ms\", \"10s\", "
+         "\"1m30s\")"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  read_timeout = 30; } );", 2,
+         "domains[0].read_timeout: must be a duration string such as \"10s\", got an integer"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  write_timeout = \"0ms\"; } );", 2,
+         "domains[0].write_timeout: must be longer than 0"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  idle_timeout = \"1s1s\"; } );", 2,
+         "domains[0].idle_timeout: \"1s1s\" is not a valid duration (e.g. \"250ms\", \"10s\", "
+         "\"1m30s\")"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  preserve_host = \"yes\"; } );", 2,
+         "domains[0].preserve_host: must be true or false, got a string"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  host_header = \"a\\r\\nX: y\"; } );", 2,
+         "domains[0].host_header: \"a\r\nX: y\" is not a valid Host value (no spaces or "
+         "control characters)"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  colour = \"blue\"; } );", 2,
+         "domains[0]: unknown key 'colour'"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { path = \"/h\"; }; } );", 2,
+         "domains[0].health_check: active health checks are not supported yet (set enabled = "
+         "false or remove the block)"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = true; } );", 2,
+         "domains[0].health_check: must be a group { ... }, got a boolean"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = {\n path = \"/h\";\n"
+         " fail_threshold = 0; }; } );",
+         4, "domains[0].health_check.fail_threshold: must be 1-100, got 0"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { success_threshold = 101; };"
+         " } );",
+         2, "domains[0].health_check.success_threshold: must be 1-100, got 101"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { path = \"health\"; }; } );", 2,
+         "domains[0].health_check.path: \"health\" is not a valid path (want \"\" or "
+         "\"/...\" without spaces)"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { interval = \"5m3\"; }; } );", 2,
+         "domains[0].health_check.interval: \"5m3\" is not a valid duration (e.g. \"250ms\", "
+         "\"10s\", \"1m30s\")"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { enabled = 1; }; } );", 2,
+         "domains[0].health_check.enabled: must be true or false, got an integer"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = {\n  method = \"GET\"; }; } );", 3,
+         "domains[0].health_check: unknown key 'method'"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_backend_addresses(void **state)
+{
+    static const struct {
+        const char *addr, *msg;
+    } cases[] = {
+        {"https://10.0.0.1:443", "https backends are not supported yet (\"https://10.0.0.1:443\")"},
+        {"HTTPS://h", "https backends are not supported yet (\"HTTPS://h\")"},
+        {"10.0.0.1:80", NULL},
+        {"http://", NULL},
+        {"http:/h", NULL},
+        {"ftp://h:21", NULL},
+        {"http://h:0", NULL},
+        {"http://h:65536", NULL},
+        {"http://h:", NULL},
+        {"http://h:8o", NULL},
+        {"http://h/api", NULL},
+        {"http://h//", NULL},
+        {"http://[::1", NULL},
+        {"http://[::g]:80", NULL},
+        {"http://::1:80", NULL},
+        {"http://1.2.3:80", NULL},
+        {"http://300.1.1.1", NULL},
+        {"http://user@h", NULL},
+        {"http://h h", NULL},
+        {"", NULL},
+    };
+    char text[512], msg[256];
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        struct bad b = {text, 2, msg};
+        snprintf(text, sizeof(text),
+                 "domains = ( { domain = \"a\";\n backends = ( { addr = \"%s\"; } ); } );",
+                 cases[i].addr);
+        if (cases[i].msg)
+            snprintf(msg, sizeof(msg), "domains[0].backends[0].addr: %s", cases[i].msg);
+        else
+            snprintf(msg, sizeof(msg),
+                     "domains[0].backends[0].addr: \"%s\" is not a valid backend address "
+                     "(want http://host:port)",
+                     cases[i].addr);
+        expect_error(&b);
+    }
+}
+
+static void test_errors_routes(void **state)
+{
+    static const struct bad cases[] = {
+        {"routes = (\n { backend = \"http://h\"; } );", 2,
+         "routes[0]: missing required key 'path_prefix'"},
+        {"routes = (\n { path_prefix = \"/\"; } );", 2,
+         "routes[0]: missing required key 'backend'"},
+        {"routes = ( { path_prefix = \"api/\"; backend = \"http://h\"; } );", 1,
+         "routes[0].path_prefix: \"api/\" is not a valid path prefix (want \"/...\" without "
+         "spaces)"},
+        {"routes = ( { path_prefix = \"/a b\"; backend = \"http://h\"; } );", 1,
+         "routes[0].path_prefix: \"/a b\" is not a valid path prefix (want \"/...\" without "
+         "spaces)"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"https://h\"; } );", 1,
+         "routes[0].backend: https backends are not supported yet (\"https://h\")"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"h:80\"; } );", 1,
+         "routes[0].backend: \"h:80\" is not a valid backend address (want http://host:port)"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"http://h\"; host_header = \"a b\"; } );", 1,
+         "routes[0].host_header: \"a b\" is not a valid Host value (no spaces or control "
+         "characters)"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"http://h\";\n weight = 1; } );", 2,
+         "routes[0]: unknown key 'weight'"},
+        {"routes = (\n { path_prefix = \"/a/\"; backend = \"http://h\"; },\n"
+         " { path_prefix = \"/a/\"; backend = \"http://g\"; } );",
+         3, "routes[1].path_prefix: duplicate path_prefix \"/a/\" (first at line 2)"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_types(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = \"4\";", 1, "workers: must be an integer, got a string"},
+        {"workers = 4.0;", 1, "workers: must be an integer, got a float"},
+        {"workers = true;", 1, "workers: must be an integer, got a boolean"},
+        {"workers = [4];", 1, "workers: must be an integer, got an array"},
+        {"workers = (4);", 1, "workers: must be an integer, got a list"},
+        {"workers = { n = 4; };", 1, "workers: must be an integer, got a group"},
+        {"max_header_count = \"100\";", 1, "max_header_count: must be an integer, got a string"},
+        {"routes = ( { path_prefix = 1; backend = \"http://h\"; } );", 1,
+         "routes[0].path_prefix: must be a string, got an integer"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_syntax(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 4;\nlisten = ;\n", 2, "syntax error"},
+        {"workers = 4;\nworkers = 5;\n", 2, "duplicate setting name"},
+        {"domains = (\n  { domain = \"a\";\n", 3, "syntax error"},
+        {"workers = 4;\n\nlisten = \"a\" \"b\" 5;\n", 3, "syntax error"},
+        {"workers = 4;\nlisten = \"0.0.0.0:80\n", 3, "syntax error"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_files(void **state)
+{
+    struct rp_file_config c;
+    char err[ERRLEN];
+
+    (void)state;
+    assert_int_equal(rp_file_config_load("/nonexistent/rp.conf", &c, err, ERRLEN), -ENOENT);
+    assert_string_equal(err, "/nonexistent/rp.conf: cannot read: No such file or directory");
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load("/tmp", &c, err, ERRLEN), -EISDIR);
+    assert_string_equal(err, "/tmp: cannot read: Is a directory");
+    rp_file_config_free(&c);
+}
+
+static void test_error_buffer_limits(void **state)
+{
+    struct rp_file_config c;
+    char err[16];
+
+    (void)state;
+    memset(err, 'x', sizeof(err));
+    assert_int_equal(rp_file_config_load_string("workers = 0;", "m.conf", &c, err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "m.conf:1: worke");
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load_string("workers = 0;", "m.conf", &c, NULL, 0), -EINVAL);
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load("/nonexistent", &c, NULL, 0), -ENOENT);
+    rp_file_config_free(&c);
+}
+
+/* A failure half way leaves a partly filled struct; freeing it (twice, even) must be clean. */
+static void test_free_after_failure(void **state)
+{
+    struct rp_file_config c, zero;
+    char path[64], err[ERRLEN];
+
+    (void)state;
+    memset(&zero, 0, sizeof(zero));
+    assert_int_equal(load_text("listen = [\"0.0.0.0:80\", \"[::]:80\"];\n"
+                               "domains = ( { domain = \"a\"; " B1 " },\n"
+                               " { domain = \"b\"; host_header = \"h\";\n"
+                               "   backends = ( { addr = \"http://x\"; }, { addr = \"ftp://\"; } );"
+                               " } );\n",
+                               path, &c, err),
+                     -EINVAL);
+    assert_int_equal(c.n_domains, 2);
+    assert_int_equal(c.domains[1].n_backends, 2);
+    rp_file_config_free(&c);
+    assert_memory_equal(&c, &zero, sizeof(c));
+    rp_file_config_free(&c);
+    rp_file_config_free(NULL);
+}
+
+/* ---- duration and size parsing ---- */
+
+static void test_parse_duration(void **state)
+{
+    static const struct {
+        const char *s;
+        int rc;
+        uint32_t ms;
+    } cases[] = {
+        {"250ms", 0, 250},
+        {"10s", 0, 10000},
+        {"5m", 0, 300000},
+        {"1h", 0, 3600000},
+        {"1m30s", 0, 90000},
+        {"1h2m3s4ms", 0, 3723004},
+        {"0s", 0, 0},
+        {"0ms", 0, 0},
+        {"007s", 0, 7000},
+        {"1193h2m47s295ms", 0, UINT32_MAX},
+        {"4294967295ms", 0, UINT32_MAX},
+        {"4294967296ms", -EINVAL, 0},
+        {"1193h2m47s296ms", -EINVAL, 0},
+        {"1194h", -EINVAL, 0},
+        {"99999999999999999999999s", -EINVAL, 0},
+        {"10", -EINVAL, 0},
+        {"10x", -EINVAL, 0},
+        {"", -EINVAL, 0},
+        {"-1s", -EINVAL, 0},
+        {"+1s", -EINVAL, 0},
+        {"5m3", -EINVAL, 0},
+        {"s", -EINVAL, 0},
+        {"ms", -EINVAL, 0},
+        {"1.5s", -EINVAL, 0},
+        {" 1s", -EINVAL, 0},
+        {"1s ", -EINVAL, 0},
+        {"1 s", -EINVAL, 0},
+        {"1S", -EINVAL, 0},
+        {"1d", -EINVAL, 0},
+        {"30s1m", -EINVAL, 0},
+        {"1s1s", -EINVAL, 0},
+        {"1ms1s", -EINVAL, 0},
+        {"1mss", -EINVAL, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        uint32_t ms = 12345;
+        int rc = rp_parse_duration_ms(cases[i].s, &ms);
+        if (rc != cases[i].rc || (rc == 0 && ms != cases[i].ms) || (rc && ms != 12345))
+            fail_msg("\"%s\": rc %d ms %u, want rc %d ms %u", cases[i].s, rc, ms, cases[i].rc,
+                     cases[i].ms);
+    }
+    assert_int_equal(rp_parse_duration_ms(NULL, &(uint32_t){0}), -EINVAL);
+}
+
+static void test_parse_size(void **state)
+{
+    static const struct {
+        const char *s;
+        int rc;
+        uint64_t bytes;
+    } cases[] = {
+        {"4096", 0, 4096},
+        {"0", 0, 0},
+        {"64KiB", 0, 64 << 10},
+        {"256MiB", 0, 256ULL << 20},
+        {"1GiB", 0, 1ULL << 30},
+        {"10KB", 0, 10000},
+        {"10MB", 0, 10000000},
+        {"1GB", 0, 1000000000},
+        {"16k", 0, 16 << 10},
+        {"16K", 0, 16 << 10},
+        {"16m", 0, 16 << 20},
+        {"16M", 0, 16 << 20},
+        {"1g", 0, 1ULL << 30},
+        {"1G", 0, 1ULL << 30},
+        {"18446744073709551615", 0, UINT64_MAX},
+        {"17179869183GiB", 0, 17179869183ULL << 30},
+        {"18446744073709551616", -EINVAL, 0},
+        {"17179869184GiB", -EINVAL, 0},
+        {"99999999999999999999999", -EINVAL, 0},
+        {"", -EINVAL, 0},
+        {"-1", -EINVAL, 0},
+        {"+1", -EINVAL, 0},
+        {"10x", -EINVAL, 0},
+        {"10 KiB", -EINVAL, 0},
+        {"10KiBs", -EINVAL, 0},
+        {"10kib", -EINVAL, 0},
+        {"1.5MiB", -EINVAL, 0},
+        {"KiB", -EINVAL, 0},
+        {"10B", -EINVAL, 0},
+        {"1TiB", -EINVAL, 0},
+        {" 1", -EINVAL, 0},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        uint64_t b = 12345;
+        int rc = rp_parse_size(cases[i].s, &b);
+        if (rc != cases[i].rc || (rc == 0 && b != cases[i].bytes) || (rc && b != 12345))
+            fail_msg("\"%s\": rc %d bytes %llu, want rc %d bytes %llu", cases[i].s, rc,
+                     (unsigned long long)b, cases[i].rc, (unsigned long long)cases[i].bytes);
+    }
+    assert_int_equal(rp_parse_size(NULL, &(uint64_t){0}), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_design_example),
+        cmocka_unit_test(test_empty_file_is_all_defaults),
+        cmocka_unit_test(test_listen_forms),
+        cmocka_unit_test(test_server_fields),
+        cmocka_unit_test(test_domain_fields),
+        cmocka_unit_test(test_backend_addresses_accepted),
+        cmocka_unit_test(test_load_string),
+        cmocka_unit_test(test_errors_top_level),
+        cmocka_unit_test(test_errors_unsupported),
+        cmocka_unit_test(test_errors_domains),
+        cmocka_unit_test(test_errors_backend_addresses),
+        cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_errors_types),
+        cmocka_unit_test(test_errors_syntax),
+        cmocka_unit_test(test_errors_files),
+        cmocka_unit_test(test_error_buffer_limits),
+        cmocka_unit_test(test_free_after_failure),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_size),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,219 @@
+/* test_pool.c: the per-worker backend connection pool of upstream.c, with the ring and the
+ * client side stubbed out: most-recently-used first, max_idle_conns respected, idle timeout
+ * and backend-side closes evict, a draining worker pools nothing, a fresh request skips it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../../engine/upstream.c"
+
+/* ---- stubs for what upstream.c calls ---- */
+static int killed, connects_made;
+static struct io_uring_sqe fake_sqe;
+
+struct io_uring_sqe *w_sqe(struct worker *w)
+{
+    (void)w;
+    memset(&fake_sqe, 0, sizeof(fake_sqe));
+    connects_made++;
+    return &fake_sqe;
+}
+void sock_init(struct sock *s, int fd, enum sock_kind kind)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->kind = (uint8_t)kind;
+}
+void sock_recv_start(struct worker *w, struct sock *s)
+{
+    (void)w;
+    s->want_recv = true;
+}
+void sock_flush(struct worker *w, struct sock *s)
+{
+    (void)w;
+    (void)s;
+}
+void sock_kill(struct worker *w, struct sock *s)
+{
+    timer_disarm(w->tw, &s->tm);
+    s->dead = true;
+    killed++;
+    free(s); /* no completions pending in this test */
+}
+void ex_upstream_failed(struct conn *c, int err, const char *what)
+{
+    (void)c;
+    (void)err;
+    (void)what;
+}
+void ex_upstream_ready(struct conn *c)
+{
+    (void)c;
+}
+void ex_upstream_sent(struct conn *c)
+{
+    (void)c;
+}
+void ex_response_data(struct conn *c, char *p, uint32_t n)
+{
+    (void)c;
+    (void)p;
+    (void)n;
+}
+void ex_response_eof(struct conn *c)
+{
+    (void)c;
+}
+
+static struct rp_server srv;
+static struct worker w;
+static struct timer_wheel tw;
+static struct pool pools[1];
+static struct backend be = {.addr = "http://127.0.0.1:1", .index = 0};
+static struct target tgt = {.idle_timeout_ms = 1000, .max_idle = 3, .connect_timeout_ms = 500,
+                            .read_timeout_ms = 500, .write_timeout_ms = 500};
+static struct conn client;
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    memset(pools, 0, sizeof(pools));
+    srv.rt.n_backends = 1;
+    w.s = &srv;
+    w.tw = &tw;
+    w.pools = pools;
+    w.now_ms = 1000;
+    timer_wheel_init(&tw, 1000);
+    killed = connects_made = 0;
+    tgt.max_idle = 3;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pools_close_all(&w);
+    return 0;
+}
+
+/* A connection as if it had just finished a request. */
+static struct upconn *used_conn(void)
+{
+    struct upconn *up = up_get(&w, &tgt, &be, &client, true);
+    up->state = US_READY; /* as after the connect completed */
+    return up;
+}
+
+static void test_mru_first(void **state)
+{
+    struct upconn *a = used_conn(), *b = used_conn();
+
+    (void)state;
+    up_release_to_pool(a, true);
+    up_release_to_pool(b, true);
+    assert_int_equal(pools[0].n, 2);
+    assert_ptr_equal(up_get(&w, &tgt, &be, &client, false), b);
+    assert_true(b->reused);
+    assert_ptr_equal(up_get(&w, &tgt, &be, &client, false), a);
+    assert_int_equal(pools[0].n, 0);
+    up_release_to_pool(a, true);
+    up_release_to_pool(b, true);
+}
+
+static void test_max_idle(void **state)
+{
+    struct upconn *c[5];
+
+    (void)state;
+    for (int i = 0; i < 5; i++)
+        c[i] = used_conn();
+    for (int i = 0; i < 5; i++)
+        up_release_to_pool(c[i], true);
+    assert_int_equal(pools[0].n, 3);
+    assert_int_equal(killed, 2);
+}
+
+static void test_not_reusable_closes(void **state)
+{
+    (void)state;
+    up_release_to_pool(used_conn(), false);
+    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(killed, 1);
+}
+
+static void test_zero_max_idle_disables(void **state)
+{
+    (void)state;
+    tgt.max_idle = 0;
+    up_release_to_pool(used_conn(), true);
+    assert_int_equal(pools[0].n, 0);
+}
+
+static void test_idle_timeout_evicts(void **state)
+{
+    (void)state;
+    up_release_to_pool(used_conn(), true);
+    w.now_ms = 1500;
+    up_release_to_pool(used_conn(), true);
+    timer_run(&tw, 2100); /* first one idle 1100 ms, second 600 ms */
+    assert_int_equal(pools[0].n, 1);
+    timer_run(&tw, 2600);
+    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(killed, 2);
+}
+
+static void test_backend_close_evicts(void **state)
+{
+    struct upconn *a = used_conn();
+
+    (void)state;
+    up_release_to_pool(a, true);
+    assert_true(a->sk.want_recv); /* pooled connections keep a receive armed */
+    up_on_eof(a, 0);              /* the backend closed it while idle */
+    assert_int_equal(pools[0].n, 0);
+    a = used_conn();
+    up_release_to_pool(a, true);
+    up_on_data(a, "x", 1); /* unsolicited bytes: not reusable either */
+    assert_int_equal(pools[0].n, 0);
+}
+
+static void test_draining_pools_nothing(void **state)
+{
+    (void)state;
+    w.draining = true;
+    up_release_to_pool(used_conn(), true);
+    assert_int_equal(pools[0].n, 0);
+}
+
+static void test_fresh_skips_pool(void **state)
+{
+    struct upconn *a = used_conn(), *f;
+
+    (void)state;
+    up_release_to_pool(a, true);
+    f = up_get(&w, &tgt, &be, &client, true);
+    assert_ptr_not_equal(f, a);
+    assert_int_equal(f->state, US_CONNECTING);
+    assert_int_equal(pools[0].n, 1);
+    up_close(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_mru_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_reusable_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_max_idle_disables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout_evicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_close_evicts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_draining_pools_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fresh_skips_pool, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

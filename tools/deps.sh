@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs the Debian packages ringproxy builds and tests with, when pkg-config or PATH
+# says they are missing. As root it runs apt-get; otherwise it prints the command to run.
+set -e
+PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
+libwolfssl-dev libdeflate-dev curl python3 clang-14 libfuzzer-14-dev"
+missing=""
+for pc in liburing libconfig cmocka libxxhash; do
+    pkg-config --exists "$pc" 2>/dev/null || missing="yes"
+done
+for tool in gcc make curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing="yes"
+done
+[ -z "$missing" ] && exit 0
+cmd="apt-get install -y --no-install-recommends $PKGS"
+if [ "$(id -u)" != 0 ]; then
+    echo "ringproxy needs build dependencies. Run as root:" >&2
+    echo "  apt-get update && $cmd" >&2
+    exit 1
+fi
+echo "installing build dependencies: $PKGS" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+$cmd
