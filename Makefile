@@ -37,7 +37,7 @@ FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/libringproxy.a $(BUILD)/libringproxy.so
 
-.PHONY: all deps test unit integration asan demo fuzz install format format-check clean bench
+.PHONY: all deps test unit integration asan demo fuzz fuzz-deps fuzz-run install format format-check clean bench
 all: $(BINS)
 
 deps:
@@ -96,7 +96,11 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) engine/config.c
 	@mkdir -p $(dir $@)
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
 		$< engine/h1.c engine/config.c $(PKG_LIBS) -o $@
-fuzz: deps $(FUZZERS:%=$(BUILD)/fuzz/%)
+fuzz-deps:
+	$(Q)tools/deps.sh fuzz
+fuzz: fuzz-deps
+	$(Q)$(MAKE) --no-print-directory fuzz-run
+fuzz-run: $(FUZZERS:%=$(BUILD)/fuzz/%)
 	$(Q)for f in $(FUZZERS); do echo "== $$f ($(FUZZ_TIME)s)"; \
 		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=0 2>&1 | tail -2 || exit 1; done
 

@@ -2,15 +2,22 @@
 # Installs the Debian packages ringproxy builds and tests with, when pkg-config or PATH
 # says they are missing. As root it runs apt-get; otherwise it prints the command to run.
 set -e
+# `tools/deps.sh fuzz` adds what `make fuzz` needs (clang and libFuzzer).
 PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
-libwolfssl-dev libdeflate-dev curl python3 clang-14 libfuzzer-14-dev"
+curl python3"
+TOOLS="gcc make curl python3 pkg-config"
+if [ "${1:-}" = fuzz ]; then
+    PKGS="$PKGS clang-14 libfuzzer-14-dev"
+    TOOLS="$TOOLS clang-14"
+fi
 missing=""
 for pc in liburing libconfig cmocka libxxhash; do
     pkg-config --exists "$pc" 2>/dev/null || missing="yes"
 done
-for tool in gcc make curl python3; do
+for tool in $TOOLS; do
     command -v "$tool" >/dev/null 2>&1 || missing="yes"
 done
+[ "${1:-}" = fuzz ] && [ ! -e /usr/lib/llvm-14/lib/libFuzzer.a ] && missing="yes"
 [ -z "$missing" ] && exit 0
 cmd="apt-get install -y --no-install-recommends $PKGS"
 if [ "$(id -u)" != 0 ]; then
