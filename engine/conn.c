@@ -48,12 +48,12 @@ void conn_release(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
-    free(c);
+    slab_free(&w->conn_slab, c);
 }
 
 void conn_accepted(struct worker *w, int fd)
 {
-    struct conn *c = calloc(1, sizeof(*c));
+    struct conn *c = slab_alloc(&w->conn_slab);
     socklen_t len = sizeof(c->peer);
 
     if (!c) {
@@ -390,7 +390,6 @@ static void ex_start(struct conn *c, const struct h1_request *r)
         return;
     }
     ex->req_bytes = 0;
-    buf_consume(&c->sk.in, r->head_len);
     if (!ex_connect(c, false)) {
         conn_close(c);
         return;
@@ -609,36 +608,48 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
         ex->resp_done = true;
 }
 
-/* Parses response heads from the backend's buffered input; returns false if it stopped. */
-static bool ex_parse_response(struct conn *c)
+static bool ex_alive(const struct conn *c, const struct upconn *up)
+{
+    return !c->sk.dead && c->ex.active && c->ex.up == up;
+}
+
+/* Parses response heads and relays body bytes from p[0..n); returns the bytes used. Stops
+ * early when the exchange failed (check ex_alive) or the response ended. */
+static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t n)
 {
     struct exchange *ex = &c->ex;
-    struct buf *in = &ex->up->sk.in;
     struct h1_header hdrs[MAX_HEADERS_CAP];
+    uint32_t off = 0;
 
     while (!ex->resp_started) {
         struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
-        int rc = h1_parse_response(buf_data(in), buf_used(in), &r, &c->w->s->lim,
+        int rc = h1_parse_response(p + off, n - off, &r, &c->w->s->lim,
                                    (enum h1_method)ex->method_id);
-        if (rc == -EAGAIN)
-            return false;
-        if (rc < 0) {
-            ex_upstream_failed(c, -EBADMSG, "malformed response head");
-            return false;
+        if (rc == -EAGAIN) {
+            if (n - off > c->w->s->lim.max_head_bytes * 2u)
+                ex_upstream_failed(c, -E2BIG, "response head too large");
+            return off;
         }
+        if (rc < 0 || r.status == 101) {
+            ex_upstream_failed(c, rc < 0 ? -EBADMSG : -EPROTO,
+                               rc < 0 ? "malformed response head"
+                                      : "101 Switching Protocols is not supported");
+            return off;
+        }
+        off += (uint32_t)rc;
         if (r.status < 200) {
-            if (r.status == 101) {
-                ex_upstream_failed(c, -EPROTO, "101 Switching Protocols is not supported");
-                return false;
-            }
             write_interim(c, &r);
-            buf_consume(in, (uint32_t)rc);
             continue;
         }
         ex_begin_response(c, &r);
-        buf_consume(in, (uint32_t)rc);
     }
-    return true;
+    while (off < n && !ex->resp_done && ex_alive(c, up)) {
+        uint32_t k = ex_relay_body(c, p + off, n - off);
+        if (!k)
+            break;
+        off += k;
+    }
+    return off;
 }
 
 static void ex_after_relay(struct conn *c)
@@ -650,47 +661,35 @@ static void ex_after_relay(struct conn *c)
         return;
     }
     /* Hold the backend back while the client is slow. */
-    if (ex->up && outq_bytes(&c->sk.out) > WINDOW_BYTES)
+    if (outq_bytes(&c->sk.out) > WINDOW_BYTES)
         sock_recv_stop(c->w, &ex->up->sk);
     conn_update_timer(c);
 }
 
 void ex_response_data(struct conn *c, char *p, uint32_t n)
 {
-    struct exchange *ex = &c->ex;
-    struct upconn *up = ex->up;
+    struct upconn *up = c->ex.up;
+    struct buf *in = &up->sk.in;
+    uint32_t k;
 
     up->got_bytes = true;
-    if (ex->resp_started && !buf_used(&up->sk.in)) {
-        /* the common case: body bytes straight from the receive buffer */
-        uint32_t k = ex_relay_body(c, p, n);
-        if (!ex->active || c->sk.dead)
-            return;
-        if (k < n && buf_append(&up->sk.in, p + k, n - k)) {
+    if (!buf_used(in)) {
+        /* the common case: heads parsed and bodies relayed straight from the receive buffer;
+         * only a partial head (or bytes past the response) is kept */
+        k = ex_consume(c, up, p, n);
+        if (ex_alive(c, up) && k < n && buf_append(in, p + k, n - k))
             conn_close(c);
-            return;
-        }
     } else {
-        if (buf_append(&up->sk.in, p, n)) {
+        if (buf_append(in, p, n)) {
             conn_close(c);
             return;
         }
-        if (buf_used(&up->sk.in) > c->w->s->lim.max_head_bytes * 2u && !ex->resp_started) {
-            ex_upstream_failed(c, -E2BIG, "response head too large");
-            return;
-        }
-        if (!ex_parse_response(c) || !ex->active)
-            return;
-        while (buf_used(&up->sk.in) && !ex->resp_done) {
-            uint32_t k = ex_relay_body(c, buf_data(&up->sk.in), buf_used(&up->sk.in));
-            if (!ex->active || c->sk.dead)
-                return;
-            buf_consume(&up->sk.in, k);
-            if (!k)
-                break;
-        }
+        k = ex_consume(c, up, buf_data(in), buf_used(in));
+        if (ex_alive(c, up))
+            buf_consume(in, k);
     }
-    ex_after_relay(c);
+    if (ex_alive(c, up))
+        ex_after_relay(c);
 }
 
 void ex_response_eof(struct conn *c)
@@ -709,23 +708,33 @@ void ex_response_eof(struct conn *c)
 
 /* ---- client events ----------------------------------------------------------------------- */
 
-static void conn_parse(struct conn *c)
+/* Parses a request head from p[0..n) and starts its exchange. `in_buf`: p is the start of
+ * c->in, whose head bytes are consumed here (they stay readable until the next append).
+ * Otherwise p is a receive buffer and the bytes after the head go to c->in first, so the
+ * exchange finds any body there. Returns false when the head is incomplete. */
+static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
 {
     struct worker *w = c->w;
-    struct buf *in = &c->sk.in;
     struct h1_header hdrs[MAX_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
     int status = 400;
-    int rc = h1_parse_request(buf_data(in), buf_used(in), &r, &w->s->lim, &status);
+    int rc = h1_parse_request(p, n, &r, &w->s->lim, &status);
 
     if (rc == -EAGAIN)
-        return;
+        return false;
     if (rc < 0) {
         w->errors++;
         respond_error(c, status);
-        return;
+        return true;
+    }
+    if (in_buf) {
+        buf_consume(&c->sk.in, (uint32_t)rc);
+    } else if ((uint32_t)rc < n && buf_append(&c->sk.in, p + rc, n - (uint32_t)rc)) {
+        conn_close(c);
+        return true;
     }
     ex_start(c, &r);
+    return true;
 }
 
 static void conn_process(struct conn *c)
@@ -745,8 +754,7 @@ static void conn_process(struct conn *c)
             break;
         if (c->nreq && outq_bytes(&c->sk.out) > WINDOW_BYTES)
             break; /* a pipelining client that does not read: wait for the send */
-        conn_parse(c);
-        if (buf_used(&c->sk.in) == before && !c->ex.active)
+        if (!conn_parse(c, buf_data(&c->sk.in), before, true))
             break; /* incomplete head */
     }
     if (!c->sk.dead) {
@@ -764,8 +772,15 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 {
     if (c->linger)
         return; /* discarding input until the peer closes */
-    if (!c->ex.active && !buf_used(&c->sk.in))
+    if (!c->ex.active && !buf_used(&c->sk.in) && !c->close_after) {
         c->head_start_ms = c->w->now_ms;
+        /* the common case: a whole head in one receive, parsed where it landed */
+        if (conn_parse(c, p, n, false)) {
+            if (!c->sk.dead)
+                conn_process(c);
+            return;
+        }
+    }
     if (buf_append(&c->sk.in, p, n)) {
         conn_close(c);
         return;
@@ -840,6 +855,21 @@ void conn_drain(struct conn *c)
 
 /* ---- timers ------------------------------------------------------------------------------ */
 
+/* A connection between requests holds no buffers: idle keep-alive connections cost only
+ * their struct (glibc's per-thread cache makes the next small allocation cheap). Returns
+ * the keep-alive timeout. */
+static uint32_t conn_idle(struct conn *c)
+{
+    struct sock *sk = &c->sk;
+
+    if (!sk->out.busy) {
+        buf_free(&sk->in);
+        buf_free(&sk->out.sending);
+        buf_free(&sk->out.pending);
+    }
+    return c->w->s->cfg.keepalive_timeout_ms;
+}
+
 static void conn_update_timer(struct conn *c)
 {
     struct worker *w = c->w;
@@ -860,7 +890,7 @@ static void conn_update_timer(struct conn *c)
     else if (buf_used(&c->sk.in) || !c->nreq)
         deadline = c->head_start_ms + cfg->header_timeout_ms;
     else
-        deadline = w->now_ms + cfg->keepalive_timeout_ms;
+        deadline = w->now_ms + conn_idle(c);
     if (!deadline)
         timer_disarm(w->tw, &c->sk.tm);
     else if (!timer_armed(&c->sk.tm) || c->sk.tm.deadline_ms != deadline)

@@ -153,6 +153,20 @@ struct pool {
 
 /* CQE user_data carries the op in a pointer's low OP_BITS bits: everything an SQE names is
  * 16-byte aligned (malloc'ed, or aligned like this array element). */
+/* Fixed-size objects (connections) carved from big blocks and recycled through a free list,
+ * so long-lived connection structs do not interleave with short-lived buffers in the heap:
+ * memory freed after a burst is reused instead of staying fragmented. Per worker. */
+struct slab {
+    void *free;     /* free list, linked through each object's first word */
+    void **blocks;  /* every block, for slab_fini */
+    uint32_t n_blocks, objsz, per_block;
+};
+
+void slab_init(struct slab *sl, size_t objsz, uint32_t per_block);
+void *slab_alloc(struct slab *sl); /* zeroed; NULL when out of memory */
+void slab_free(struct slab *sl, void *p);
+void slab_fini(struct slab *sl);
+
 struct listener {
     int fd;
     bool armed;
@@ -174,6 +188,7 @@ struct worker {
     struct conn *conns;
     uint32_t nconns;
     struct pool *pools; /* one per backend */
+    struct slab conn_slab, up_slab;
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;

@@ -88,7 +88,7 @@ static struct upconn *up_from_pool(struct worker *w, struct backend *be)
 
 static struct upconn *up_connect(struct worker *w, struct target *t, struct backend *be)
 {
-    struct upconn *up = calloc(1, sizeof(*up));
+    struct upconn *up = slab_alloc(&w->up_slab);
     struct io_uring_sqe *sqe;
 
     if (!up)
@@ -211,6 +211,9 @@ void up_release_to_pool(struct upconn *up, bool reusable)
     }
     up->state = US_IDLE;
     up->reused = false;
+    buf_free(&up->sk.in); /* reusable means nothing is in flight or left over */
+    buf_free(&up->sk.out.sending);
+    buf_free(&up->sk.out.pending);
     pool_push(up);
     sock_recv_start(up->w, &up->sk);
     up_update_timer(up);
@@ -218,7 +221,7 @@ void up_release_to_pool(struct upconn *up, bool reusable)
 
 void up_release(struct upconn *up)
 {
-    free(up);
+    slab_free(&up->w->up_slab, up);
 }
 
 void pools_close_all(struct worker *w)

@@ -71,6 +71,52 @@ void buf_free(struct buf *b)
     memset(b, 0, sizeof(*b));
 }
 
+/* ---- slabs ------------------------------------------------------------------------------ */
+
+void slab_init(struct slab *sl, size_t objsz, uint32_t per_block)
+{
+    memset(sl, 0, sizeof(*sl));
+    /* keep every object 16-byte aligned: CQE user_data uses the low bits */
+    sl->objsz = (uint32_t)((objsz + 15) & ~(size_t)15);
+    sl->per_block = per_block;
+}
+
+void *slab_alloc(struct slab *sl)
+{
+    void *p;
+
+    if (!sl->free) {
+        char *blk;
+        void **blocks = realloc(sl->blocks, (sl->n_blocks + 1) * sizeof(void *));
+        if (!blocks)
+            return NULL;
+        sl->blocks = blocks;
+        if (posix_memalign((void **)&blk, 64, (size_t)sl->objsz * sl->per_block))
+            return NULL;
+        sl->blocks[sl->n_blocks++] = blk;
+        for (uint32_t i = sl->per_block; i-- > 0;)
+            slab_free(sl, blk + (size_t)i * sl->objsz);
+    }
+    p = sl->free;
+    sl->free = *(void **)p;
+    memset(p, 0, sl->objsz);
+    return p;
+}
+
+void slab_free(struct slab *sl, void *p)
+{
+    *(void **)p = sl->free;
+    sl->free = p;
+}
+
+void slab_fini(struct slab *sl)
+{
+    for (uint32_t i = 0; i < sl->n_blocks; i++)
+        free(sl->blocks[i]);
+    free(sl->blocks);
+    memset(sl, 0, sizeof(*sl));
+}
+
 /* ---- ring plumbing ----------------------------------------------------------------------- */
 
 uint64_t w_now(struct worker *w)
@@ -165,6 +211,14 @@ int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n)
     return 0;
 }
 
+static void close_fd(struct worker *w, int fd)
+{
+    struct io_uring_sqe *sqe = w_sqe(w);
+
+    io_uring_prep_close(sqe, fd);
+    sqe->user_data = 0;
+}
+
 static void sock_free_bufs(struct sock *s)
 {
     buf_free(&s->in);
@@ -175,9 +229,7 @@ static void sock_free_bufs(struct sock *s)
 static void sock_finish(struct worker *w, struct sock *s)
 {
     if (s->fd >= 0) {
-        struct io_uring_sqe *sqe = w_sqe(w);
-        io_uring_prep_close(sqe, s->fd);
-        sqe->user_data = 0;
+        close_fd(w, s->fd);
         s->fd = -1;
     }
     sock_free_bufs(s);
@@ -195,9 +247,18 @@ void sock_kill(struct worker *w, struct sock *s)
     s->want_recv = false;
     timer_disarm(w->tw, &s->tm);
     if (s->inflight && s->fd >= 0) {
-        struct io_uring_sqe *sqe = w_sqe(w);
+        /* cancel what is in flight, then close, in one submission: the hard link runs the
+         * close whatever the cancel found; the completions still hold the sock until the
+         * last one has arrived */
+        struct io_uring_sqe *sqe;
+        if (io_uring_sq_space_left(&w->ring) < 2)
+            io_uring_submit(&w->ring); /* a link must not straddle two submissions */
+        sqe = w_sqe(w);
         io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+        sqe->flags |= IOSQE_IO_HARDLINK;
         sqe->user_data = 0;
+        close_fd(w, s->fd);
+        s->fd = -1;
         return;
     }
     if (!s->inflight)
@@ -279,14 +340,6 @@ static void on_send(struct worker *w, struct sock *s, int res)
         conn_on_sent((struct conn *)s);
     else
         up_on_sent((struct upconn *)s);
-}
-
-static void close_fd(struct worker *w, int fd)
-{
-    struct io_uring_sqe *sqe = w_sqe(w);
-
-    io_uring_prep_close(sqe, fd);
-    sqe->user_data = 0;
 }
 
 static void arm_accept(struct worker *w, struct listener *l)
@@ -497,6 +550,8 @@ static int worker_init(struct worker *w)
 {
     int ret;
 
+    slab_init(&w->conn_slab, sizeof(struct conn), 256);
+    slab_init(&w->up_slab, sizeof(struct upconn), 64);
     w->tw = malloc(sizeof(*w->tw));
     w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
     if (!w->tw || !w->pools)
@@ -513,6 +568,8 @@ static void worker_fini(struct worker *w)
         teardown_ring(w);
     w->br = NULL;
     bal_worker_fini(&w->bal);
+    slab_fini(&w->conn_slab);
+    slab_fini(&w->up_slab);
     free(w->pools);
     free(w->tw);
     w->tw = NULL;

@@ -54,6 +54,11 @@ def test_no_route_is_404(P):
     r = get(px.port, host="unknown.local")
     assert r.status == 404
     assert origin_stats(a.port)[0] == 0
+    c = Client(px.port)  # a local answer keeps the connection, in sync
+    assert c.request(host="unknown.local").status == 404
+    assert c.request().status == 200
+    c.send("GET / HTTP/1.1\r\nHost: nope\r\n\r\nGET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+    assert [c.read_response().status for _ in range(2)] == [404, 200]
 
 
 def test_forwarded_head_as_backend_sees_it(P):
