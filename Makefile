@@ -28,7 +28,7 @@ else
 Q := @
 endif
 
-LIB_SRC := engine/server.c engine/worker.c engine/conn.c engine/upstream.c engine/route.c \
+LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/upstream.c engine/route.c \
            engine/h1.c engine/timer.c engine/log.c balance/balance.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o

@@ -22,18 +22,17 @@ static void conn_timeout(struct timer *t, uint64_t now);
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
 
+static void ex_end(struct conn *c);
+
 static void conn_close(struct conn *c)
 {
     struct worker *w = c->w;
 
-    if (c->ex.up) {
-        up_close(c->ex.up);
-        c->ex.up = NULL;
+    if (c->ex->up) {
+        up_close(c->ex->up);
+        c->ex->up = NULL;
     }
-    if (c->ex.be && c->ex.active)
-        atomic_fetch_sub_explicit(&c->ex.be->inflight, 1, memory_order_relaxed);
-    c->ex.active = false;
-    buf_free(&c->ex.replay);
+    ex_end(c);
     sock_kill(w, &c->sk);
 }
 
@@ -65,6 +64,7 @@ void conn_accepted(struct worker *w, int fd)
     }
     sock_init(&c->sk, fd, SK_CLIENT);
     c->w = w;
+    c->ex = &w->no_ex;
     c->sk.tm.fn = conn_timeout;
     /* multishot accept cannot return addresses; the client's address is needed for
      * X-Forwarded-For and ip_hash, so ask once per connection (never blocks) */
@@ -117,14 +117,28 @@ static void respond_error(struct conn *c, int status)
 
 /* ---- the exchange ------------------------------------------------------------------------ */
 
+/* The exchange of the current request lives only while the request does, so an idle
+ * connection does not carry its weight; between requests c->ex is the worker's no_ex. */
+static struct exchange *ex_new(struct conn *c)
+{
+    struct exchange *ex = slab_alloc(&c->w->ex_slab);
+
+    if (ex)
+        c->ex = ex;
+    return ex;
+}
+
 static void ex_end(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
+    if (ex == &c->w->no_ex)
+        return;
     if (ex->be)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
-    memset(ex, 0, sizeof(*ex));
+    slab_free(&c->w->ex_slab, ex);
+    c->ex = &c->w->no_ex;
 }
 
 static bool is_idempotent(uint8_t m)
@@ -189,7 +203,7 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
 static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b)
 {
-    const struct target *t = c->ex.t;
+    const struct target *t = c->ex->t;
     bool ok = true;
 
     put(b, &ok, r->method, r->method_len);
@@ -201,7 +215,7 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
     else if (t->preserve_host && r->host)
         put(b, &ok, r->host, r->host_len);
     else
-        put(b, &ok, c->ex.be->authority, c->ex.be->authority_len);
+        put(b, &ok, c->ex->be->authority, c->ex->be->authority_len);
     put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++) {
         const struct h1_header *h = &r->headers[i];
@@ -241,7 +255,7 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
 /* Sends request bytes to the backend, keeping a copy while the request can be replayed. */
 static void ex_forward(struct conn *c, const char *p, uint32_t n)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     ex->req_bytes += n;
     if (ex->replayable) {
@@ -257,12 +271,12 @@ static void ex_forward(struct conn *c, const char *p, uint32_t n)
 /* Moves request body bytes from the client's input to the backend. */
 static void ex_feed_body(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct buf *in = &c->sk.in;
     uint32_t n = buf_used(in);
     bool done = false;
 
-    if (!n || ex->req_done)
+    if (!n || !ex->active || ex->req_done || c->sk.dead)
         return;
     if (ex->req_body == H1_BODY_LENGTH) {
         if (n > ex->req_left)
@@ -287,8 +301,8 @@ static void ex_feed_body(struct conn *c)
         n = (uint32_t)k;
     }
     ex_forward(c, buf_data(in), n);
-    if (c->sk.dead)
-        return;
+    if (c->sk.dead || c->ex != ex)
+        return; /* the backend failed and the exchange ended with it */
     buf_consume(in, n);
     if (done)
         ex->req_done = true;
@@ -304,7 +318,7 @@ static void send_continue(struct conn *c, const struct h1_request *r)
 
 static bool ex_connect(struct conn *c, bool fresh)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
     if (!ex->up)
@@ -317,7 +331,7 @@ static bool ex_connect(struct conn *c, bool fresh)
 
 static bool ex_pick(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct target *t = ex->t;
     struct backend *be = bal_pick(&c->w->bal, t, (const struct sockaddr *)&c->peer, ex->tried);
 
@@ -348,7 +362,7 @@ static void local_answer(struct conn *c, const struct h1_request *r, int status,
 
 static void ex_start(struct conn *c, const struct h1_request *r)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex;
     const rp_server_config *cfg = &c->w->s->cfg;
     char body[300];
 
@@ -362,16 +376,21 @@ static void ex_start(struct conn *c, const struct h1_request *r)
         respond_error(c, 413);
         return;
     }
-    memset(ex, 0, sizeof(*ex));
+    ex = ex_new(c);
+    if (!ex) {
+        conn_close(c);
+        return;
+    }
     ex->t = route_match(&c->w->s->rt, r->host, r->host_len, r->path, r->path_len);
     if (!ex->t) {
+        ex_end(c);
         local_answer(c, r, 404, "no route for this host and path\n");
         return;
     }
     if (!ex_pick(c)) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);
-        ex->t = NULL;
+        ex_end(c);
         local_answer(c, r, 503, body);
         return;
     }
@@ -402,7 +421,7 @@ static void ex_start(struct conn *c, const struct h1_request *r)
 
 static bool may_retry(struct conn *c, bool stale)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (!ex->replayable || ex->resp_started || c->w->draining)
         return false;
@@ -413,14 +432,14 @@ static bool may_retry(struct conn *c, bool stale)
 
 static bool may_retry_connect(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     return ex->replayable && !ex->resp_started && ex->attempts <= (uint8_t)ex->t->max_retries;
 }
 
 void ex_upstream_failed(struct conn *c, int err, const char *what)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
     bool connecting = up && up->state == US_CONNECTING;
     bool stale = up && up->reused && !up->got_bytes && err != -ETIMEDOUT;
@@ -462,7 +481,7 @@ void ex_upstream_ready(struct conn *c)
 void ex_upstream_sent(struct conn *c)
 {
     /* The backend took our bytes: read more of the client's body if we held it back. */
-    if (c->recv_paused && c->ex.up && outq_bytes(&c->ex.up->sk.out) < WINDOW_BYTES / 2) {
+    if (c->recv_paused && c->ex->up && outq_bytes(&c->ex->up->sk.out) < WINDOW_BYTES / 2) {
         c->recv_paused = false;
         sock_recv_start(c->w, &c->sk);
         conn_process(c);
@@ -480,7 +499,7 @@ static bool resp_skip_header(const struct exchange *ex, const struct h1_header *
 
 static void write_response_head(struct conn *c, const struct h1_response *r)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct buf *b = &c->sk.out.pending;
     char line[64];
     bool ok = true;
@@ -514,7 +533,7 @@ static void write_interim(struct conn *c, const struct h1_response *r)
     char line[64];
     bool ok = true;
 
-    if (c->ex.client_minor == 0)
+    if (c->ex->client_minor == 0)
         return; /* HTTP/1.0 clients do not expect 1xx */
     snprintf(line, sizeof(line), "HTTP/1.1 %03u %s\r\n", r->status, h1_reason(r->status));
     put_str(b, &ok, line);
@@ -530,7 +549,7 @@ static void write_interim(struct conn *c, const struct h1_response *r)
 
 static void ex_finish(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
     bool reusable = ex->req_done && ex->up && !buf_used(&up->sk.in) && ex->resp_body !=
                     H1_BODY_UNTIL_CLOSE && up->sk.out.busy == false;
@@ -558,10 +577,11 @@ static void ex_finish(struct conn *c)
     conn_process(c);
 }
 
-/* Relays body bytes p[0..n); returns how many belonged to the response. */
+/* Relays body bytes p[0..n); returns how many belonged to the response. The state is
+ * updated before the write, which may close the connection (and end the exchange). */
 static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     bool done = false;
     size_t out_len = 0;
     ssize_t k;
@@ -571,8 +591,8 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
         if (n > ex->resp_left)
             n = (uint32_t)ex->resp_left;
         ex->resp_left -= n;
-        conn_write(c, p, n);
         ex->resp_done = ex->resp_left == 0;
+        conn_write(c, p, n);
         return n;
     case H1_BODY_CHUNKED:
         k = h1_chunked_feed(&ex->resp_ck, p, n, ex->resp_dechunk ? p : NULL, &out_len, &done);
@@ -580,8 +600,8 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
             ex_upstream_failed(c, -EBADMSG, "bad chunked response body");
             return 0;
         }
-        conn_write(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
         ex->resp_done = done;
+        conn_write(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
         return (uint32_t)k;
     case H1_BODY_UNTIL_CLOSE:
         conn_write(c, p, n);
@@ -594,7 +614,7 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
 
 static void ex_begin_response(struct conn *c, const struct h1_response *r)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     ex->resp_started = true;
     ex->resp_body = r->body;
@@ -603,21 +623,21 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
     if (r->body == H1_BODY_UNTIL_CLOSE || ex->resp_dechunk || !ex->req_done)
         ex->close_client = true;
     ex->up->reuse_ok = r->keep_alive;
-    write_response_head(c, r);
     if (r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length))
         ex->resp_done = true;
+    write_response_head(c, r); /* last: it may close the connection */
 }
 
 static bool ex_alive(const struct conn *c, const struct upconn *up)
 {
-    return !c->sk.dead && c->ex.active && c->ex.up == up;
+    return !c->sk.dead && c->ex->active && c->ex->up == up;
 }
 
 /* Parses response heads and relays body bytes from p[0..n); returns the bytes used. Stops
  * early when the exchange failed (check ex_alive) or the response ended. */
 static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t n)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct h1_header hdrs[MAX_HEADERS_CAP];
     uint32_t off = 0;
 
@@ -637,13 +657,14 @@ static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t 
             return off;
         }
         off += (uint32_t)rc;
-        if (r.status < 200) {
+        if (r.status < 200)
             write_interim(c, &r);
-            continue;
-        }
-        ex_begin_response(c, &r);
+        else
+            ex_begin_response(c, &r);
+        if (!ex_alive(c, up))
+            return off;
     }
-    while (off < n && !ex->resp_done && ex_alive(c, up)) {
+    while (off < n && ex_alive(c, up) && !ex->resp_done) {
         uint32_t k = ex_relay_body(c, p + off, n - off);
         if (!k)
             break;
@@ -654,7 +675,7 @@ static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t 
 
 static void ex_after_relay(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (ex->resp_done) {
         ex_finish(c);
@@ -668,7 +689,7 @@ static void ex_after_relay(struct conn *c)
 
 void ex_response_data(struct conn *c, char *p, uint32_t n)
 {
-    struct upconn *up = c->ex.up;
+    struct upconn *up = c->ex->up;
     struct buf *in = &up->sk.in;
     uint32_t k;
 
@@ -694,7 +715,7 @@ void ex_response_data(struct conn *c, char *p, uint32_t n)
 
 void ex_response_eof(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE) {
         ex->resp_done = true;
@@ -741,10 +762,10 @@ static void conn_process(struct conn *c)
 {
     while (!c->sk.dead) {
         uint32_t before = buf_used(&c->sk.in);
-        if (c->ex.active) {
+        if (c->ex->active) {
             ex_feed_body(c);
-            if (c->ex.active && c->ex.up &&
-                outq_bytes(&c->ex.up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
+            if (c->ex->active && c->ex->up &&
+                outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
                 c->recv_paused = true;
                 sock_recv_stop(c->w, &c->sk);
             }
@@ -759,7 +780,7 @@ static void conn_process(struct conn *c)
     }
     if (!c->sk.dead) {
         /* pipelined bytes waiting for the current exchange: bound them */
-        if (c->ex.active && c->ex.req_done &&
+        if (c->ex->active && c->ex->req_done &&
             buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
             c->recv_paused = true;
             sock_recv_stop(c->w, &c->sk);
@@ -772,7 +793,7 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 {
     if (c->linger)
         return; /* discarding input until the peer closes */
-    if (!c->ex.active && !buf_used(&c->sk.in) && !c->close_after) {
+    if (!c->ex->active && !buf_used(&c->sk.in) && !c->close_after) {
         c->head_start_ms = c->w->now_ms;
         /* the common case: a whole head in one receive, parsed where it landed */
         if (conn_parse(c, p, n, false)) {
@@ -795,13 +816,13 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 void conn_on_eof(struct conn *c, int err)
 {
     c->peer_eof = true;
-    if (err || c->linger || !c->ex.active || !c->ex.req_done) {
+    if (err || c->linger || !c->ex->active || !c->ex->req_done) {
         /* idle, aborted mid-request, or a reset: nothing more can be delivered */
         conn_close(c);
         return;
     }
     /* the client half-closed after a whole request: finish the response, then close */
-    c->ex.close_client = true;
+    c->ex->close_client = true;
 }
 
 static void conn_shutdown_write(struct conn *c)
@@ -814,7 +835,7 @@ static void conn_shutdown_write(struct conn *c)
 
 void conn_on_sent(struct conn *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     if (c->sk.dead)
         return;
@@ -843,12 +864,12 @@ void conn_on_sent(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (!c->ex.active && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
+    if (!c->ex->active && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
         conn_close(c);
         return;
     }
-    if (c->ex.active)
-        c->ex.close_client = true;
+    if (c->ex->active)
+        c->ex->close_client = true;
     else
         c->close_after = true;
 }
@@ -874,7 +895,7 @@ static void conn_update_timer(struct conn *c)
 {
     struct worker *w = c->w;
     const rp_server_config *cfg = &w->s->cfg;
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     uint64_t deadline;
 
     if (c->sk.dead)
@@ -902,17 +923,17 @@ static void conn_timeout(struct timer *t, uint64_t now)
     struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
 
     (void)now;
-    if (c->ex.active && !c->ex.req_done && !c->ex.resp_started && !outq_bytes(&c->sk.out)) {
+    if (c->ex->active && !c->ex->req_done && !c->ex->resp_started && !outq_bytes(&c->sk.out)) {
         /* the client stopped sending its body */
-        if (c->ex.up)
-            up_close(c->ex.up);
-        c->ex.up = NULL;
+        if (c->ex->up)
+            up_close(c->ex->up);
+        c->ex->up = NULL;
         ex_end(c);
         respond_error(c, 408);
         conn_update_timer(c);
         return;
     }
-    if (!c->ex.active && buf_used(&c->sk.in) && !outq_bytes(&c->sk.out) && !c->linger) {
+    if (!c->ex->active && buf_used(&c->sk.in) && !outq_bytes(&c->sk.out) && !c->linger) {
         respond_error(c, 408); /* the head did not arrive in time */
         conn_update_timer(c);
         return;

@@ -84,6 +84,7 @@ struct sock {
     struct buf in;     /* received, not yet consumed */
     struct outq out;
     struct timer tm;
+    struct sock *grave_next; /* dead, waiting to be freed at the end of the loop pass */
 };
 
 /* ---- connections --------------------------------------------------------------------------- */
@@ -127,7 +128,7 @@ struct conn {
     uint32_t nreq;
     uint64_t head_start_ms; /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
-    struct exchange ex;
+    struct exchange *ex;      /* the current request's, or the worker's no_ex between them */
 };
 
 enum up_state { US_CONNECTING = 1, US_READY, US_IDLE };
@@ -187,12 +188,17 @@ struct worker {
     uint64_t now_ms;
     struct conn *conns;
     uint32_t nconns;
+    struct sock *graveyard;
     struct pool *pools; /* one per backend */
-    struct slab conn_slab, up_slab;
+    struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
+    struct slab ex_slab;   /* exchanges: one per request in flight */
+    struct exchange no_ex; /* what an idle connection points at: inactive, never written */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;
     uint64_t drain_deadline_ms;
+    uint64_t last_busy_ms;     /* last loop pass that reaped a completion */
+    uint32_t frees_since_trim; /* sockets freed since the last malloc_trim */
     int start_err;
     /* counters (worker-local, read at exit) */
     uint64_t accepted, requests, errors;

@@ -88,7 +88,7 @@ static struct upconn *up_from_pool(struct worker *w, struct backend *be)
 
 static struct upconn *up_connect(struct worker *w, struct target *t, struct backend *be)
 {
-    struct upconn *up = slab_alloc(&w->up_slab);
+    struct upconn *up = calloc(1, sizeof(*up));
     struct io_uring_sqe *sqe;
 
     if (!up)
@@ -221,7 +221,7 @@ void up_release_to_pool(struct upconn *up, bool reusable)
 
 void up_release(struct upconn *up)
 {
-    slab_free(&up->w->up_slab, up);
+    free(up);
 }
 
 void pools_close_all(struct worker *w)

@@ -4,6 +4,7 @@
  * this file only moves bytes and completions to them.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,58 +20,6 @@
 #define NBUFS 512
 #define BUFSZ (16u * 1024)
 
-/* ---- buffers ----------------------------------------------------------------------------- */
-
-char *buf_reserve(struct buf *b, uint32_t n)
-{
-    uint32_t need;
-
-    if (b->off && b->off == b->len)
-        b->off = b->len = 0;
-    if (b->cap - b->len >= n)
-        return b->p + b->len;
-    if (b->off) { /* slide live bytes down before growing */
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->cap - b->len >= n)
-            return b->p + b->len;
-    }
-    need = b->cap ? b->cap : 1024;
-    while (need - b->len < n)
-        need *= 2;
-    char *p = realloc(b->p, need);
-    if (!p)
-        return NULL;
-    b->p = p;
-    b->cap = need;
-    return b->p + b->len;
-}
-
-int buf_append(struct buf *b, const void *data, uint32_t n)
-{
-    char *dst = buf_reserve(b, n);
-
-    if (!dst)
-        return -ENOMEM;
-    memcpy(dst, data, n);
-    b->len += n;
-    return 0;
-}
-
-void buf_consume(struct buf *b, uint32_t n)
-{
-    b->off += n;
-    if (b->off >= b->len)
-        b->off = b->len = 0;
-}
-
-void buf_free(struct buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
 /* ---- slabs ------------------------------------------------------------------------------ */
 
 void slab_init(struct slab *sl, size_t objsz, uint32_t per_block)
@@ -81,6 +30,19 @@ void slab_init(struct slab *sl, size_t objsz, uint32_t per_block)
     sl->per_block = per_block;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+/* Under ASan every object is its own allocation, so a use after free is caught. */
+void *slab_alloc(struct slab *sl)
+{
+    return calloc(1, sl->objsz);
+}
+
+void slab_free(struct slab *sl, void *p)
+{
+    (void)sl;
+    free(p);
+}
+#else
 void *slab_alloc(struct slab *sl)
 {
     void *p;
@@ -108,6 +70,7 @@ void slab_free(struct slab *sl, void *p)
     *(void **)p = sl->free;
     sl->free = p;
 }
+#endif
 
 void slab_fini(struct slab *sl)
 {
@@ -233,10 +196,28 @@ static void sock_finish(struct worker *w, struct sock *s)
         s->fd = -1;
     }
     sock_free_bufs(s);
+    w->frees_since_trim++;
     if (s->kind == SK_CLIENT)
         conn_release((struct conn *)s);
     else
         up_release((struct upconn *)s);
+}
+
+/* A dead sock with nothing in flight is freed at the end of the loop pass, never inside
+ * the handler that killed it: callers up the stack may still look at it. */
+static void sock_bury(struct worker *w, struct sock *s)
+{
+    s->grave_next = w->graveyard;
+    w->graveyard = s;
+}
+
+static void bury_all(struct worker *w)
+{
+    while (w->graveyard) {
+        struct sock *s = w->graveyard;
+        w->graveyard = s->grave_next;
+        sock_finish(w, s);
+    }
 }
 
 void sock_kill(struct worker *w, struct sock *s)
@@ -262,7 +243,7 @@ void sock_kill(struct worker *w, struct sock *s)
         return;
     }
     if (!s->inflight)
-        sock_finish(w, s);
+        sock_bury(w, s);
 }
 
 /* A completion for `s` arrived; drops its reference, returns false if s is gone. */
@@ -272,7 +253,7 @@ static bool sock_put(struct worker *w, struct sock *s, bool last)
         s->inflight--;
     if (s->dead) {
         if (!s->inflight)
-            sock_finish(w, s);
+            sock_bury(w, s);
         return false;
     }
     return true;
@@ -429,8 +410,8 @@ static void force_close_all(struct worker *w)
 {
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->ex.up)
-            up_close(c->ex.up);
+        if (c->ex->up)
+            up_close(c->ex->up);
         sock_kill(w, &c->sk);
     }
     pools_close_all(w);
@@ -491,7 +472,21 @@ static void teardown_ring(struct worker *w)
     io_uring_queue_exit(&w->ring);
 }
 
-static void reap(struct worker *w)
+/* After a burst, glibc keeps the freed buffers' pages: hand them back once the worker has
+ * been quiet for a moment, so memory follows the load down. Rare: at most once per burst. */
+static void trim_when_quiet(struct worker *w, unsigned reaped)
+{
+    if (reaped) {
+        w->last_busy_ms = w->now_ms;
+        return;
+    }
+    if (w->frees_since_trim > 256 && w->now_ms - w->last_busy_ms > 200) {
+        malloc_trim(0);
+        w->frees_since_trim = 0;
+    }
+}
+
+static unsigned reap(struct worker *w)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
@@ -506,6 +501,7 @@ static void reap(struct worker *w)
         io_uring_buf_ring_advance(w->br, (int)w->br_added);
         w->br_added = 0;
     }
+    return n;
 }
 
 static bool worker_done(struct worker *w)
@@ -530,13 +526,15 @@ static void run_loop(struct worker *w)
         if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
             log_warn("worker %d: io_uring_submit_and_wait: %s", w->id, strerror(-ret));
         w->now_ms = mono_ms();
-        reap(w);
+        trim_when_quiet(w, reap(w));
         timer_run(w->tw, w->now_ms);
+        bury_all(w);
         if (!w->draining && atomic_load(&w->s->stopping))
             start_drain(w);
         if (w->draining && !forced && w->now_ms > w->drain_deadline_ms) {
             log_warn("worker %d: drain timed out, closing %u connections", w->id, w->nconns);
             force_close_all(w);
+            bury_all(w);
             forced = true;
         }
     }
@@ -551,7 +549,7 @@ static int worker_init(struct worker *w)
     int ret;
 
     slab_init(&w->conn_slab, sizeof(struct conn), 256);
-    slab_init(&w->up_slab, sizeof(struct upconn), 64);
+    slab_init(&w->ex_slab, sizeof(struct exchange), 64);
     w->tw = malloc(sizeof(*w->tw));
     w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
     if (!w->tw || !w->pools)
@@ -569,7 +567,7 @@ static void worker_fini(struct worker *w)
     w->br = NULL;
     bal_worker_fini(&w->bal);
     slab_fini(&w->conn_slab);
-    slab_fini(&w->up_slab);
+    slab_fini(&w->ex_slab);
     free(w->pools);
     free(w->tw);
     w->tw = NULL;

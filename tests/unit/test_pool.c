@@ -21,16 +21,6 @@ struct io_uring_sqe *w_sqe(struct worker *w)
     connects_made++;
     return &fake_sqe;
 }
-void *slab_alloc(struct slab *sl)
-{
-    (void)sl;
-    return calloc(1, sizeof(struct upconn));
-}
-void slab_free(struct slab *sl, void *p)
-{
-    (void)sl;
-    free(p);
-}
 void sock_init(struct sock *s, int fd, enum sock_kind kind)
 {
     memset(s, 0, sizeof(*s));
