@@ -625,6 +625,10 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
     ex->up->reuse_ok = r->keep_alive;
     if (r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length))
         ex->resp_done = true;
+    else if (r->body == H1_BODY_LENGTH) /* one allocation for the head and body to come */
+        buf_reserve(&c->sk.out.pending,
+                    r->content_length < WINDOW_BYTES ? (uint32_t)r->content_length + r->head_len
+                                                     : WINDOW_BYTES);
     write_response_head(c, r); /* last: it may close the connection */
 }
 
