@@ -260,6 +260,53 @@ class Procs:
         return bad
 
 
+class ScriptedBackend:
+    """A backend on a thread that answers each connection's first request with fixed bytes
+    (then closes, or keeps reading if keep=True): for framings ringorigin does not make."""
+
+    def __init__(self, reply, keep=False):
+        self.reply = reply if isinstance(reply, bytes) else reply.encode()
+        self.keep = keep
+        self.requests = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        data = b""
+        c.settimeout(5)
+        try:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                self.requests.append(head)
+                c.sendall(self.reply)
+                if not self.keep:
+                    return
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.ls.close()
+
+
 def origin_stats(port):
     r = get(port, "/__stats", host=f"127.0.0.1:{port}")
     m = re.search(rb'"requests":(\d+),"connections":(\d+)', r.body)

@@ -2,7 +2,8 @@
 framing, keep-alive, pipelining, and connection reuse towards backends."""
 import socket
 
-from harness import Client, curl, domain_conf, get, origin_stats, wait_port, free_port
+from harness import (Client, ScriptedBackend, curl, domain_conf, free_port, get, origin_stats,
+                     wait_port)
 
 
 def two_origins(P, *args):
@@ -218,3 +219,55 @@ def test_ipv6_listener(P):
     assert wait_port(port6, host="::1")
     assert Client(port6, host="::1").request().status == 200
     assert get(px.port).status == 200
+
+
+def test_response_read_until_close(P):
+    be = ScriptedBackend(b"HTTP/1.1 200 OK\r\nX-Origin: raw\r\n\r\nall of this until the close")
+    px = P.proxy(domain_conf("test.local", [be.port]))
+    c = Client(px.port)
+    r = c.request()
+    assert r.status == 200 and r.body == b"all of this until the close", r.body
+    assert r.header("Connection") == "close"  # no framing of its own: the client sees a close
+    be.close()
+
+
+def test_interim_1xx_forwarded(P):
+    be = ScriptedBackend(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep=True)
+    px = P.proxy(domain_conf("test.local", [be.port]))
+    c = Client(px.port)
+    c.send("GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+    early = c.read_response(allow_interim=True)
+    assert early.status == 103 and early.header("Link") == "</a.css>; rel=preload"
+    final = c.read_response()
+    assert final.status == 200 and final.body == b"ok"
+    assert c.request().status == 200  # the backend connection was reused
+    assert len(be.requests) == 2
+    be.close()
+
+
+def test_garbage_from_backend_is_502(P):
+    for reply in (b"HELLO\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                  b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"):
+        be = ScriptedBackend(reply)
+        px = P.proxy(domain_conf("test.local", [be.port], "max_retries = 0;"))
+        assert get(px.port).status == 502, reply
+        P.stop(px)
+        be.close()
+
+
+def test_broken_body_from_backend_cuts_the_response(P):
+    # the head went out already: the only honest signal left is closing before the end
+    for reply in (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                  b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"):
+        be = ScriptedBackend(reply)
+        px = P.proxy(domain_conf("test.local", [be.port], "max_retries = 0;"))
+        c = Client(px.port)
+        c.send("GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        try:
+            r = c.read_response()
+            raise AssertionError(f"a whole response came through: {r} {r.body!r}")
+        except ConnectionError:
+            pass  # closed mid-body, as it must be
+        P.stop(px)
+        be.close()
