@@ -3,6 +3,7 @@
  * drain ends. `-t` only checks the file, as `nginx -t` does. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,12 @@ int main(int argc, char **argv)
         rp_file_config_free(&fc);
         return 0;
     }
+    /* Response buffers of a few hundred KiB come and go per request: keep glibc from
+     * returning them to the kernel (and faulting them back in) on every free. Workers hand
+     * memory back themselves once quiet (malloc_trim). The daemon owns the process, so it
+     * sets this; the library leaves the host's allocator alone. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     running_server = s;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
