@@ -80,6 +80,7 @@ struct sock {
     uint8_t recv;      /* enum recv_state */
     bool want_recv;    /* re-arm the multishot receive when it ends */
     bool dead;         /* closing: waiting for in-flight completions */
+    bool connecting;   /* a connect SQE is in flight */
     uint16_t inflight; /* SQEs naming this sock whose last CQE has not arrived */
     struct buf in;     /* received, not yet consumed */
     struct outq out;
@@ -196,6 +197,7 @@ struct worker {
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;
+    bool has_socket_op; /* IORING_OP_SOCKET (Linux 5.19+) */
     uint64_t drain_deadline_ms;
     uint64_t last_busy_ms;     /* last loop pass that reaped a completion */
     uint32_t frees_since_trim; /* sockets freed since the last malloc_trim */

@@ -89,7 +89,6 @@ static struct upconn *up_from_pool(struct worker *w, struct backend *be)
 static struct upconn *up_connect(struct worker *w, struct target *t, struct backend *be)
 {
     struct upconn *up = calloc(1, sizeof(*up));
-    struct io_uring_sqe *sqe;
 
     if (!up)
         return NULL;
@@ -100,17 +99,32 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
     up->t = t;
     up->state = US_CONNECTING;
     up->connect_deadline_ms = w->now_ms + t->connect_timeout_ms;
-    sqe = w_sqe(w);
-    io_uring_prep_socket(sqe, be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
-    sqe->user_data = ud_of(up, OP_SOCKET);
-    up->sk.inflight++;
     return up;
+}
+
+/* The socket comes from an SQE where the kernel has IORING_OP_SOCKET (5.19+), else from
+ * socket(2), which never blocks. */
+static void up_make_socket(struct upconn *up)
+{
+    struct io_uring_sqe *sqe;
+    int fd;
+
+    if (up->w->has_socket_op) {
+        sqe = w_sqe(up->w);
+        io_uring_prep_socket(sqe, up->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
+        sqe->user_data = ud_of(up, OP_SOCKET);
+        up->sk.inflight++;
+        return;
+    }
+    fd = socket(up->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    up_on_socket(up, fd < 0 ? -errno : fd);
 }
 
 struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
                       bool fresh)
 {
     struct upconn *up = fresh ? NULL : up_from_pool(w, be);
+    bool new_conn = !up;
 
     if (up) {
         up->state = US_READY;
@@ -125,6 +139,8 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, st
     up->got_bytes = false;
     up->reuse_ok = false;
     up_update_timer(up);
+    if (new_conn)
+        up_make_socket(up);
     return up;
 }
 
@@ -145,6 +161,7 @@ void up_on_socket(struct upconn *up, int res)
     io_uring_prep_connect(sqe, res, (const struct sockaddr *)&up->be->sa, up->be->salen);
     sqe->user_data = ud_of(up, OP_CONNECT);
     up->sk.inflight++;
+    up->sk.connecting = true;
 }
 
 void up_on_connect(struct upconn *up, int res)

@@ -220,6 +220,17 @@ static void bury_all(struct worker *w)
     }
 }
 
+static void cancel_linked(struct worker *w, struct sock *s, enum op op)
+{
+    struct io_uring_sqe *sqe = w_sqe(w);
+
+    /* by user_data: a hash lookup in the kernel, where cancelling by fd scans every
+     * pending request of the ring */
+    io_uring_prep_cancel64(sqe, ud_of(s, op), 0);
+    sqe->flags |= IOSQE_IO_HARDLINK;
+    sqe->user_data = 0;
+}
+
 void sock_kill(struct worker *w, struct sock *s)
 {
     if (s->dead)
@@ -228,16 +239,17 @@ void sock_kill(struct worker *w, struct sock *s)
     s->want_recv = false;
     timer_disarm(w->tw, &s->tm);
     if (s->inflight && s->fd >= 0) {
-        /* cancel what is in flight, then close, in one submission: the hard link runs the
-         * close whatever the cancel found; the completions still hold the sock until the
+        /* cancel what is in flight, then close, in one submission: the hard links run the
+         * close whatever the cancels found; the completions still hold the sock until the
          * last one has arrived */
-        struct io_uring_sqe *sqe;
-        if (io_uring_sq_space_left(&w->ring) < 2)
+        if (io_uring_sq_space_left(&w->ring) < 4)
             io_uring_submit(&w->ring); /* a link must not straddle two submissions */
-        sqe = w_sqe(w);
-        io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-        sqe->flags |= IOSQE_IO_HARDLINK;
-        sqe->user_data = 0;
+        if (s->recv == RECV_ARMED)
+            cancel_linked(w, s, OP_RECV);
+        if (s->out.busy)
+            cancel_linked(w, s, OP_SEND);
+        if (s->connecting)
+            cancel_linked(w, s, OP_CONNECT);
         close_fd(w, s->fd);
         s->fd = -1;
         return;
@@ -375,6 +387,7 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
             close_fd(w, cqe->res); /* the request went away while the socket was made */
         break;
     case OP_CONNECT:
+        ((struct sock *)p)->connecting = false;
         if (sock_put(w, p, true))
             up_on_connect(p, cqe->res);
         break;
@@ -419,6 +432,36 @@ static void force_close_all(struct worker *w)
 
 /* ---- the loop ---------------------------------------------------------------------------- */
 
+/* Which operations this kernel's io_uring has: the engine needs the basic socket ops, and
+ * makes sockets with IORING_OP_SOCKET when it can. */
+static int probe_ops(struct worker *w)
+{
+    static const struct {
+        int op;
+        const char *name;
+    } needed[] = {
+        {IORING_OP_ACCEPT, "accept"}, {IORING_OP_RECV, "recv"},
+        {IORING_OP_SEND, "send"},     {IORING_OP_CONNECT, "connect"},
+        {IORING_OP_CLOSE, "close"},   {IORING_OP_ASYNC_CANCEL, "cancel"},
+        {IORING_OP_SHUTDOWN, "shutdown"},
+    };
+    struct io_uring_probe *pr = io_uring_get_probe_ring(&w->ring);
+
+    if (!pr) {
+        log_error("cannot probe io_uring operations: kernel too old (need Linux 6.1+)");
+        return -ENOSYS;
+    }
+    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
+        if (!io_uring_opcode_supported(pr, needed[i].op)) {
+            log_error("this kernel's io_uring lacks %s (need Linux 6.1+)", needed[i].name);
+            io_uring_free_probe(pr);
+            return -ENOSYS;
+        }
+    w->has_socket_op = io_uring_opcode_supported(pr, IORING_OP_SOCKET);
+    io_uring_free_probe(pr);
+    return 0;
+}
+
 static int setup_ring(struct worker *w)
 {
     struct io_uring_params p;
@@ -440,6 +483,10 @@ static int setup_ring(struct worker *w)
     }
     if (ret)
         return ret;
+    if ((ret = probe_ops(w))) {
+        io_uring_queue_exit(&w->ring);
+        return ret;
+    }
     if (!(p.features & IORING_FEAT_EXT_ARG)) {
         log_error("this kernel's io_uring lacks IORING_FEAT_EXT_ARG (need Linux 5.11+)");
         io_uring_queue_exit(&w->ring);
