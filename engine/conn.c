@@ -50,6 +50,30 @@ void conn_release(struct conn *c)
     slab_free(&w->conn_slab, c);
 }
 
+static void c_on_data(struct sock *s, char *p, uint32_t n)
+{
+    conn_on_data((struct conn *)s, p, n);
+}
+
+static void c_on_eof(struct sock *s, int err)
+{
+    conn_on_eof((struct conn *)s, err);
+}
+
+static void c_on_sent(struct sock *s)
+{
+    conn_on_sent((struct conn *)s);
+}
+
+static void c_release(struct sock *s)
+{
+    conn_release((struct conn *)s);
+}
+
+static const struct sock_ops conn_ops = {
+    .on_data = c_on_data, .on_eof = c_on_eof, .on_sent = c_on_sent, .release = c_release,
+};
+
 void conn_accepted(struct worker *w, int fd)
 {
     struct conn *c = slab_alloc(&w->conn_slab);
@@ -62,7 +86,7 @@ void conn_accepted(struct worker *w, int fd)
         w->errors++;
         return;
     }
-    sock_init(&c->sk, fd, SK_CLIENT);
+    sock_init(&c->sk, fd, &conn_ops);
     c->w = w;
     c->ex = &w->no_ex;
     c->sk.tm.fn = conn_timeout;

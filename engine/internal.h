@@ -71,12 +71,23 @@ enum op {
 #define OP_BITS 4
 #define OP_MASK ((uint64_t)((1u << OP_BITS) - 1))
 
-enum sock_kind { SK_CLIENT = 1, SK_UPSTREAM };
+struct sock;
+
+/* What a kind of socket does with its events; the worker dispatches through it. Handlers
+ * may kill the sock; it is freed only after the loop pass (release). */
+struct sock_ops {
+    void (*on_data)(struct sock *s, char *p, uint32_t n); /* p is a provided buffer */
+    void (*on_eof)(struct sock *s, int err);               /* 0: orderly close */
+    void (*on_sent)(struct sock *s);                        /* a send completed */
+    void (*on_socket)(struct sock *s, int res);             /* OP_SOCKET result */
+    void (*on_connect)(struct sock *s, int res);            /* OP_CONNECT result */
+    void (*release)(struct sock *s);                        /* free the object */
+};
 enum recv_state { RECV_OFF = 0, RECV_ARMED, RECV_CANCELLING };
 
 struct sock {
     int fd;
-    uint8_t kind;      /* enum sock_kind */
+    const struct sock_ops *ops;
     uint8_t recv;      /* enum recv_state */
     bool want_recv;    /* re-arm the multishot receive when it ends */
     bool dead;         /* closing: waiting for in-flight completions */
@@ -239,7 +250,7 @@ static inline uint64_t ud_of(const void *p, enum op op)
     return (uint64_t)(uintptr_t)p | (uint64_t)op;
 }
 
-void sock_init(struct sock *s, int fd, enum sock_kind kind);
+void sock_init(struct sock *s, int fd, const struct sock_ops *ops);
 void sock_recv_start(struct worker *w, struct sock *s);
 void sock_recv_stop(struct worker *w, struct sock *s);
 /* Queues bytes to send (copied) and starts a send if none is in flight. 0 or -ENOMEM. */

@@ -15,6 +15,7 @@
 #include "log.h"
 
 static void up_timeout(struct timer *t, uint64_t now);
+static const struct sock_ops up_ops;
 
 static struct pool *pool_of(struct upconn *up)
 {
@@ -92,7 +93,7 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
 
     if (!up)
         return NULL;
-    sock_init(&up->sk, -1, SK_UPSTREAM);
+    sock_init(&up->sk, -1, &up_ops);
     up->sk.tm.fn = up_timeout;
     up->w = w;
     up->be = be;
@@ -267,3 +268,42 @@ static void up_timeout(struct timer *t, uint64_t now)
                                            : "no response within read_timeout");
     }
 }
+
+static void u_on_data(struct sock *s, char *p, uint32_t n)
+{
+    up_on_data((struct upconn *)s, p, n);
+}
+
+static void u_on_eof(struct sock *s, int err)
+{
+    up_on_eof((struct upconn *)s, err);
+}
+
+static void u_on_sent(struct sock *s)
+{
+    up_on_sent((struct upconn *)s);
+}
+
+static void u_on_socket(struct sock *s, int res)
+{
+    up_on_socket((struct upconn *)s, res);
+}
+
+static void u_on_connect(struct sock *s, int res)
+{
+    up_on_connect((struct upconn *)s, res);
+}
+
+static void u_release(struct sock *s)
+{
+    up_release((struct upconn *)s);
+}
+
+static const struct sock_ops up_ops = {
+    .on_data = u_on_data,
+    .on_eof = u_on_eof,
+    .on_sent = u_on_sent,
+    .on_socket = u_on_socket,
+    .on_connect = u_on_connect,
+    .release = u_release,
+};

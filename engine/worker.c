@@ -108,11 +108,11 @@ struct io_uring_sqe *w_sqe(struct worker *w)
     return sqe;
 }
 
-void sock_init(struct sock *s, int fd, enum sock_kind kind)
+void sock_init(struct sock *s, int fd, const struct sock_ops *ops)
 {
     memset(s, 0, sizeof(*s));
     s->fd = fd;
-    s->kind = (uint8_t)kind;
+    s->ops = ops;
 }
 
 void sock_recv_start(struct worker *w, struct sock *s)
@@ -197,10 +197,7 @@ static void sock_finish(struct worker *w, struct sock *s)
     }
     sock_free_bufs(s);
     w->frees_since_trim++;
-    if (s->kind == SK_CLIENT)
-        conn_release((struct conn *)s);
-    else
-        up_release((struct upconn *)s);
+    s->ops->release(s);
 }
 
 /* A dead sock with nothing in flight is freed at the end of the loop pass, never inside
@@ -279,13 +276,6 @@ static void give_back(struct worker *w, uint32_t bid)
                           io_uring_buf_ring_mask(w->nbufs), (int)w->br_added++);
 }
 
-static void deliver_eof(struct sock *s, int err)
-{
-    if (s->kind == SK_CLIENT)
-        conn_on_eof((struct conn *)s, err);
-    else
-        up_on_eof((struct upconn *)s, err);
-}
 
 static void on_recv(struct worker *w, struct sock *s, struct io_uring_cqe *cqe)
 {
@@ -298,20 +288,16 @@ static void on_recv(struct worker *w, struct sock *s, struct io_uring_cqe *cqe)
         uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         /* Handlers copy what they keep, so the buffer goes back at once. */
         if (res > 0 && !s->dead) {
-            char *p = w->bufs + (size_t)bid * w->bufsz;
-            if (s->kind == SK_CLIENT)
-                conn_on_data((struct conn *)s, p, (uint32_t)res);
-            else
-                up_on_data((struct upconn *)s, p, (uint32_t)res);
+            s->ops->on_data(s, w->bufs + (size_t)bid * w->bufsz, (uint32_t)res);
         }
         give_back(w, bid);
     }
     if (!sock_put(w, s, last))
         return;
     if (res == 0)
-        deliver_eof(s, 0);
+        s->ops->on_eof(s, 0);
     else if (res < 0 && res != -ENOBUFS && res != -ECANCELED)
-        deliver_eof(s, res);
+        s->ops->on_eof(s, res);
     else if (last && s->want_recv && !s->dead)
         sock_recv_start(w, s); /* ended by ENOBUFS, cancel, or the kernel: re-arm */
 }
@@ -324,15 +310,12 @@ static void on_send(struct worker *w, struct sock *s, int res)
     if (!sock_put(w, s, true))
         return;
     if (res <= 0) {
-        deliver_eof(s, res ? res : -EPIPE);
+        s->ops->on_eof(s, res ? res : -EPIPE);
         return;
     }
     buf_consume(&q->sending, (uint32_t)res);
     sock_flush(w, s);
-    if (s->kind == SK_CLIENT)
-        conn_on_sent((struct conn *)s);
-    else
-        up_on_sent((struct upconn *)s);
+    s->ops->on_sent(s);
 }
 
 static void arm_accept(struct worker *w, struct listener *l)
@@ -382,14 +365,14 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_SOCKET:
         if (sock_put(w, p, true))
-            up_on_socket(p, cqe->res);
+            ((struct sock *)p)->ops->on_socket(p, cqe->res);
         else if (cqe->res >= 0)
             close_fd(w, cqe->res); /* the request went away while the socket was made */
         break;
     case OP_CONNECT:
         ((struct sock *)p)->connecting = false;
         if (sock_put(w, p, true))
-            up_on_connect(p, cqe->res);
+            ((struct sock *)p)->ops->on_connect(p, cqe->res);
         break;
     }
 }

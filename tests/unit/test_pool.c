@@ -21,11 +21,11 @@ struct io_uring_sqe *w_sqe(struct worker *w)
     connects_made++;
     return &fake_sqe;
 }
-void sock_init(struct sock *s, int fd, enum sock_kind kind)
+void sock_init(struct sock *s, int fd, const struct sock_ops *ops)
 {
     memset(s, 0, sizeof(*s));
     s->fd = fd;
-    s->kind = (uint8_t)kind;
+    s->ops = ops;
 }
 void sock_recv_start(struct worker *w, struct sock *s)
 {
