@@ -29,7 +29,7 @@ Q := @
 endif
 
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/upstream.c engine/route.c \
-           engine/h1.c engine/timer.c engine/log.c balance/balance.c
+           engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool

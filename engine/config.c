@@ -714,12 +714,7 @@ static int parse_health(struct loader *ld, const config_setting_t *s, void *obj)
     if (rc)
         return rc;
     hc->enabled = true;
-    rc = parse_group(ld, s, health_keys, hc);
-    /* The engine does not run checks yet (issue 5): refuse rather than pretend. */
-    if (!rc && hc->enabled)
-        return fail(ld, s, s, "active health checks are not supported yet (set enabled = "
-                              "false or remove the block)");
-    return rc;
+    return parse_group(ld, s, health_keys, hc);
 }
 
 /* "api.example.com" or "*.example.com", stored lowercase. */

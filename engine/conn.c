@@ -473,6 +473,10 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
     log_warn("backend %s (%.*s): %s: %s (attempt %u)", ex->be->addr, (int)ex->t->name_len,
              ex->t->name, what, strerror(-err), ex->attempts);
     ex->timed_out = err == -ETIMEDOUT;
+    /* passive health: connect failures, and resets of a fresh connection before any
+     * response byte (a stale pooled connection says nothing about the backend now) */
+    if (connecting || (!stale && !ex->resp_started && err != -ETIMEDOUT && err != -EBADMSG))
+        health_report_failure(c->w, ex->be, strerror(-err));
     if (up)
         up_close(up);
     ex->up = NULL;
@@ -641,6 +645,7 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
     struct exchange *ex = c->ex;
 
     ex->resp_started = true;
+    health_report_success(c->w, ex->be);
     ex->resp_body = r->body;
     ex->resp_left = r->content_length;
     ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "../balance/balance.h"
+#include "../balance/health.h"
 #include "h1.h"
 #include "ringproxy.h"
 #include "route.h"
@@ -202,6 +203,8 @@ struct worker {
     uint32_t nconns;
     struct sock *graveyard;
     struct pool *pools; /* one per backend */
+    struct hcheck *hchecks; /* active checks of the backends this worker owns */
+    uint32_t n_hchecks;
     struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
     struct slab ex_slab;   /* exchanges: one per request in flight */
     struct exchange no_ex; /* what an idle connection points at: inactive, never written */
@@ -222,6 +225,7 @@ struct rp_server {
     char **listen;
     size_t n_listen;
     struct route_table rt;
+    struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
     struct worker *workers;
     int nworkers;

@@ -34,6 +34,7 @@ typedef enum rp_lb_strategy {
     RP_LB_LEAST_CONN,
     RP_LB_IP_HASH,
     RP_LB_RANDOM,
+    RP_LB_LEAST_LATENCY,
 } rp_lb_strategy;
 
 typedef struct rp_backend_config {

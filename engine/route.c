@@ -156,6 +156,7 @@ static void target_free(struct target *t)
 {
     if (!t)
         return;
+    free((char *)t->hc.path);
     free(t->name);
     free(t->host_header);
     free(t->backends);
@@ -224,6 +225,12 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
     t->max_idle = d->max_idle_conns == 0 ? DEF_MAX_IDLE : d->max_idle_conns < 0 ? 0
                                                                                : d->max_idle_conns;
     t->preserve_host = d->preserve_host;
+    t->hc = d->health_check;
+    t->hc.path = NULL;
+    t->hc.interval_ms = or_default(t->hc.interval_ms, 10000);
+    t->hc.timeout_ms = or_default(t->hc.timeout_ms, 5000);
+    t->hc.fail_threshold = t->hc.fail_threshold > 0 ? t->hc.fail_threshold : 3;
+    t->hc.success_threshold = t->hc.success_threshold > 0 ? t->hc.success_threshold : 2;
 }
 
 static int insert_domain(struct route_table *rt, struct target *t)
@@ -254,7 +261,7 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
     int rc;
 
     if (!d || !valid_domain(d->domain) || !d->n_backends || !d->backends ||
-        (unsigned)d->load_balancer > RP_LB_RANDOM) {
+        (unsigned)d->load_balancer > RP_LB_LEAST_LATENCY) {
         log_error("domain '%s': needs a valid name, backends and a known load_balancer",
                   d && d->domain ? d->domain : "(null)");
         return -EINVAL;
@@ -274,6 +281,12 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
     rc = add_backends(rt, t, d);
     if (!rc)
         rc = set_host_header(t, d->host_header);
+    if (!rc && !(t->hc.path = strdup(d->health_check.path ? d->health_check.path : "")))
+        rc = -ENOMEM;
+    if (!rc && t->hc.path[0] && t->hc.path[0] != '/') {
+        log_error("domain %s: health_check path must start with '/'", d->domain);
+        rc = -EINVAL;
+    }
     if (!rc)
         rc = insert_domain(rt, t);
     if (rc)

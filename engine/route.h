@@ -25,6 +25,9 @@ struct backend {
     atomic_uint inflight;
     atomic_ulong requests;
     atomic_ulong failures;
+    /* least_latency (balance.c): peak-EWMA of response time, written by bal_observe */
+    atomic_uint_least64_t lat_ewma;  /* a double, in ns, as its bits */
+    atomic_uint_least64_t lat_stamp; /* now_ns + 1 of the last sample; 0: none yet */
 };
 
 /* Where a request goes and how: one per domain, one per path route. */
@@ -40,6 +43,7 @@ struct target {
     int max_idle;    /* resolved: 0 means no pooling */
     bool preserve_host;
     char *host_header; /* NULL: not set */
+    rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */
 };

@@ -263,9 +263,12 @@ static void *thread_main(void *p)
 static int run_workers(rp_server *s)
 {
     struct start_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
-    struct thread_arg *args = calloc((size_t)s->nworkers, sizeof(*args));
+    struct thread_arg *args;
     int err = 0, started = 0;
 
+    if (s->nworkers < 1)
+        return -EINVAL;
+    args = calloc((size_t)s->nworkers, sizeof(*args));
     if (!args)
         return -ENOMEM;
     for (int i = 0; i < s->nworkers && !err; i++) {
@@ -318,13 +321,17 @@ int rp_listen_and_serve(rp_server *s)
         s->workers[i].s = s;
         s->workers[i].id = i;
     }
-    ret = open_listeners(s);
+    ret = health_table_init(&s->health, &s->rt);
+    if (!ret)
+        ret = open_listeners(s);
     if (!ret)
         ret = run_workers(s);
     close_listeners(s);
     if (!ret)
         log_info("ringproxy stopped");
 out:
+    free(s->health);
+    s->health = NULL;
     free(s->workers);
     s->workers = NULL;
     s->nworkers = 0;

@@ -400,6 +400,7 @@ static void start_drain(struct worker *w)
         conn_drain(c);
     }
     pools_close_all(w);
+    health_worker_stop(w);
 }
 
 static void force_close_all(struct worker *w)
@@ -561,6 +562,7 @@ static void run_loop(struct worker *w)
         w->now_ms = mono_ms();
         trim_when_quiet(w, reap(w));
         timer_run(w->tw, w->now_ms);
+        health_worker_tick(w);
         bury_all(w);
         if (!w->draining && atomic_load(&w->s->stopping))
             start_drain(w);
@@ -598,6 +600,7 @@ static void worker_fini(struct worker *w)
     if (w->br)
         teardown_ring(w);
     w->br = NULL;
+    health_worker_fini(w);
     bal_worker_fini(&w->bal);
     slab_fini(&w->conn_slab);
     slab_fini(&w->ex_slab);
@@ -627,6 +630,8 @@ void worker_run(struct worker *w, struct start_gate *g)
         timer_wheel_init(w->tw, w->now_ms);
         for (uint32_t i = 0; i < w->n_ls; i++)
             arm_accept(w, &w->ls[i]);
+        if (health_worker_start(w))
+            log_error("worker %d: cannot start health checks: out of memory", w->id);
         run_loop(w);
     }
     worker_fini(w);

@@ -89,7 +89,7 @@ static const char design_example[] =
     "    connect_timeout = \"10s\"; read_timeout = \"30s\"; write_timeout = \"10s\";\n"
     "    max_retries = 2; max_idle_conns = 32; idle_timeout = \"90s\";\n"
     "    preserve_host = false; host_header = \"\";\n"
-    "    health_check = { enabled = false; path = \"/health\"; interval = \"10s\"; "
+    "    health_check = { enabled = true; path = \"/health\"; interval = \"10s\"; "
     "timeout = \"5s\";\n"
     "                     fail_threshold = 3; success_threshold = 2; };\n"
     "  }\n"
@@ -127,7 +127,7 @@ static void test_design_example(void **state)
     assert_int_equal(d->idle_timeout_ms, 90000);
     assert_false(d->preserve_host);
     assert_null(d->host_header);
-    assert_false(d->health_check.enabled); /* enabled = true: not supported yet */
+    assert_true(d->health_check.enabled);
     assert_string_equal(d->health_check.path, "/health");
     assert_int_equal(d->health_check.interval_ms, 10000);
     assert_int_equal(d->health_check.timeout_ms, 5000);
@@ -221,7 +221,7 @@ static void test_domain_fields(void **state)
             " { domain = \"*.Example.COM\"; backends = ( { addr = \"http://app\"; } );\n"
             "   max_retries = 0; max_idle_conns = 0; preserve_host = true;\n"
             "   host_header = \"upstream.internal:8080\"; load_balancer = \"least_conn\";\n"
-            "   health_check = { enabled = false; path = \"\"; }; },\n"
+            "   health_check = { path = \"\"; }; },\n"
             " { domain = \"b.example.com\"; load_balancer = \"ip_hash\";\n"
             "   backends = ( { addr = \"http://[::1]:81/\"; weight = 100; },\n"
             "                { addr = \"HTTP://Backend-2.local:8080\"; weight = 1; } );\n"
@@ -244,7 +244,7 @@ static void test_domain_fields(void **state)
     assert_true(d->preserve_host);
     assert_string_equal(d->host_header, "upstream.internal:8080");
     assert_int_equal(d->load_balancer, RP_LB_LEAST_CONN);
-    assert_false(d->health_check.enabled);
+    assert_true(d->health_check.enabled); /* the group's presence turns checks on */
     assert_string_equal(d->health_check.path, "");
     assert_int_equal(d->connect_timeout_ms, 0);
     d = &c.domains[1];
@@ -435,9 +435,6 @@ static void test_errors_domains(void **state)
          "control characters)"},
         {"domains = ( { domain = \"a\"; " B1 "\n  colour = \"blue\"; } );", 2,
          "domains[0]: unknown key 'colour'"},
-        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = { path = \"/h\"; }; } );", 2,
-         "domains[0].health_check: active health checks are not supported yet (set enabled = "
-         "false or remove the block)"},
         {"domains = ( { domain = \"a\"; " B1 "\n  health_check = true; } );", 2,
          "domains[0].health_check: must be a group { ... }, got a boolean"},
         {"domains = ( { domain = \"a\"; " B1 "\n  health_check = {\n path = \"/h\";\n"

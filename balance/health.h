@@ -1,0 +1,60 @@
+/* health.h: backend health, active and passive.
+ *
+ * Active checks run on the workers' rings: each backend whose domain enables checks is owned
+ * by one worker (index % workers), which connects (TCP check) or sends `GET path` (HTTP
+ * check, 2xx-4xx is healthy) every `interval`, jittered. Passive health: consecutive connect
+ * failures or resets in live traffic, reported by any worker, mark a backend down until the
+ * active checks (or, with checks off, a back-off of one interval) bring it back. The verdict
+ * is backend.healthy, an atomic that bal_pick reads. Every transition is logged with a reason.
+ */
+#ifndef RP_HEALTH_H
+#define RP_HEALTH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../engine/timer.h"
+
+struct worker;
+struct backend;
+struct target;
+struct route_table;
+
+/* Shared per-backend state (indexed by backend.index), written by any worker. */
+struct health_state {
+    struct backend *be;
+    struct target *t;
+    atomic_uint consec_fail;   /* live-traffic failures in a row */
+    atomic_int passive_down;   /* marked down by live traffic, not by checks */
+    atomic_ulong retry_at_ms;  /* with checks off: when a passively downed backend returns */
+};
+
+/* One worker's active checker of one backend. */
+struct hcheck {
+    struct worker *w;
+    struct health_state *hs;
+    struct timer next;        /* the next check */
+    struct probe *running;    /* the check in progress, or NULL */
+    uint32_t fails, oks;      /* consecutive results */
+    char req[512];            /* the HTTP check request, built once */
+    uint32_t req_len;
+};
+
+/* Builds the shared table for `rt`. Returns 0 or -ENOMEM. Start-up only. */
+int health_table_init(struct health_state **out, const struct route_table *rt);
+
+/* Worker side, on the worker's thread: create this worker's checkers and arm them
+ * (start), run passive back-offs that are due (tick, every loop pass), stop everything
+ * for a drain (stop), and free (fini). */
+int health_worker_start(struct worker *w);
+void health_worker_tick(struct worker *w);
+void health_worker_stop(struct worker *w);
+void health_worker_fini(struct worker *w);
+
+/* Live traffic: a connect failure or reset (failure), or a response head (success). Any
+ * worker thread. */
+void health_report_failure(struct worker *w, struct backend *be, const char *why);
+void health_report_success(struct worker *w, struct backend *be);
+
+#endif /* RP_HEALTH_H */

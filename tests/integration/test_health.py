@@ -1,0 +1,99 @@
+"""Health: active checks (TCP and HTTP) take backends out of rotation and bring them back in
+measured time, live-traffic failures mark a backend down, and with nothing healthy the
+answer is an immediate 503 naming the domain."""
+import re
+import time
+
+from harness import Client, domain_conf, free_port, get, origin_stats
+
+
+def hc_conf(ports, check, extra=""):
+    return domain_conf("test.local", ports, f"health_check = {{ {check} }}; {extra}")
+
+
+def wait_for(cond, timeout):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return time.time() - t0
+        time.sleep(0.02)
+    return None
+
+
+def origins_seen(port, n=12):
+    return {get(port).header("X-Origin") for _ in range(n)}
+
+
+def test_tcp_check_takes_a_stopped_backend_out_and_back(P):
+    a, b = P.origin("A"), P.origin("B")
+    check = 'path = ""; interval = "200ms"; timeout = "100ms"; fail_threshold = 2; success_threshold = 2;'
+    px = P.proxy(hc_conf([a.port, b.port], check, "max_retries = 0;"))
+    assert origins_seen(px.port) == {"A", "B"}
+    port = b.port
+    P.stop(b)
+    t0 = time.time()
+    # out of rotation within fail_threshold * interval + timeout (+ one interval of jitter)
+    took = wait_for(lambda: "DOWN after 2 failed checks" in P.log_of(px), 2.0)
+    assert took is not None and took <= 2 * 0.2 + 0.1 + 0.25, (took, P.log_of(px))
+    assert "connection refused" in P.log_of(px).lower()
+    assert origins_seen(px.port) == {"A"}  # and no request failed meanwhile
+    P.origin("B2", port=port)
+    up_s = wait_for(lambda: "UP after 2 good checks" in P.log_of(px), 2.0)
+    assert up_s is not None, P.log_of(px)
+    assert origins_seen(px.port) == {"A", "B2"}
+    print(f"    down after {took:.2f}s, back up {up_s:.2f}s after the restart")
+
+
+def test_http_check_status_rules(P):
+    a = P.origin("A")
+    bad = P.origin("BAD", "--status", "503")
+    notfound = P.origin("NF", "--status", "404")
+    check = 'path = "/check"; interval = "150ms"; timeout = "100ms"; fail_threshold = 2;'
+    px = P.proxy(hc_conf([a.port, bad.port, notfound.port], check))
+    assert wait_for(lambda: "DOWN" in P.log_of(px), 2.0) is not None
+    time.sleep(0.3)
+    log = P.log_of(px)
+    assert re.search(rf"backend http://127.0.0.1:{bad.port} DOWN after 2 failed checks: status 503", log), log
+    assert f"127.0.0.1:{notfound.port} DOWN" not in log  # 404 means the server is alive
+    assert f"127.0.0.1:{a.port} DOWN" not in log
+
+
+def test_http_check_timeout_is_a_failure(P):
+    a = P.origin("A")
+    slow = P.origin("SLOW", "--delay", "1000")
+    check = 'path = "/"; interval = "150ms"; timeout = "100ms"; fail_threshold = 1;'
+    px = P.proxy(hc_conf([a.port, slow.port], check))
+    assert wait_for(lambda: f"127.0.0.1:{slow.port} DOWN after 1 failed checks: timed out" in P.log_of(px), 2.0) is not None, P.log_of(px)
+
+
+def test_passive_failures_mark_down(P):
+    a = P.origin("A")
+    dead = free_port()
+    px = P.proxy(domain_conf("test.local", [dead, a.port], "max_retries = 1;"))
+    for _ in range(6):
+        assert get(px.port).header("X-Origin") == "A"
+    log = P.log_of(px)
+    assert f"backend http://127.0.0.1:{dead} DOWN after 3 failed requests" in log, log
+
+
+def test_no_healthy_backend_is_an_immediate_503(P):
+    a, b = P.origin("A"), P.origin("B")
+    check = 'path = ""; interval = "100ms"; timeout = "50ms"; fail_threshold = 1;'
+    px = P.proxy(hc_conf([a.port, b.port], check))
+    P.stop(a)
+    P.stop(b)
+    assert wait_for(lambda: P.log_of(px).count("DOWN") == 2, 2.0) is not None, P.log_of(px)
+    t0 = time.time()
+    r = get(px.port)
+    assert r.status == 503 and b"test.local" in r.body, (r.status, r.body)
+    assert time.time() - t0 < 0.2
+
+
+def test_http_checks_reach_the_backend_and_stop_on_drain(P):
+    a = P.origin("A")
+    check = 'path = "/health"; interval = "100ms"; timeout = "100ms";'
+    px = P.proxy(hc_conf([a.port], check))
+    time.sleep(0.5)
+    reqs, _ = origin_stats(a.port)
+    assert reqs >= 3  # /health checks reached the backend
+    assert P.stop(px) == 0
