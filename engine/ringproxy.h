@@ -117,6 +117,22 @@ RP_API void rp_server_shutdown(rp_server *s);
 /* Frees a server that is not running. NULL is a no-op. */
 RP_API void rp_server_free(rp_server *s);
 
+/* One backend as the balancer sees it. */
+typedef struct rp_backend_state {
+    const char *domain; /* "api.example.com", "*.example.com", or a route's path prefix */
+    const char *addr;   /* as configured: "http://10.0.0.1:8080" */
+    bool healthy;
+    uint32_t in_flight; /* requests in progress, all workers */
+    uint64_t requests;  /* attempts sent to it (a retried request counts on each backend) */
+    uint64_t failures;  /* attempts that failed: connect errors, resets, timeouts */
+} rp_backend_state;
+
+/* Fills out[0..cap) with every backend's state, domains first, in configuration order, and
+ * returns how many backends there are (call with cap 0 to size the array). Strings are
+ * borrowed until rp_server_free(). Any thread, also while the server runs; the figures
+ * are read without a lock, each one atomically. */
+RP_API size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap);
+
 /* The library's version string, RP_VERSION at build time. */
 RP_API const char *rp_version(void);
 

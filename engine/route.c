@@ -142,6 +142,15 @@ static struct target *target_new(struct route_table *rt, const char *name)
         return NULL;
     }
     t->name_len = (uint32_t)strlen(t->name);
+    t->label = strdup(name);
+    if (!t->label) {
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    for (char *p = t->label; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
     t->index = rt->n_targets++;
     t->connect_timeout_ms = DEF_CONNECT_MS;
     t->read_timeout_ms = DEF_READ_MS;
@@ -157,6 +166,7 @@ static void target_free(struct target *t)
     if (!t)
         return;
     free((char *)t->hc.path);
+    free(t->label);
     free(t->name);
     free(t->host_header);
     free(t->backends);

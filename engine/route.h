@@ -33,6 +33,7 @@ struct backend {
 /* Where a request goes and how: one per domain, one per path route. */
 struct target {
     char *name; /* "api.example.com", "*.example.com" (stored as ".example.com"), or a prefix */
+    char *label; /* as configured, lowercase: "*.example.com" */
     uint32_t name_len;
     bool wildcard;
     struct backend **backends;

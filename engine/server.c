@@ -107,6 +107,38 @@ void rp_server_free(rp_server *s)
     free(s);
 }
 
+static size_t states_of(struct target *const *ts, uint32_t n, rp_backend_state *out, size_t cap,
+                        size_t k)
+{
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < ts[i]->n_backends; j++, k++) {
+            struct backend *be = ts[i]->backends[j];
+            if (k >= cap)
+                continue;
+            out[k] = (rp_backend_state){
+                .domain = ts[i]->label,
+                .addr = be->addr,
+                .healthy = atomic_load_explicit(&be->healthy, memory_order_relaxed),
+                .in_flight = atomic_load_explicit(&be->inflight, memory_order_relaxed),
+                .requests = atomic_load_explicit(&be->requests, memory_order_relaxed),
+                .failures = atomic_load_explicit(&be->failures, memory_order_relaxed),
+            };
+        }
+    return k;
+}
+
+size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
+{
+    size_t k;
+
+    if (!s)
+        return 0;
+    if (!out)
+        cap = 0;
+    k = states_of(s->rt.domains, s->rt.n_domains, out, cap, 0);
+    return states_of(s->rt.routes, s->rt.n_routes, out, cap, k);
+}
+
 void rp_server_shutdown(rp_server *s)
 {
     if (s) /* an atomic store: safe in a signal handler; workers see it within 100 ms */

@@ -55,3 +55,10 @@ def test_embedded_server_serves_and_drains(P):
             p.kill()
     assert p.returncode == 0, (p.returncode, err)
     assert "served and drained: 0" in out
+    # per-backend state, as rp_backend_states() reports it: 2+2+1 requests on the domain's
+    # two backends, 1 on the route's
+    rows = [l.split() for l in out.splitlines() if l.startswith("backend ")]
+    assert [r[1] for r in rows] == ["embed.local", "embed.local", "/r/"], rows
+    counts = [int(r[5].split("=")[1]) for r in rows]
+    assert counts[0] + counts[1] == 5 and counts[2] == 1, rows
+    assert all(r[3] == "healthy=1" and r[4] == "in_flight=0" and r[6] == "failures=0" for r in rows)
