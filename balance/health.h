@@ -25,19 +25,19 @@ struct route_table;
 struct health_state {
     struct backend *be;
     struct target *t;
-    atomic_uint consec_fail;   /* live-traffic failures in a row */
-    atomic_int passive_down;   /* marked down by live traffic, not by checks */
-    atomic_ulong retry_at_ms;  /* with checks off: when a passively downed backend returns */
+    atomic_uint consec_fail;  /* live-traffic failures in a row */
+    atomic_int passive_down;  /* marked down by live traffic, not by checks */
+    atomic_ulong retry_at_ms; /* with checks off: when a passively downed backend returns */
 };
 
 /* One worker's active checker of one backend. */
 struct hcheck {
     struct worker *w;
     struct health_state *hs;
-    struct timer next;        /* the next check */
-    struct probe *running;    /* the check in progress, or NULL */
-    uint32_t fails, oks;      /* consecutive results */
-    char req[512];            /* the HTTP check request, built once */
+    struct timer next;     /* the next check */
+    struct probe *running; /* the check in progress, or NULL */
+    uint32_t fails, oks;   /* consecutive results */
+    char req[512];         /* the HTTP check request, built once */
     uint32_t req_len;
 };
 

@@ -71,7 +71,10 @@ static void c_release(struct sock *s)
 }
 
 static const struct sock_ops conn_ops = {
-    .on_data = c_on_data, .on_eof = c_on_eof, .on_sent = c_on_sent, .release = c_release,
+    .on_data = c_on_data,
+    .on_eof = c_on_eof,
+    .on_sent = c_on_sent,
+    .release = c_release,
 };
 
 void conn_accepted(struct worker *w, int fd)
@@ -202,14 +205,12 @@ static void format_peer(const struct conn *c, char *out, size_t cap)
         inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
 }
 
-/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
- * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
-static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct buf *b,
-                              bool *ok)
+/* X-Forwarded-For: the list the client sent (several fields are one list, in order), then
+ * the client's address. */
+static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct buf *b, bool *ok)
 {
     char peer[INET6_ADDRSTRLEN];
 
-    /* several X-Forwarded-For fields are one list, in order; the client goes last */
     put_str(b, ok, "X-Forwarded-For: ");
     for (uint32_t i = 0; i < r->n_headers; i++) {
         const struct h1_header *h = &r->headers[i];
@@ -223,6 +224,8 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
     put(b, ok, "\r\n", 2);
 }
 
+/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
+ * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
 /* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
 static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b)
@@ -265,11 +268,10 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
     }
     if (r->body == H1_BODY_CHUNKED) {
         put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
-    } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST ||
-               r->method_id == H1_M_PUT || r->method_id == H1_M_PATCH) {
+    } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST || r->method_id == H1_M_PUT ||
+               r->method_id == H1_M_PATCH) {
         char cl[40];
-        snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
-                 (unsigned long long)r->content_length);
+        snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
         put_str(b, &ok, cl);
     }
     put(b, &ok, "\r\n", 2);
@@ -347,8 +349,8 @@ static bool ex_connect(struct conn *c, bool fresh)
     ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
     if (!ex->up)
         return false;
-    if (buf_used(&ex->replay) && sock_write(c->w, &ex->up->sk, buf_data(&ex->replay),
-                                            buf_used(&ex->replay)))
+    if (buf_used(&ex->replay) &&
+        sock_write(c->w, &ex->up->sk, buf_data(&ex->replay), buf_used(&ex->replay)))
         return false;
     return true;
 }
@@ -373,8 +375,7 @@ static bool ex_pick(struct conn *c)
     return true;
 }
 
-static void local_answer(struct conn *c, const struct h1_request *r, int status,
-                         const char *body)
+static void local_answer(struct conn *c, const struct h1_request *r, int status, const char *body)
 {
     /* A body we do not read would be parsed as the next request: close instead. */
     bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
@@ -579,8 +580,8 @@ static void ex_finish(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
-    bool reusable = ex->req_done && ex->up && !buf_used(&up->sk.in) && ex->resp_body !=
-                    H1_BODY_UNTIL_CLOSE && up->sk.out.busy == false;
+    bool reusable = ex->req_done && ex->up && !buf_used(&up->sk.in) &&
+                    ex->resp_body != H1_BODY_UNTIL_CLOSE && up->sk.out.busy == false;
 
     if (up) {
         reusable = reusable && up->reuse_ok;
@@ -655,9 +656,9 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
     if (r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length))
         ex->resp_done = true;
     else if (r->body == H1_BODY_LENGTH) /* one allocation for the head and body to come */
-        buf_reserve(&c->sk.out.pending,
-                    r->content_length < WINDOW_BYTES ? (uint32_t)r->content_length + r->head_len
-                                                     : WINDOW_BYTES);
+        buf_reserve(&c->sk.out.pending, r->content_length < WINDOW_BYTES
+                                            ? (uint32_t)r->content_length + r->head_len
+                                            : WINDOW_BYTES);
     write_response_head(c, r); /* last: it may close the connection */
 }
 
@@ -676,8 +677,8 @@ static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t 
 
     while (!ex->resp_started) {
         struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
-        int rc = h1_parse_response(p + off, n - off, &r, &c->w->s->lim,
-                                   (enum h1_method)ex->method_id);
+        int rc =
+            h1_parse_response(p + off, n - off, &r, &c->w->s->lim, (enum h1_method)ex->method_id);
         if (rc == -EAGAIN) {
             if (n - off > c->w->s->lim.max_head_bytes * 2u)
                 ex_upstream_failed(c, -E2BIG, "response head too large");
@@ -797,8 +798,8 @@ static void conn_process(struct conn *c)
         uint32_t before = buf_used(&c->sk.in);
         if (c->ex->active) {
             ex_feed_body(c);
-            if (c->ex->active && c->ex->up &&
-                outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
+            if (c->ex->active && c->ex->up && outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES &&
+                !c->recv_paused) {
                 c->recv_paused = true;
                 sock_recv_stop(c->w, &c->sk);
             }
@@ -813,8 +814,8 @@ static void conn_process(struct conn *c)
     }
     if (!c->sk.dead) {
         /* pipelined bytes waiting for the current exchange: bound them */
-        if (c->ex->active && c->ex->req_done &&
-            buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
+        if (c->ex->active && c->ex->req_done && buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes &&
+            !c->recv_paused) {
             c->recv_paused = true;
             sock_recv_stop(c->w, &c->sk);
         }

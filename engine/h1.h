@@ -36,8 +36,8 @@ struct h1_header {
     const char *value; /* leading and trailing OWS removed */
     uint32_t name_len;
     uint32_t value_len;
-    uint8_t kind;      /* enum h1_hdr_kind */
-    bool hop;          /* hop-by-hop: a fixed hop-by-hop name, or named in Connection */
+    uint8_t kind; /* enum h1_hdr_kind */
+    bool hop;     /* hop-by-hop: a fixed hop-by-hop name, or named in Connection */
 };
 
 enum h1_body_kind {
@@ -73,16 +73,16 @@ struct h1_request {
                            authority, "/" if empty); equals target for origin-form */
     const char *host;   /* Host value, or the authority of an absolute-form target; NULL if none */
     uint32_t method_len, target_len, path_len, host_len;
-    uint8_t method_id;  /* enum h1_method */
-    uint8_t minor;      /* 0 or 1 (HTTP/1.2+ is treated as 1.1) */
-    uint8_t body;       /* enum h1_body_kind: NONE, LENGTH or CHUNKED */
-    bool keep_alive;    /* per version and Connection tokens */
+    uint8_t method_id; /* enum h1_method */
+    uint8_t minor;     /* 0 or 1 (HTTP/1.2+ is treated as 1.1) */
+    uint8_t body;      /* enum h1_body_kind: NONE, LENGTH or CHUNKED */
+    bool keep_alive;   /* per version and Connection tokens */
     bool expect_continue;
     uint64_t content_length;
     struct h1_header *headers; /* caller's array of headers_cap entries */
     uint32_t headers_cap;
     uint32_t n_headers;
-    uint32_t head_len;  /* bytes of the head, incl. the final CRLF CRLF */
+    uint32_t head_len; /* bytes of the head, incl. the final CRLF CRLF */
 };
 
 struct h1_response {
@@ -90,8 +90,8 @@ struct h1_response {
     uint32_t reason_len;
     uint16_t status;
     uint8_t minor;
-    uint8_t body;       /* enum h1_body_kind */
-    bool keep_alive;    /* the backend lets the connection be reused after this response */
+    uint8_t body;    /* enum h1_body_kind */
+    bool keep_alive; /* the backend lets the connection be reused after this response */
     uint64_t content_length;
     struct h1_header *headers;
     uint32_t headers_cap;

@@ -78,11 +78,11 @@ struct sock;
  * may kill the sock; it is freed only after the loop pass (release). */
 struct sock_ops {
     void (*on_data)(struct sock *s, char *p, uint32_t n); /* p is a provided buffer */
-    void (*on_eof)(struct sock *s, int err);               /* 0: orderly close */
-    void (*on_sent)(struct sock *s);                        /* a send completed */
-    void (*on_socket)(struct sock *s, int res);             /* OP_SOCKET result */
-    void (*on_connect)(struct sock *s, int res);            /* OP_CONNECT result */
-    void (*release)(struct sock *s);                        /* free the object */
+    void (*on_eof)(struct sock *s, int err);              /* 0: orderly close */
+    void (*on_sent)(struct sock *s);                      /* a send completed */
+    void (*on_socket)(struct sock *s, int res);           /* OP_SOCKET result */
+    void (*on_connect)(struct sock *s, int res);          /* OP_CONNECT result */
+    void (*release)(struct sock *s);                      /* free the object */
 };
 enum recv_state { RECV_OFF = 0, RECV_ARMED, RECV_CANCELLING };
 
@@ -108,15 +108,15 @@ struct sock {
 /* One request/response exchange on a client connection. */
 struct exchange {
     bool active;
-    bool req_done;      /* whole request forwarded (head and body) */
-    bool resp_started;  /* a final response head went to the client */
+    bool req_done;     /* whole request forwarded (head and body) */
+    bool resp_started; /* a final response head went to the client */
     bool resp_done;
     bool resp_dechunk;  /* chunked response to an HTTP/1.0 client */
     bool close_client;  /* close the client connection after this response */
     bool replayable;    /* `replay` holds the whole request so far */
     bool reuse_retried; /* already retried once after a stale pooled connection */
     bool idempotent;
-    bool timed_out;     /* the last failure was a timeout (504 rather than 502) */
+    bool timed_out; /* the last failure was a timeout (504 rather than 502) */
     uint8_t method_id;
     uint8_t client_minor;
     uint8_t req_body, resp_body; /* enum h1_body_kind */
@@ -137,9 +137,9 @@ struct conn {
     bool close_after;         /* close once the output has drained */
     bool linger;              /* closing: write side shut, discarding input until EOF */
     bool peer_eof;
-    bool recv_paused;         /* input held back: the other side is slow */
+    bool recv_paused; /* input held back: the other side is slow */
     uint32_t nreq;
-    uint64_t head_start_ms; /* when the first byte of the current head arrived */
+    uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
     struct exchange *ex;      /* the current request's, or the worker's no_ex between them */
 };
@@ -151,12 +151,12 @@ struct upconn {
     struct worker *w;
     struct backend *be;
     struct target *t;
-    struct conn *c;             /* client served, NULL while pooled */
+    struct conn *c;               /* client served, NULL while pooled */
     struct upconn *pnext, *pprev; /* the backend's idle pool on this worker */
-    uint8_t state;              /* enum up_state */
-    bool reused;                /* taken from the pool for the current request */
-    bool got_bytes;             /* a response byte arrived for the current request */
-    bool reuse_ok;              /* the backend allows another request on this connection */
+    uint8_t state;                /* enum up_state */
+    bool reused;                  /* taken from the pool for the current request */
+    bool got_bytes;               /* a response byte arrived for the current request */
+    bool reuse_ok;                /* the backend allows another request on this connection */
     uint64_t connect_deadline_ms;
 };
 
@@ -171,8 +171,8 @@ struct pool {
  * so long-lived connection structs do not interleave with short-lived buffers in the heap:
  * memory freed after a burst is reused instead of staying fragmented. Per worker. */
 struct slab {
-    void *free;     /* free list, linked through each object's first word */
-    void **blocks;  /* every block, for slab_fini */
+    void *free;    /* free list, linked through each object's first word */
+    void **blocks; /* every block, for slab_fini */
     uint32_t n_blocks, objsz, per_block;
 };
 
@@ -202,7 +202,7 @@ struct worker {
     struct conn *conns;
     uint32_t nconns;
     struct sock *graveyard;
-    struct pool *pools; /* one per backend */
+    struct pool *pools;     /* one per backend */
     struct hcheck *hchecks; /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
     struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */

@@ -11,10 +11,10 @@ int rp_log_enabled(int level);
 
 void rp_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_debug(...)                                                                         \
-    do {                                                                                       \
-        if (rp_log_enabled(RP_LOG_DEBUG))                                                      \
-            rp_log(RP_LOG_DEBUG, __VA_ARGS__);                                                 \
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (rp_log_enabled(RP_LOG_DEBUG))                                                          \
+            rp_log(RP_LOG_DEBUG, __VA_ARGS__);                                                     \
     } while (0)
 #define log_info(...) rp_log(RP_LOG_INFO, __VA_ARGS__)
 #define log_warn(...) rp_log(RP_LOG_WARN, __VA_ARGS__)

@@ -34,7 +34,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, const char **path, bool *test, int *workers)
 {
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'}, {"test", no_argument, 0, 't'},
+        {"config", required_argument, 0, 'c'},  {"test", no_argument, 0, 't'},
         {"workers", required_argument, 0, 'w'}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},       {0, 0, 0, 0},
     };
@@ -52,8 +52,7 @@ static int parse_args(int argc, char **argv, const char **path, bool *test, int 
         case 'w':
             *workers = (int)strtol(optarg, &end, 10);
             if (*end || *workers < 1 || *workers > 1024) {
-                fprintf(stderr, "ringproxy: -w wants a number from 1 to 1024, got '%s'\n",
-                        optarg);
+                fprintf(stderr, "ringproxy: -w wants a number from 1 to 1024, got '%s'\n", optarg);
                 return 2;
             }
             break;

@@ -45,11 +45,11 @@ typedef struct rp_backend_config {
 
 typedef struct rp_health_check_config {
     bool enabled;
-    const char *path;           /* "" or NULL: TCP connect check; else GET path, 2xx-4xx is up */
-    uint32_t interval_ms;       /* default 10s */
-    uint32_t timeout_ms;        /* default 5s */
-    int fail_threshold;         /* default 3 */
-    int success_threshold;      /* default 2 */
+    const char *path;      /* "" or NULL: TCP connect check; else GET path, 2xx-4xx is up */
+    uint32_t interval_ms;  /* default 10s */
+    uint32_t timeout_ms;   /* default 5s */
+    int fail_threshold;    /* default 3 */
+    int success_threshold; /* default 2 */
 } rp_health_check_config;
 
 /* max_retries: 0 means the default (2); RP_NO_RETRIES turns retries off. */

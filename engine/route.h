@@ -32,7 +32,7 @@ struct backend {
 
 /* Where a request goes and how: one per domain, one per path route. */
 struct target {
-    char *name; /* "api.example.com", "*.example.com" (stored as ".example.com"), or a prefix */
+    char *name;  /* "api.example.com", "*.example.com" (stored as ".example.com"), or a prefix */
     char *label; /* as configured, lowercase: "*.example.com" */
     uint32_t name_len;
     bool wildcard;
@@ -43,7 +43,7 @@ struct target {
     int max_retries; /* resolved: 0 means none */
     int max_idle;    /* resolved: 0 means no pooling */
     bool preserve_host;
-    char *host_header; /* NULL: not set */
+    char *host_header;         /* NULL: not set */
     rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */
@@ -52,7 +52,7 @@ struct target {
 struct route_table {
     struct target **domains; /* exact names first, then wildcards by suffix length, longest first */
     uint32_t n_domains;
-    struct target **routes;  /* longest prefix first */
+    struct target **routes; /* longest prefix first */
     uint32_t n_routes;
     struct backend **backends;
     uint32_t n_backends;

@@ -69,9 +69,9 @@ rp_server *rp_server_new(const rp_server_config *cfg)
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
     s->lim.max_headers = s->cfg.max_header_count;
     s->lim.max_target_len = s->cfg.max_target_len;
-    rp_log_set_level(s->cfg.log_level == 2 ? RP_LOG_DEBUG
+    rp_log_set_level(s->cfg.log_level == 2   ? RP_LOG_DEBUG
                      : s->cfg.log_level == 1 ? RP_LOG_WARN
-                                              : RP_LOG_INFO);
+                                             : RP_LOG_INFO);
     return s;
 err:
     rp_server_free(s);

@@ -263,7 +263,7 @@ static void up_timeout(struct timer *t, uint64_t now)
         break;
     default:
         ex_upstream_failed(up->c, -ETIMEDOUT,
-                           up->sk.out.busy  ? "write timed out"
+                           up->sk.out.busy ? "write timed out"
                            : up->got_bytes ? "read timed out mid-response"
                                            : "no response within read_timeout");
     }

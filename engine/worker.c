@@ -276,7 +276,6 @@ static void give_back(struct worker *w, uint32_t bid)
                           io_uring_buf_ring_mask(w->nbufs), (int)w->br_added++);
 }
 
-
 static void on_recv(struct worker *w, struct sock *s, struct io_uring_cqe *cqe)
 {
     bool last = !(cqe->flags & IORING_CQE_F_MORE);
@@ -424,9 +423,9 @@ static int probe_ops(struct worker *w)
         int op;
         const char *name;
     } needed[] = {
-        {IORING_OP_ACCEPT, "accept"}, {IORING_OP_RECV, "recv"},
-        {IORING_OP_SEND, "send"},     {IORING_OP_CONNECT, "connect"},
-        {IORING_OP_CLOSE, "close"},   {IORING_OP_ASYNC_CANCEL, "cancel"},
+        {IORING_OP_ACCEPT, "accept"},     {IORING_OP_RECV, "recv"},
+        {IORING_OP_SEND, "send"},         {IORING_OP_CONNECT, "connect"},
+        {IORING_OP_CLOSE, "close"},       {IORING_OP_ASYNC_CANCEL, "cancel"},
         {IORING_OP_SHUTDOWN, "shutdown"},
     };
     struct io_uring_probe *pr = io_uring_get_probe_ring(&w->ring);
@@ -575,9 +574,6 @@ static void run_loop(struct worker *w)
     }
     io_uring_submit(&w->ring);
 }
-
-
-
 
 static int worker_init(struct worker *w)
 {

@@ -44,9 +44,9 @@ int main(int argc, char **argv)
     rp_backend_state st[16];
     size_t total = rp_backend_states(srv, st, 16);
     for (size_t i = 0; i < total && i < 16; i++)
-        printf("backend %s %s healthy=%d in_flight=%u requests=%llu failures=%llu\n",
-               st[i].domain, st[i].addr, st[i].healthy, st[i].in_flight,
-               (unsigned long long)st[i].requests, (unsigned long long)st[i].failures);
+        printf("backend %s %s healthy=%d in_flight=%u requests=%llu failures=%llu\n", st[i].domain,
+               st[i].addr, st[i].healthy, st[i].in_flight, (unsigned long long)st[i].requests,
+               (unsigned long long)st[i].failures);
     rp_server_free(srv);
     printf("served and drained: %d\n", ret);
     return ret ? 1 : 0;

@@ -74,8 +74,11 @@ static struct worker w;
 static struct timer_wheel tw;
 static struct pool pools[1];
 static struct backend be = {.addr = "http://127.0.0.1:1", .index = 0};
-static struct target tgt = {.idle_timeout_ms = 1000, .max_idle = 3, .connect_timeout_ms = 500,
-                            .read_timeout_ms = 500, .write_timeout_ms = 500};
+static struct target tgt = {.idle_timeout_ms = 1000,
+                            .max_idle = 3,
+                            .connect_timeout_ms = 500,
+                            .read_timeout_ms = 500,
+                            .write_timeout_ms = 500};
 static struct conn client;
 
 static int setup(void **state)

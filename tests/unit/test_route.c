@@ -1,11 +1,11 @@
 /* test_route.c: domain and path matching, backend address parsing, config validation. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,8 +49,8 @@ static int teardown(void **state)
 
 static const char *match(const char *host, const char *path)
 {
-    struct target *t = route_match(&rt, host, host ? (uint32_t)strlen(host) : 0, path,
-                                   (uint32_t)strlen(path));
+    struct target *t =
+        route_match(&rt, host, host ? (uint32_t)strlen(host) : 0, path, (uint32_t)strlen(path));
     return t ? t->name : NULL;
 }
 
@@ -103,8 +103,8 @@ static void test_no_match_without_catch_all(void **state)
 static void test_backend_parsing(void **state)
 {
     struct backend be;
-    static const char *bad[] = {"127.0.0.1:80", "https://1.2.3.4", "http://", "http://h:0",
-                                "http://h:70000", "http://h/path", "http://[::1", "ftp://x"};
+    static const char *bad[] = {"127.0.0.1:80",   "https://1.2.3.4", "http://",     "http://h:0",
+                                "http://h:70000", "http://h/path",   "http://[::1", "ftp://x"};
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
