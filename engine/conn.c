@@ -226,8 +226,6 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
 
 /* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
-/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
- * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
 static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b)
 {
     const struct target *t = c->ex->t;
