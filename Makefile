@@ -32,7 +32,7 @@ LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/ups
            engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
-UNIT_TESTS := test_h1 test_config test_route test_timer test_pool
+UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/libringproxy.a $(BUILD)/libringproxy.so

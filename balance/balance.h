@@ -18,21 +18,20 @@
 
 /* One per target per worker. The arrays are one allocation, owned by the bal_worker. */
 struct bal_state {
-    uint32_t rr;        /* next position to try: round_robin, least_conn */
-    uint32_t total;     /* sum of all weights */
-    bool same_weight;   /* every backend has the same weight: cheaper random and ip_hash */
-    uint64_t *key;      /* ip_hash: hash of each backend's address */
-    int32_t *cur;       /* weighted_rr: nginx's current weights */
-    uint32_t *cum;      /* random: cum[i] = weight[0] + ... + weight[i] */
+    uint32_t rr;      /* next position to try: round_robin, least_conn */
+    uint32_t total;   /* sum of all weights */
+    bool same_weight; /* every backend has the same weight: cheaper random and ip_hash */
+    uint64_t *key;    /* ip_hash: hash of each backend's address */
+    int32_t *cur;     /* weighted_rr: nginx's current weights */
+    uint32_t *thr;    /* random: Walker's alias table, exact in integers: column i keeps i */
+    uint32_t *alias;  /* when a draw in [0, total) falls below thr[i], else gives alias[i] */
 };
 
 /* One per worker: state for every target of the route table. */
 struct bal_worker {
     struct bal_state *st;
     uint32_t n;
-    uint64_t rng;    /* random and least_latency draws */
-    uint64_t now_ns; /* least_latency's clock, CLOCK_MONOTONIC like bal_observe's now_ns; the
-                        worker refreshes it before picking. 0: bal_pick reads the clock. */
+    uint64_t rng; /* random and least_latency draws */
 };
 
 /* Prepares bw for every target of rt (which must outlive bw). `seed` makes workers' random
@@ -60,12 +59,14 @@ void bal_worker_fini(struct bal_worker *bw);
  *              retry), and they come back when it returns; config order does not matter;
  *              shares follow weights. IPv4-mapped IPv6 clients hash as IPv4; port ignored.
  * random       independent draws, each backend with probability weight / total weight,
- *              from a per-worker xorshift64* generator.
+ *              from a per-worker xorshift64* generator (O(1): alias table).
  * least_latency power of two choices: two distinct random backends, the lower of
  *              ewma * (in-flight + 1) / weight wins. ewma is a peak-EWMA of response time
  *              (bal_observe): a slower sample replaces it at once, faster ones blend in with
  *              weight 1 - exp(-dt / tau), and between samples it decays toward 0, so an idle
- *              slow backend gets probed again after about tau * ln(slow / fast). A backend
+ *              slow backend gets probed again after about tau * ln(slow / fast score). The
+ *              decay is the same for both candidates, so only their stamps' gap enters the
+ *              comparison and picking needs no clock. A backend
  *              with no sample scores 0 while idle (new backends are tried first) and is
  *              penalised behind every sampled one while its first request is in flight.
  */

@@ -668,11 +668,14 @@ static int parse_backends(struct loader *ld, const config_setting_t *s, void *ob
 
 static int parse_lb(struct loader *ld, const config_setting_t *s, void *obj)
 {
-    static const char *const names[] = {"round_robin", "weighted_rr", "least_conn",
-                                        "ip_hash",     "random",      NULL};
-    static const rp_lb_strategy values[] = {RP_LB_ROUND_ROBIN, RP_LB_WEIGHTED_RR, RP_LB_LEAST_CONN,
-                                            RP_LB_IP_HASH, RP_LB_RANDOM};
-    int i, rc = get_enum(ld, s, names, "round_robin, weighted_rr, least_conn, ip_hash, random", &i);
+    static const char *const names[] = {"round_robin", "weighted_rr",   "least_conn", "ip_hash",
+                                        "random",      "least_latency", NULL};
+    static const rp_lb_strategy values[] = {RP_LB_ROUND_ROBIN, RP_LB_WEIGHTED_RR,
+                                            RP_LB_LEAST_CONN,  RP_LB_IP_HASH,
+                                            RP_LB_RANDOM,      RP_LB_LEAST_LATENCY};
+    static const char hint[] =
+        "round_robin, weighted_rr, least_conn, ip_hash, random, least_latency";
+    int i, rc = get_enum(ld, s, names, hint, &i);
 
     if (!rc)
         ((rp_domain_config *)obj)->load_balancer = values[i];

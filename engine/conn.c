@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "internal.h"
 #include "log.h"
@@ -340,10 +341,21 @@ static void send_continue(struct conn *c, const struct h1_request *r)
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static bool ex_connect(struct conn *c, bool fresh)
 {
     struct exchange *ex = c->ex;
 
+    /* least_latency learns from the time to a response head; others need no clock read */
+    if (ex->t->lb == RP_LB_LEAST_LATENCY)
+        ex->sent_ns = mono_ns();
     ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
     if (!ex->up)
         return false;
@@ -472,6 +484,10 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
     log_warn("backend %s (%.*s): %s: %s (attempt %u)", ex->be->addr, (int)ex->t->name_len,
              ex->t->name, what, strerror(-err), ex->attempts);
     ex->timed_out = err == -ETIMEDOUT;
+    if (ex->sent_ns) { /* a backend that hangs or resets must not look fast */
+        uint64_t now = mono_ns();
+        bal_observe(ex->be, now, now - ex->sent_ns);
+    }
     /* passive health: connect failures, and resets of a fresh connection before any
      * response byte (a stale pooled connection says nothing about the backend now) */
     if (connecting || (!stale && !ex->resp_started && err != -ETIMEDOUT && err != -EBADMSG))
@@ -645,6 +661,10 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
 
     ex->resp_started = true;
     health_report_success(c->w, ex->be);
+    if (ex->sent_ns) {
+        uint64_t now = mono_ns();
+        bal_observe(ex->be, now, now - ex->sent_ns);
+    }
     ex->resp_body = r->body;
     ex->resp_left = r->content_length;
     ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;

@@ -123,6 +123,7 @@ struct exchange {
     uint8_t attempts;            /* backends tried so far */
     uint64_t tried;              /* bit i: the target's backend i was tried */
     uint64_t req_left, resp_left, req_bytes;
+    uint64_t sent_ns; /* when the request went to the backend (least_latency only) */
     struct h1_chunked req_ck, resp_ck;
     struct target *t;
     struct backend *be;

@@ -411,7 +411,7 @@ static void test_errors_domains(void **state)
          4, "domains[2].domain: duplicate domain \"api.example.com\" (first at line 2)"},
         {"domains = ( { domain = \"a\"; " B1 "\n  load_balancer = \"fastest\"; } );", 2,
          "domains[0].load_balancer: \"fastest\" is not one of round_robin, weighted_rr, "
-         "least_conn, ip_hash, random"},
+         "least_conn, ip_hash, random, least_latency"},
         {"domains = ( { domain = \"a\"; " B1 "\n  max_retries = 11; } );", 2,
          "domains[0].max_retries: must be 0-10, got 11"},
         {"domains = ( { domain = \"a\"; " B1 "\n  max_retries = -1; } );", 2,
