@@ -103,18 +103,13 @@ static void p_on_socket(struct sock *s, int res)
 {
     struct probe *pr = (struct probe *)s;
     struct backend *be = pr->hc->hs->be;
-    struct io_uring_sqe *sqe;
 
     if (res < 0) {
         probe_done(pr, false, strerror(-res));
         return;
     }
     s->fd = res;
-    sqe = w_sqe(pr->hc->w);
-    io_uring_prep_connect(sqe, res, (const struct sockaddr *)&be->sa, be->salen);
-    sqe->user_data = ud_of(s, OP_CONNECT);
-    s->inflight++;
-    s->connecting = true;
+    sock_connect(pr->hc->w, s, &be->sa, be->salen);
 }
 
 static void p_on_connect(struct sock *s, int res)
@@ -210,7 +205,6 @@ static void hc_run(struct timer *t, uint64_t now)
 {
     struct hcheck *hc = (struct hcheck *)((char *)t - offsetof(struct hcheck, next));
     struct probe *pr = calloc(1, sizeof(*pr));
-    struct io_uring_sqe *sqe;
 
     if (!pr) {
         hc_schedule(hc, hc->hs->t->hc.interval_ms);
@@ -221,15 +215,7 @@ static void hc_run(struct timer *t, uint64_t now)
     hc->running = pr;
     pr->sk.tm.fn = probe_timeout;
     timer_arm(hc->w->tw, &pr->sk.tm, now + hc->hs->t->hc.timeout_ms);
-    if (!hc->w->has_socket_op) {
-        int fd = socket(hc->hs->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        p_on_socket(&pr->sk, fd < 0 ? -errno : fd);
-        return;
-    }
-    sqe = w_sqe(hc->w);
-    io_uring_prep_socket(sqe, hc->hs->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
-    sqe->user_data = ud_of(&pr->sk, OP_SOCKET);
-    pr->sk.inflight++;
+    sock_open(hc->w, &pr->sk, hc->hs->be->sa.ss_family);
 }
 
 static void hc_schedule(struct hcheck *hc, uint64_t delay_ms)

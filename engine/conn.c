@@ -362,6 +362,7 @@ static bool ex_connect(struct conn *c, bool fresh)
     if (buf_used(&ex->replay) &&
         sock_write(c->w, &ex->up->sk, buf_data(&ex->replay), buf_used(&ex->replay)))
         return false;
+    up_start(ex->up);
     return true;
 }
 

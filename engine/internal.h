@@ -158,6 +158,7 @@ struct upconn {
     bool reused;                  /* taken from the pool for the current request */
     bool got_bytes;               /* a response byte arrived for the current request */
     bool reuse_ok;                /* the backend allows another request on this connection */
+    bool needs_socket;            /* new: up_start() makes its socket and connects */
     uint64_t connect_deadline_ms;
 };
 
@@ -261,6 +262,12 @@ void sock_recv_stop(struct worker *w, struct sock *s);
 /* Queues bytes to send (copied) and starts a send if none is in flight. 0 or -ENOMEM. */
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
 void sock_flush(struct worker *w, struct sock *s);
+/* Makes the sock's socket: a socket SQE where the kernel has one (ops->on_socket runs on its
+ * completion), else socket(2) (ops->on_socket runs before this returns). */
+void sock_open(struct worker *w, struct sock *s, int family);
+/* Submits a connect of the sock's fd; ops->on_connect runs on its completion. */
+void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storage *sa,
+                  socklen_t len);
 /* Cancels the sock's operations; it is closed and released once they have completed. */
 void sock_kill(struct worker *w, struct sock *s);
 uint64_t w_now(struct worker *w);
@@ -288,6 +295,9 @@ void ex_upstream_failed(struct conn *c, int err, const char *what);
 /* Returns a connection to `be` for client c (pooled or a new connect); NULL on ENOMEM. */
 struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
                       bool fresh);
+/* Starts connecting a new connection from up_get (a no-op for a pooled one). Separate from
+ * up_get so that a failure reported at once finds the exchange already holding `up`. */
+void up_start(struct upconn *up);
 /* The exchange is done with `up`: pool it if `reusable`, else close it. */
 void up_release_to_pool(struct upconn *up, bool reusable);
 void up_close(struct upconn *up);

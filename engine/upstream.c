@@ -103,24 +103,6 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
     return up;
 }
 
-/* The socket comes from an SQE where the kernel has IORING_OP_SOCKET (5.19+), else from
- * socket(2), which never blocks. */
-static void up_make_socket(struct upconn *up)
-{
-    struct io_uring_sqe *sqe;
-    int fd;
-
-    if (up->w->has_socket_op) {
-        sqe = w_sqe(up->w);
-        io_uring_prep_socket(sqe, up->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
-        sqe->user_data = ud_of(up, OP_SOCKET);
-        up->sk.inflight++;
-        return;
-    }
-    fd = socket(up->be->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    up_on_socket(up, fd < 0 ? -errno : fd);
-}
-
 struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
                       bool fresh)
 {
@@ -140,14 +122,20 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, st
     up->got_bytes = false;
     up->reuse_ok = false;
     up_update_timer(up);
-    if (new_conn)
-        up_make_socket(up);
+    up->needs_socket = new_conn;
     return up;
+}
+
+void up_start(struct upconn *up)
+{
+    if (!up->needs_socket)
+        return;
+    up->needs_socket = false;
+    sock_open(up->w, &up->sk, up->be->sa.ss_family);
 }
 
 void up_on_socket(struct upconn *up, int res)
 {
-    struct io_uring_sqe *sqe;
     int one = 1;
 
     if (res < 0) {
@@ -158,11 +146,7 @@ void up_on_socket(struct upconn *up, int res)
     /* Request heads go out in one send; without this a second small send (body) can wait
      * for the delayed ACK of the first. setsockopt never blocks. */
     setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sqe = w_sqe(up->w);
-    io_uring_prep_connect(sqe, res, (const struct sockaddr *)&up->be->sa, up->be->salen);
-    sqe->user_data = ud_of(up, OP_CONNECT);
-    up->sk.inflight++;
-    up->sk.connecting = true;
+    sock_connect(up->w, &up->sk, &up->be->sa, up->be->salen);
 }
 
 void up_on_connect(struct upconn *up, int res)

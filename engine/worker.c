@@ -166,6 +166,33 @@ void sock_flush(struct worker *w, struct sock *s)
     s->inflight++;
 }
 
+void sock_open(struct worker *w, struct sock *s, int family)
+{
+    struct io_uring_sqe *sqe;
+    int fd;
+
+    if (w->has_socket_op) {
+        sqe = w_sqe(w);
+        io_uring_prep_socket(sqe, family, SOCK_STREAM | SOCK_CLOEXEC, 0, 0);
+        sqe->user_data = ud_of(s, OP_SOCKET);
+        s->inflight++;
+        return;
+    }
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    s->ops->on_socket(s, fd < 0 ? -errno : fd);
+}
+
+void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storage *sa,
+                  socklen_t len)
+{
+    struct io_uring_sqe *sqe = w_sqe(w);
+
+    io_uring_prep_connect(sqe, s->fd, (const struct sockaddr *)sa, len);
+    sqe->user_data = ud_of(s, OP_CONNECT);
+    s->inflight++;
+    s->connecting = true;
+}
+
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n)
 {
     if (buf_append(&s->out.pending, p, n))
