@@ -32,10 +32,13 @@ LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/ups
            engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
-UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance
+UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist \
+              test_ringload
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config
 
-BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/libringproxy.a $(BUILD)/libringproxy.so
+BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
+        $(BUILD)/libringproxy.so
+RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/engine/h1.o
 
 .PHONY: all deps test unit integration asan demo fuzz fuzz-deps fuzz-run install format format-check clean bench
 all: $(BINS)
@@ -59,6 +62,10 @@ $(BUILD)/ringproxy: $(DAEMON_OBJ) $(BUILD)/libringproxy.a
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $(DAEMON_OBJ) $(BUILD)/libringproxy.a $(PKG_LIBS) -o $@
 
+$(BUILD)/ringload: $(RINGLOAD_OBJ)
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -lm -o $@
+
 $(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
@@ -68,10 +75,13 @@ $(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o
 $(BUILD)/libconfigfile.a: $(BUILD)/obj/engine/config.o
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a
+$(BUILD)/libtools.a: $(BUILD)/obj/tools/hist.o
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a $(BUILD)/libtools.a
 	@$(if $(Q),echo "  CC $@")
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine $< $(BUILD)/libconfigfile.a $(BUILD)/libringproxy.a \
-		$(LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine -Itools $< $(BUILD)/libconfigfile.a $(BUILD)/libtools.a \
+		$(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS) -lm -o $@
 
 unit: $(UNIT_TESTS:%=$(BUILD)/%)
 	$(Q)for t in $(UNIT_TESTS); do echo "== $$t"; $(BUILD)/$$t || exit 1; done
@@ -86,6 +96,10 @@ test: deps
 
 asan: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 all unit integration
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)python3 tools/bench.py --build $(BUILD)
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -8,10 +8,10 @@
 
 #include <stdint.h>
 
-#define HIST_SUB_BITS 8                         /* 256 sub-buckets per power of two */
+#define HIST_SUB_BITS 8 /* 256 sub-buckets per power of two */
 #define HIST_SUB (1u << HIST_SUB_BITS)
 #define HIST_HALF (HIST_SUB / 2)
-#define HIST_MAX_US 3600000000ULL               /* 1 h: larger values count as 1 h */
+#define HIST_MAX_US 3600000000ULL                /* 1 h: larger values count as 1 h */
 #define HIST_BUCKETS (HIST_SUB + 24 * HIST_HALF) /* 1 h < 2^32 us */
 
 struct hist {

@@ -28,13 +28,12 @@
 #include "../engine/uring_compat.h"
 #include "hist.h"
 
-#define HEAD_MAX 8192     /* largest response head kept across receives */
-#define RESP_HDRS 128     /* response header lines parsed */
-#define MAX_USER_HDRS 64  /* -H options */
-#define BUF_SIZE 16384    /* provided receive buffers */
+#define HEAD_MAX 8192    /* largest response head kept across receives */
+#define RESP_HDRS 128    /* response header lines parsed */
+#define MAX_USER_HDRS 64 /* -H options */
+#define BUF_SIZE 16384   /* provided receive buffers */
 #define BGID 7
 #define TICK_NS 100000000ULL /* timeout scan and progress publication */
-#define SPIN_NS 200000ULL   /* poll this long without completions before sleeping */
 #define MAX_CONNS (1u << 20)
 #define MAX_PIPELINE 1024
 
@@ -43,14 +42,14 @@ enum { ERR_CONNECT, ERR_READ, ERR_WRITE, ERR_TIMEOUT, ERR_KINDS };
 enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_UNTIL_CLOSE };
 
 /* user_data: op in bits 0-3, connection generation in 4-31, connection index in 32-63 */
-#define UD(op, gen, idx) ((uint64_t)(op) | ((uint64_t)((gen) & 0xfffffffu) << 4) | \
-                          ((uint64_t)(idx) << 32))
-#define UD_OP(ud) ((unsigned)((ud) & 15))
+#define UD(op, gen, idx)                                                                           \
+    ((uint64_t)(op) | ((uint64_t)((gen)&0xfffffffu) << 4) | ((uint64_t)(idx) << 32))
+#define UD_OP(ud) ((unsigned)((ud)&15))
 #define UD_GEN(ud) ((uint32_t)(((ud) >> 4) & 0xfffffffu))
 #define UD_IDX(ud) ((uint32_t)((ud) >> 32))
 
 struct url {
-    char host[256];      /* without brackets */
+    char host[256]; /* without brackets */
     char port[8];
     char authority[300]; /* as written: the Host header */
     char path[4096];     /* origin-form, "/" when empty */
@@ -63,6 +62,7 @@ struct opts {
     uint64_t timeout_ns;
     double rate; /* -R requests/s in total, 0: closed loop */
     const char *method;
+    enum h1_method method_id; /* for the response parser: HEAD answers have no body */
     const char *headers[MAX_USER_HDRS];
     unsigned nheaders;
     const char *body_file;
@@ -266,6 +266,15 @@ static int parse_url(const char *s, struct url *u)
     return 0;
 }
 
+static enum h1_method method_id(const char *m)
+{
+    if (strcmp(m, "HEAD") == 0)
+        return H1_M_HEAD;
+    if (strcmp(m, "GET") == 0)
+        return H1_M_GET;
+    return H1_M_OTHER;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -432,6 +441,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
         return 2;
     }
     o->url_text = argv[optind];
+    o->method_id = method_id(o->method);
     if (o->count && !o->has_duration)
         o->duration_ns = 0;
     if (o->conns < o->threads) {
@@ -471,11 +481,11 @@ static size_t build_request(const struct opts *o, const char *body, size_t body_
     char cl[48] = "";
     size_t n = 0;
 
-#define ADD(s, len)                                                                               \
-    do {                                                                                          \
-        if (out)                                                                                  \
-            memcpy(out + n, (s), (len));                                                          \
-        n += (len);                                                                               \
+#define ADD(s, len)                                                                                \
+    do {                                                                                           \
+        if (out)                                                                                   \
+            memcpy(out + n, (s), (len));                                                           \
+        n += (len);                                                                                \
     } while (0)
 #define ADDS(s) ADD((s), strlen(s))
     ADDS(o->method);
@@ -539,8 +549,7 @@ static bool resp_head_done(struct resp *r, const struct h1_response *res)
     }
 }
 
-static ssize_t resp_feed_head(struct resp *r, const char *p, size_t n, enum h1_method m,
-                              bool *done)
+static ssize_t resp_feed_head(struct resp *r, const char *p, size_t n, enum h1_method m, bool *done)
 {
     static const struct h1_limits lim = {.max_head_bytes = HEAD_MAX, .max_headers = RESP_HDRS};
     struct h1_header hdrs[RESP_HDRS];
@@ -625,15 +634,6 @@ static bool resp_eof(struct resp *r)
 static bool resp_idle(const struct resp *r)
 {
     return r->phase == RS_HEAD && r->hlen == 0;
-}
-
-static enum h1_method method_id(const char *m)
-{
-    if (strcmp(m, "HEAD") == 0)
-        return H1_M_HEAD;
-    if (strcmp(m, "GET") == 0)
-        return H1_M_GET;
-    return H1_M_OTHER;
 }
 
 /* ---------------------------------------------------------------- the rate schedule (-R) */
@@ -879,7 +879,7 @@ static void on_response(struct worker *w, struct conn *c)
 /* Bytes of one receive; returns false when the connection was failed or reopened. */
 static bool conn_input(struct worker *w, struct conn *c, const char *p, size_t n)
 {
-    enum h1_method m = method_id(w->o->method);
+    enum h1_method m = w->o->method_id;
 
     while (n) {
         bool done;
@@ -1046,8 +1046,7 @@ static void start_conns(struct worker *w)
 
         if (w->o->rate > 0) {
             /* stagger the connections' schedules evenly over one interval */
-            c->due_ns = w->sh->start_ns +
-                        (uint64_t)((double)(w->first + i) * 1e9 / w->o->rate);
+            c->due_ns = w->sh->start_ns + (uint64_t)((double)(w->first + i) * 1e9 / w->o->rate);
         }
         conn_next(w, c, true);
     }
@@ -1055,9 +1054,7 @@ static void start_conns(struct worker *w)
 
 static void worker_loop(struct worker *w)
 {
-    uint64_t idle_since;
-
-    w->now = idle_since = clock_ns();
+    w->now = clock_ns();
     w->next_tick = w->now + TICK_NS;
     start_conns(w);
     while (!run_done(w)) {
@@ -1074,12 +1071,7 @@ static void worker_loop(struct worker *w)
         wake = wake > w->now ? wake - w->now : 0;
         ts.tv_sec = (long long)(wake / 1000000000ULL);
         ts.tv_nsec = (long long)(wake % 1000000000ULL);
-        /* Poll briefly before sleeping: a response that finds us awake costs the server no
-         * wake-up (on loopback the server's CPU pays for waking us), and is reaped sooner. */
-        if (w->now - idle_since < SPIN_NS)
-            ret = io_uring_submit_and_get_events(&w->ring);
-        else
-            ret = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        ret = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
         if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             w->err = ret;
             w->err_what = "io_uring_submit_and_wait";
@@ -1093,8 +1085,6 @@ static void worker_loop(struct worker *w)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
-        if (n)
-            idle_since = w->now;
         if (w->buf_added) {
             io_uring_buf_ring_advance(w->br, (int)w->buf_added);
             w->buf_added = 0;
@@ -1204,6 +1194,16 @@ static void fmt_us(char *out, size_t cap, double us)
         snprintf(out, cap, "%.2fs", us / 1e6);
 }
 
+static void fmt_duration(char *out, size_t cap, uint64_t ns)
+{
+    if (ns % 60000000000ULL == 0)
+        snprintf(out, cap, "%llum", (unsigned long long)(ns / 60000000000ULL));
+    else if (ns % 1000000000ULL == 0)
+        snprintf(out, cap, "%llus", (unsigned long long)(ns / 1000000000ULL));
+    else
+        fmt_us(out, cap, (double)ns / 1e3);
+}
+
 static void fmt_bytes(char *out, size_t cap, double b)
 {
     static const char *units[] = {"B", "KB", "MB", "GB", "TB"};
@@ -1225,8 +1225,8 @@ static void report_text(const struct opts *o, const struct stats *st, const stru
 {
     char a[32], b[32], c[32];
     uint64_t non = st->cls[0] + st->cls[1] + st->cls[4] + st->cls[5];
-    uint64_t errs = st->err[ERR_CONNECT] + st->err[ERR_READ] + st->err[ERR_WRITE] +
-                    st->err[ERR_TIMEOUT];
+    uint64_t errs =
+        st->err[ERR_CONNECT] + st->err[ERR_READ] + st->err[ERR_WRITE] + st->err[ERR_TIMEOUT];
 
     fmt_us(a, sizeof(a), hist_mean(h));
     fmt_us(b, sizeof(b), hist_stdev(h));
@@ -1261,9 +1261,8 @@ static void report_json(const struct stats *st, const struct hist *h, double sec
 {
     printf("{\"requests\":%llu,\"duration_s\":%.3f,\"rps\":%.2f,\"bytes\":%llu,\"latency_us\":{"
            "\"mean\":%.1f,\"stdev\":%.1f",
-           (unsigned long long)st->responses, secs,
-           secs > 0 ? (double)st->responses / secs : 0.0, (unsigned long long)st->bytes,
-           hist_mean(h), hist_stdev(h));
+           (unsigned long long)st->responses, secs, secs > 0 ? (double)st->responses / secs : 0.0,
+           (unsigned long long)st->bytes, hist_mean(h), hist_stdev(h));
     for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++)
         printf(",\"%s\":%llu", pct_keys[i], (unsigned long long)hist_percentile(h, pcts[i]));
     printf(",\"max\":%llu},\"status\":{\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu,"
@@ -1424,8 +1423,7 @@ static int run(const struct opts *o)
     sigset_t set;
     int ret = 1, failed = 0;
 
-    if (!ws || !lat || resolve(&sh, &o->url) || make_request(&sh, o) ||
-        setup_workers(ws, &sh, o)) {
+    if (!ws || !lat || resolve(&sh, &o->url) || make_request(&sh, o) || setup_workers(ws, &sh, o)) {
         if (ws && lat)
             fprintf(stderr, "ringload: start-up failed\n");
         goto out;
@@ -1446,7 +1444,7 @@ static int run(const struct opts *o)
     if (!o->json) {
         char d[32];
 
-        fmt_us(d, sizeof(d), (double)o->duration_ns / 1e3);
+        fmt_duration(d, sizeof(d), o->duration_ns);
         printf("Running %s test @ %s\n  %u threads and %u connections", o->duration_ns ? d : "-n",
                o->url_text, o->threads, o->conns);
         if (o->count)
