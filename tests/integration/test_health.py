@@ -97,3 +97,52 @@ def test_http_checks_reach_the_backend_and_stop_on_drain(P):
     reqs, _ = origin_stats(a.port)
     assert reqs >= 3  # /health checks reached the backend
     assert P.stop(px) == 0
+
+
+def log_time(log, needle):
+    """Wall-clock time of the first log line containing needle (the log's UTC stamps)."""
+    import datetime
+    for line in log.splitlines():
+        if needle in line:
+            stamp = datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+            return stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return None
+
+
+def test_failover_loses_no_request(P):
+    """2,000 GETs/s for 10 s over 3 backends; one is killed at 3 s and restarted at 6 s."""
+    import json
+    import subprocess
+    import threading
+    from harness import BUILD
+    o = [P.origin(n) for n in "ABC"]
+    check = 'path = "/health"; interval = "500ms"; timeout = "250ms"; fail_threshold = 2; success_threshold = 2;'
+    px = P.proxy(hc_conf([x.port for x in o], check), workers=2)
+    load = subprocess.Popen([f"{BUILD}/ringload", "-R", "2000", "-d", "10s", "-c", "32", "--json",
+                             "-H", "Host: test.local", f"http://127.0.0.1:{px.port}/"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    times = {}
+
+    def chaos():
+        time.sleep(3)
+        times["kill"] = time.time()
+        P.stop(o[1], timeout=5)
+        time.sleep(3)
+        times["restart"] = time.time()
+        P.origin("B2", port=o[1].port)
+
+    t = threading.Thread(target=chaos)
+    t.start()
+    out, err = load.communicate(timeout=60)
+    t.join()
+    res = json.loads(out)
+    failed = sum(res["errors"].values()) + res["status"]["4xx"] + res["status"]["5xx"] + res["status"]["other"]
+    log = P.log_of(px)
+    down = log_time(log, f"127.0.0.1:{o[1].port} DOWN")
+    up = log_time(log, f"127.0.0.1:{o[1].port} UP")
+    print(f"    sent {res['requests']}, failed {failed}, "
+          f"marked down {down - times['kill']:.2f}s after the kill, "
+          f"back up {up - times['restart']:.2f}s after the restart" if down and up else log)
+    assert res["requests"] >= 19000, res
+    assert failed == 0, (res, err)
+    assert down is not None and up is not None, log
