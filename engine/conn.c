@@ -110,10 +110,17 @@ void conn_accepted(struct worker *w, int fd)
 
 /* ---- writing to the client --------------------------------------------------------------- */
 
-static void conn_write(struct conn *c, const void *p, uint32_t n)
+/* Queues bytes for the client; the event handler flushes once at its end. */
+static void conn_queue(struct conn *c, const void *p, uint32_t n)
 {
-    if (sock_write(c->w, &c->sk, p, n))
+    if (sock_queue(&c->sk, p, n))
         conn_close(c);
+}
+
+static void conn_flush(struct conn *c)
+{
+    if (!c->sk.dead)
+        sock_flush(c->w, &c->sk);
 }
 
 /* Answers the current request locally. `close` ends the connection after the answer. */
@@ -128,9 +135,10 @@ static void respond(struct conn *c, int status, const char *body, bool head_only
 
     if (close)
         c->close_after = true;
-    conn_write(c, hdr, (uint32_t)n);
+    conn_queue(c, hdr, (uint32_t)n);
     if (!c->sk.dead && blen && !head_only)
-        conn_write(c, body, (uint32_t)blen);
+        conn_queue(c, body, (uint32_t)blen);
+    conn_flush(c);
 }
 
 static void respond_error(struct conn *c, int status)
@@ -289,7 +297,7 @@ static void ex_forward(struct conn *c, const char *p, uint32_t n)
             buf_free(&ex->replay);
         }
     }
-    if (ex->up && sock_write(c->w, &ex->up->sk, p, n))
+    if (ex->up && sock_queue(&ex->up->sk, p, n))
         ex_upstream_failed(c, -ENOMEM, "out of memory");
 }
 
@@ -331,14 +339,19 @@ static void ex_feed_body(struct conn *c)
     buf_consume(in, n);
     if (done)
         ex->req_done = true;
+    if (ex->up)
+        sock_flush(c->w, &ex->up->sk);
 }
 
 static void send_continue(struct conn *c, const struct h1_request *r)
 {
     /* We ask for the body ourselves rather than forward Expect: the backend may be an
      * HTTP/1.0 server that never answers 100, and the client would stall. */
-    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in))
-        conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE &&
+        !buf_used(&c->sk.in)) {
+        conn_queue(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_flush(c);
+    }
 }
 
 static uint64_t mono_ns(void)
@@ -360,7 +373,7 @@ static bool ex_connect(struct conn *c, bool fresh)
     if (!ex->up)
         return false;
     if (buf_used(&ex->replay) &&
-        sock_write(c->w, &ex->up->sk, buf_data(&ex->replay), buf_used(&ex->replay)))
+        sock_queue(&ex->up->sk, buf_data(&ex->replay), buf_used(&ex->replay)))
         return false;
     up_start(ex->up);
     return true;
@@ -451,6 +464,8 @@ static void ex_start(struct conn *c, const struct h1_request *r)
     }
     send_continue(c, r);
     ex_feed_body(c);
+    if (c->ex == ex && ex->up) /* the head, with any body bytes that came along, at once */
+        sock_flush(c->w, &ex->up->sk);
 }
 
 /* ---- failures and retries ---------------------------------------------------------------- */
@@ -503,11 +518,15 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
     retry = connecting ? may_retry_connect(c) : may_retry(c, stale);
     if (retry && stale && !ex->reuse_retried) {
         ex->reuse_retried = true; /* same backend, fresh connection */
-        if (ex_connect(c, true))
+        if (ex_connect(c, true)) {
+            sock_flush(c->w, &ex->up->sk);
             return;
+        }
     } else if (retry && ex_pick(c)) {
-        if (ex_connect(c, false))
+        if (ex_connect(c, false)) {
+            sock_flush(c->w, &ex->up->sk);
             return;
+        }
     }
     c->w->errors++;
     ex_end(c);
@@ -566,9 +585,7 @@ static void write_response_head(struct conn *c, const struct h1_response *r)
         put_str(b, &ok, "Connection: keep-alive\r\n");
     put(b, &ok, "\r\n", 2);
     if (!ok)
-        conn_close(c);
-    else
-        sock_flush(c->w, &c->sk);
+        conn_close(c); /* sent with the body that follows: ex_response_data flushes */
 }
 
 static void write_interim(struct conn *c, const struct h1_response *r)
@@ -636,7 +653,7 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
             n = (uint32_t)ex->resp_left;
         ex->resp_left -= n;
         ex->resp_done = ex->resp_left == 0;
-        conn_write(c, p, n);
+        conn_queue(c, p, n);
         return n;
     case H1_BODY_CHUNKED:
         k = h1_chunked_feed(&ex->resp_ck, p, n, ex->resp_dechunk ? p : NULL, &out_len, &done);
@@ -645,10 +662,10 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
             return 0;
         }
         ex->resp_done = done;
-        conn_write(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
+        conn_queue(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
         return (uint32_t)k;
     case H1_BODY_UNTIL_CLOSE:
-        conn_write(c, p, n);
+        conn_queue(c, p, n);
         return n;
     default:
         ex->resp_done = true;
@@ -764,6 +781,7 @@ void ex_response_data(struct conn *c, char *p, uint32_t n)
     }
     if (ex_alive(c, up))
         ex_after_relay(c);
+    conn_flush(c); /* the head and the body that came with it, in one send */
 }
 
 void ex_response_eof(struct conn *c)

@@ -259,7 +259,10 @@ static inline uint64_t ud_of(const void *p, enum op op)
 void sock_init(struct sock *s, int fd, const struct sock_ops *ops);
 void sock_recv_start(struct worker *w, struct sock *s);
 void sock_recv_stop(struct worker *w, struct sock *s);
-/* Queues bytes to send (copied) and starts a send if none is in flight. 0 or -ENOMEM. */
+/* Queues bytes to send (copied); sock_flush starts a send if none is in flight. Queue what
+ * one event produces, then flush once: a response head and its body leave in one segment.
+ * Both return 0 or -ENOMEM. */
+int sock_queue(struct sock *s, const void *p, uint32_t n);
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
 void sock_flush(struct worker *w, struct sock *s);
 /* Makes the sock's socket: a socket SQE where the kernel has one (ops->on_socket runs on its

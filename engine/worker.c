@@ -193,6 +193,11 @@ void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storag
     s->connecting = true;
 }
 
+int sock_queue(struct sock *s, const void *p, uint32_t n)
+{
+    return buf_append(&s->out.pending, p, n) ? -ENOMEM : 0;
+}
+
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n)
 {
     if (buf_append(&s->out.pending, p, n))
@@ -502,6 +507,9 @@ static int setup_ring(struct worker *w)
         io_uring_queue_exit(&w->ring);
         return -ENOSYS;
     }
+    /* io_uring_enter then skips looking up the ring's file on every call (Linux 5.18+);
+     * refused on older kernels, which is harmless */
+    io_uring_register_ring_fd(&w->ring);
     w->nbufs = NBUFS;
     w->bufsz = BUFSZ;
     w->br = rp_setup_buf_ring(&w->ring, NBUFS, BUF_GROUP, &ret);
