@@ -97,8 +97,12 @@ test: deps
 asan: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 all unit integration
 
+$(BUILD)/bench_balance: tests/unit/bench_balance.c $(BUILD)/libringproxy.a
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine $< $(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) -o $@
+
 bench: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/bench_balance
+	$(Q)$(BUILD)/bench_balance
 	$(Q)python3 tools/bench.py --build $(BUILD)
 
 demo: deps
