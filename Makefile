@@ -120,7 +120,8 @@ fuzz: fuzz-deps
 	$(Q)$(MAKE) --no-print-directory fuzz-run
 fuzz-run: $(FUZZERS:%=$(BUILD)/fuzz/%)
 	$(Q)for f in $(FUZZERS); do echo "== $$f ($(FUZZ_TIME)s)"; \
-		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=0 2>&1 | tail -2 || exit 1; done
+		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_TIME) > $(BUILD)/fuzz/$$f.log 2>&1 \
+			|| { tail -30 $(BUILD)/fuzz/$$f.log; exit 1; }; grep -a "^Done" $(BUILD)/fuzz/$$f.log; done
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
