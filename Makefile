@@ -8,7 +8,7 @@ PREFIX  ?= /usr/local
 SOVER   := 0
 VERSION := 0.1.0
 
-PKGS    := liburing libconfig libxxhash
+PKGS    := liburing libconfig libxxhash wolfssl
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -pthread
@@ -29,12 +29,12 @@ Q := @
 endif
 
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/upstream.c engine/route.c \
-           engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c
+           engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c tls/tls.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist \
-              test_ringload
-FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config
+              test_ringload test_tls
+FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so
@@ -80,7 +80,7 @@ $(BUILD)/libtools.a: $(BUILD)/obj/tools/hist.o
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a $(BUILD)/libtools.a
 	@$(if $(Q),echo "  CC $@")
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine -Itools $< $(BUILD)/libconfigfile.a $(BUILD)/libtools.a \
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine -Itools -Itls $< $(BUILD)/libconfigfile.a $(BUILD)/libtools.a \
 		$(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS) -lm -o $@
 
 unit: $(UNIT_TESTS:%=$(BUILD)/%)
@@ -112,8 +112,8 @@ demo: deps
 FUZZ_TIME ?= 30
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) engine/config.c
 	@mkdir -p $(dir $@)
-	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine $(PKG_CFLAGS) \
-		$< engine/h1.c engine/config.c $(PKG_LIBS) -o $@
+	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls $(PKG_CFLAGS) \
+		$< engine/h1.c engine/config.c tls/tls.c $(PKG_LIBS) -o $@
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz
 fuzz: fuzz-deps

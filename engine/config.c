@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_HEADER_BYTES (1 << 20)
 #define MAX_HEADER_COUNT 10000
@@ -743,6 +744,8 @@ static int parse_domain_name(struct loader *ld, const config_setting_t *s, void 
 
 #define DOM_FIELD(name, kind, f, lo, hi) FIELD(rp_domain_config, name, kind, f, lo, hi)
 
+static int parse_domain_tls(struct loader *ld, const config_setting_t *s, void *obj);
+
 static const struct key domain_keys[] = {
     FUNC("domain", parse_domain_name),
     FUNC("backends", parse_backends),
@@ -756,6 +759,7 @@ static const struct key domain_keys[] = {
     DOM_FIELD("preserve_host", K_BOOL, preserve_host, 0, 0),
     DOM_FIELD("host_header", K_HEADER, host_header, 0, 0),
     FUNC("health_check", parse_health),
+    FUNC("tls", parse_domain_tls),
     {0},
 };
 
@@ -907,10 +911,10 @@ static int check_listen(struct loader *ld, const config_setting_t *s, const char
     return 0;
 }
 
-/* One address or a list/array of them. */
-static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
+/* One address or a list/array of them, into *out / *count. */
+static int parse_addrs(struct loader *ld, const config_setting_t *s, const char *const **out,
+                       size_t *count)
 {
-    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
     bool one = config_setting_type(s) == CONFIG_TYPE_STRING;
     int n = one ? 1 : config_setting_length(s), rc;
     const char **addrs;
@@ -919,7 +923,7 @@ static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
         return wrong_type(ld, s, "a string or a list of strings");
     if (n == 0)
         return fail(ld, s, s, "must not be empty");
-    srv->listen = addrs = arena_array(ld->out, (size_t)n, sizeof(*addrs));
+    *out = addrs = arena_array(ld->out, (size_t)n, sizeof(*addrs));
     if (!addrs)
         return out_of_memory(ld);
     for (int i = 0; i < n; i++) {
@@ -927,9 +931,65 @@ static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
         rc = check_listen(ld, e, addrs, (size_t)i, &addrs[i]);
         if (rc)
             return rc;
-        srv->n_listen++;
+        (*count)++;
     }
     return 0;
+}
+
+static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
+
+    return parse_addrs(ld, s, &srv->listen, &srv->n_listen);
+}
+
+static int parse_listen_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
+
+    return parse_addrs(ld, s, &srv->listen_tls, &srv->n_listen_tls);
+}
+
+/* tls = { cert = "..."; key = "..."; }: both files must be readable now. */
+static int parse_tls_pair(struct loader *ld, const config_setting_t *s, const char **cert,
+                          const char **key)
+{
+    const config_setting_t *c, *k;
+    int rc = must_be_group(ld, s);
+
+    for (int i = 0; !rc && i < config_setting_length(s); i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        if (strcmp(config_setting_name(e), "cert") && strcmp(config_setting_name(e), "key"))
+            return fail(ld, e, s, "unknown key '%s'", config_setting_name(e));
+    }
+    if (rc)
+        return rc;
+    c = config_setting_get_member(s, "cert");
+    k = config_setting_get_member(s, "key");
+    if (!c || !k)
+        return fail(ld, s, s, "needs both cert and key");
+    rc = get_copy(ld, c, cert);
+    if (!rc)
+        rc = get_copy(ld, k, key);
+    if (!rc && access(*cert, R_OK))
+        rc = fail(ld, c, c, "\"%s\": cannot read: %s", *cert, strerror(errno));
+    if (!rc && access(*key, R_OK))
+        rc = fail(ld, k, k, "\"%s\": cannot read: %s", *key, strerror(errno));
+    return rc;
+}
+
+static int parse_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
+
+    return parse_tls_pair(ld, s, &srv->tls_cert, &srv->tls_key);
+}
+
+static int parse_domain_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_domain_config *d = obj;
+
+    return parse_tls_pair(ld, s, &d->tls_cert, &d->tls_key);
 }
 
 static int parse_log_level(struct loader *ld, const config_setting_t *s, void *obj)
@@ -960,8 +1020,8 @@ static const struct key top_keys[] = {
     FUNC("domains", parse_domains),
     FUNC("routes", parse_routes),
     LATER("cache"),
-    LATER("listen_tls"),
-    LATER("tls"),
+    FUNC("listen_tls", parse_listen_tls),
+    FUNC("tls", parse_tls),
     LATER("admin"),
     {0},
 };
@@ -985,6 +1045,10 @@ static int load_tree(struct loader *ld, config_t *cfg, bool read_ok)
 {
     int rc = read_ok ? parse_group(ld, config_root_setting(cfg), top_keys, ld->out)
                      : syntax_error(ld, cfg);
+    const config_setting_t *ltls = read_ok ? config_lookup(cfg, "listen_tls") : NULL;
+
+    if (!rc && ltls && !ld->out->server.tls_cert)
+        rc = fail(ld, ltls, ltls, "TLS listeners need a tls = { cert = ...; key = ...; } block");
 
     config_destroy(cfg);
     return rc;

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
 
@@ -18,6 +19,7 @@
 #define LINGER_MS 2000
 
 static void conn_process(struct conn *c);
+static void conn_flush(struct conn *c);
 static void conn_update_timer(struct conn *c);
 static void conn_timeout(struct timer *t, uint64_t now);
 
@@ -48,12 +50,51 @@ void conn_release(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    tls_conn_free(c->tls);
     slab_free(&w->conn_slab, c);
+}
+
+/* TLS: ciphertext received is decrypted into the worker's plaintext buffer and handled as
+ * if it had arrived in the clear; the handshake's replies go out through the sink. */
+static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
+{
+    struct worker *w = c->w;
+    ssize_t k = tls_recv(c->tls, p, n, w->plain, TLS_PLAIN_CAP);
+
+    while (k > 0) {
+        conn_on_data(c, w->plain, (uint32_t)k);
+        if (c->sk.dead)
+            return;
+        k = tls_recv(c->tls, NULL, 0, w->plain, TLS_PLAIN_CAP);
+    }
+    if (k == -ECONNRESET) { /* close_notify: an orderly end of the client's side */
+        conn_on_eof(c, 0);
+        return;
+    }
+    if (k < 0) {
+        w->tls_failures++;
+        log_debug("TLS connection failed: %s", tls_error(c->tls));
+        conn_close(c);
+        return;
+    }
+    conn_flush(c);
+}
+
+static int tls_to_client(void *arg, const char *p, size_t n)
+{
+    struct conn *c = arg;
+
+    return sock_queue(&c->sk, p, (uint32_t)n);
 }
 
 static void c_on_data(struct sock *s, char *p, uint32_t n)
 {
-    conn_on_data((struct conn *)s, p, n);
+    struct conn *c = (struct conn *)s;
+
+    if (c->tls)
+        conn_on_tls_data(c, p, n);
+    else
+        conn_on_data(c, p, n);
 }
 
 static void c_on_eof(struct sock *s, int err)
@@ -78,7 +119,7 @@ static const struct sock_ops conn_ops = {
     .release = c_release,
 };
 
-void conn_accepted(struct worker *w, int fd)
+void conn_accepted(struct worker *w, int fd, bool tls)
 {
     struct conn *c = slab_alloc(&w->conn_slab);
     socklen_t len = sizeof(c->peer);
@@ -91,6 +132,14 @@ void conn_accepted(struct worker *w, int fd)
         return;
     }
     sock_init(&c->sk, fd, &conn_ops);
+    if (tls && !(c->tls = tls_conn_new(w->s->tls, NULL, tls_to_client, c))) {
+        struct io_uring_sqe *sqe = w_sqe(w);
+        io_uring_prep_close(sqe, fd);
+        sqe->user_data = 0;
+        slab_free(&w->conn_slab, c);
+        w->errors++;
+        return;
+    }
     c->w = w;
     c->ex = &w->no_ex;
     c->sk.tm.fn = conn_timeout;
@@ -110,10 +159,11 @@ void conn_accepted(struct worker *w, int fd)
 
 /* ---- writing to the client --------------------------------------------------------------- */
 
-/* Queues bytes for the client; the event handler flushes once at its end. */
+/* Queues bytes for the client (encrypted first on TLS); the event handler flushes once at
+ * its end. */
 static void conn_queue(struct conn *c, const void *p, uint32_t n)
 {
-    if (sock_queue(&c->sk, p, n))
+    if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
         conn_close(c);
 }
 
@@ -267,7 +317,7 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
         }
     }
     put_forwarded_for(c, r, b, &ok);
-    put_str(b, &ok, "X-Forwarded-Proto: http\r\n");
+    put_str(b, &ok, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (r->host) {
         put_str(b, &ok, "X-Forwarded-Host: ");
         put(b, &ok, r->host, r->host_len);
@@ -560,10 +610,29 @@ static bool resp_skip_header(const struct exchange *ex, const struct h1_header *
            (ex->resp_body == H1_BODY_CHUNKED || ex->resp_body == H1_BODY_UNTIL_CLOSE);
 }
 
+/* Where a head is composed: straight into the output in the clear; on TLS into the worker's
+ * scratch buffer, which head_done() then encrypts into the output. */
+static struct buf *head_buf(struct conn *c)
+{
+    return c->tls ? &c->w->scratch : &c->sk.out.pending;
+}
+
+static void head_done(struct conn *c, bool ok)
+{
+    struct buf *b = &c->w->scratch;
+
+    if (ok && c->tls)
+        conn_queue(c, buf_data(b), buf_used(b));
+    if (c->tls)
+        b->off = b->len = 0;
+    if (!ok)
+        conn_close(c);
+}
+
 static void write_response_head(struct conn *c, const struct h1_response *r)
 {
     struct exchange *ex = c->ex;
-    struct buf *b = &c->sk.out.pending;
+    struct buf *b = head_buf(c);
     char line[64];
     bool ok = true;
 
@@ -584,13 +653,12 @@ static void write_response_head(struct conn *c, const struct h1_response *r)
     else if (ex->client_minor == 0)
         put_str(b, &ok, "Connection: keep-alive\r\n");
     put(b, &ok, "\r\n", 2);
-    if (!ok)
-        conn_close(c); /* sent with the body that follows: ex_response_data flushes */
+    head_done(c, ok); /* sent with the body that follows: ex_response_data flushes */
 }
 
 static void write_interim(struct conn *c, const struct h1_response *r)
 {
-    struct buf *b = &c->sk.out.pending;
+    struct buf *b = head_buf(c);
     char line[64];
     bool ok = true;
 
@@ -602,10 +670,8 @@ static void write_interim(struct conn *c, const struct h1_response *r)
         if (!r->headers[i].hop)
             put_header(b, &ok, &r->headers[i]);
     put(b, &ok, "\r\n", 2);
-    if (!ok)
-        conn_close(c);
-    else
-        sock_flush(c->w, &c->sk);
+    head_done(c, ok);
+    conn_flush(c);
 }
 
 static void ex_finish(struct conn *c)
@@ -915,6 +981,12 @@ void conn_on_sent(struct conn *c)
         return;
     }
     if (c->close_after && !ex->active) {
+        if (c->tls && !c->tls_notified && !c->peer_eof) { /* close_notify goes first */
+            c->tls_notified = true;
+            tls_shutdown(c->tls);
+            conn_flush(c);
+            return;
+        }
         if (c->linger && !c->peer_eof) {
             conn_shutdown_write(c);
             c->close_after = false;

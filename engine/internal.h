@@ -104,6 +104,7 @@ struct sock {
 
 #define WINDOW_BYTES (256u * 1024) /* most a connection queues for a slow peer */
 #define REPLAY_MAX (64u * 1024)    /* requests up to this size can be retried */
+#define TLS_PLAIN_CAP (64u * 1024) /* the worker's buffer for decrypted bytes */
 
 /* One request/response exchange on a client connection. */
 struct exchange {
@@ -139,9 +140,11 @@ struct conn {
     bool linger;              /* closing: write side shut, discarding input until EOF */
     bool peer_eof;
     bool recv_paused; /* input held back: the other side is slow */
+    bool tls_notified; /* close_notify sent */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
+    struct tls_conn *tls;     /* TLS state on a TLS listener's connection, else NULL */
     struct exchange *ex;      /* the current request's, or the worker's no_ex between them */
 };
 
@@ -186,6 +189,7 @@ void slab_fini(struct slab *sl);
 struct listener {
     int fd;
     bool armed;
+    bool tls;
 } __attribute__((aligned(1 << OP_BITS)));
 
 struct worker {
@@ -210,6 +214,9 @@ struct worker {
     struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
     struct slab ex_slab;   /* exchanges: one per request in flight */
     struct exchange no_ex; /* what an idle connection points at: inactive, never written */
+    char *plain;           /* decrypted bytes of the receive being handled (TLS) */
+    struct buf scratch;    /* a response head being composed for a TLS client */
+    uint64_t tls_failures; /* handshakes or records that failed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;
@@ -222,10 +229,17 @@ struct worker {
     uint64_t accepted, requests, errors;
 };
 
+struct listen_spec {
+    char *addr;
+    bool tls;
+};
+
 struct rp_server {
     rp_server_config cfg;
-    char **listen;
+    struct listen_spec *listen; /* plain and TLS listeners, copied from the config */
     size_t n_listen;
+    char *tls_cert, *tls_key;
+    struct tls_ctx *tls;        /* server context while running, if any listener is TLS */
     struct route_table rt;
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
@@ -277,7 +291,8 @@ uint64_t w_now(struct worker *w);
 
 /* ---- conn.c: client side ----------------------------------------------------------------- */
 
-void conn_accepted(struct worker *w, int fd);
+/* A new client connection on fd; `tls`: it came from a TLS listener. */
+void conn_accepted(struct worker *w, int fd, bool tls);
 void conn_on_data(struct conn *c, const char *p, uint32_t n);
 void conn_on_eof(struct conn *c, int err);
 void conn_on_sent(struct conn *c);

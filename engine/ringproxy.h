@@ -69,6 +69,8 @@ typedef struct rp_domain_config {
     bool preserve_host;          /* forward the client's Host instead of the backend's */
     const char *host_header;     /* if set, the Host sent upstream */
     rp_health_check_config health_check;
+    const char *tls_cert;        /* PEM chain served to TLS clients whose SNI matches this */
+    const char *tls_key;         /* domain (both or neither); else the server's certificate */
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */
@@ -90,6 +92,10 @@ typedef struct rp_server_config {
     uint32_t max_target_len;       /* default 8 KiB, else 414 */
     uint64_t max_body_bytes;       /* default 64 MiB request body, else 413 */
     int log_level;                 /* 0 default (info), 1 warnings only, 2 debug */
+    const char *const *listen_tls; /* TLS listeners, beside the plain ones; none by default */
+    size_t n_listen_tls;
+    const char *tls_cert;          /* PEM certificate chain and key for the TLS listeners */
+    const char *tls_key;
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad
@@ -108,6 +114,11 @@ RP_API int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t 
  * them. Returns 0 after a clean drain, or a negative errno when start-up fails (address in
  * use, io_uring refused: the reason is logged). */
 RP_API int rp_listen_and_serve(rp_server *s);
+
+/* As rp_listen_and_serve, with every `listen` address (and every `listen_tls` one) serving
+ * TLS 1.2/1.3 with the certificate chain and key in these PEM files; domains with their own
+ * tls_cert are chosen by SNI. Returns -EINVAL when a file cannot be used (reason logged). */
+RP_API int rp_listen_and_serve_tls(rp_server *s, const char *cert_file, const char *key_file);
 
 /* Asks a running server to drain: listeners close, idle connections close, in-flight
  * requests finish, then rp_listen_and_serve() returns. Safe from any thread and from a

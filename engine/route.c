@@ -166,6 +166,8 @@ static void target_free(struct target *t)
     if (!t)
         return;
     free((char *)t->hc.path);
+    free(t->tls_cert);
+    free(t->tls_key);
     free(t->label);
     free(t->name);
     free(t->host_header);
@@ -293,6 +295,13 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
     if (!rc)
         rc = set_host_header(t, d->host_header);
     if (!rc && !(t->hc.path = strdup(d->health_check.path ? d->health_check.path : "")))
+        rc = -ENOMEM;
+    if (!rc && (!d->tls_cert != !d->tls_key)) {
+        log_error("domain %s: tls_cert and tls_key go together", d->domain);
+        rc = -EINVAL;
+    }
+    if (!rc && d->tls_cert &&
+        (!(t->tls_cert = strdup(d->tls_cert)) || !(t->tls_key = strdup(d->tls_key))))
         rc = -ENOMEM;
     if (!rc && t->hc.path[0] && t->hc.path[0] != '/') {
         log_error("domain %s: health_check path must start with '/'", d->domain);

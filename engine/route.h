@@ -45,6 +45,7 @@ struct target {
     bool preserve_host;
     char *host_header;         /* NULL: not set */
     rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */
+    char *tls_cert, *tls_key;  /* the certificate chosen by SNI for this domain, or NULL */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */
 };

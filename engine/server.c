@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
 
@@ -42,30 +43,52 @@ static void apply_defaults(rp_server_config *c)
         c->max_body_bytes = 64ull * 1024 * 1024;
 }
 
+static int add_listen(rp_server *s, const char *addr, bool tls)
+{
+    struct listen_spec *ls = realloc(s->listen, (s->n_listen + 1) * sizeof(*ls));
+
+    if (!ls)
+        return -ENOMEM;
+    s->listen = ls;
+    ls[s->n_listen].addr = strdup(addr);
+    ls[s->n_listen].tls = tls;
+    if (!ls[s->n_listen].addr)
+        return -ENOMEM;
+    s->n_listen++;
+    return 0;
+}
+
+/* Copies what the caller's config points at: listen addresses and TLS file names. */
+static int copy_config(rp_server *s)
+{
+    rp_server_config *c = &s->cfg;
+    int rc = 0;
+
+    for (size_t i = 0; !rc && i < c->n_listen; i++)
+        rc = add_listen(s, c->listen[i], false);
+    for (size_t i = 0; !rc && i < c->n_listen_tls; i++)
+        rc = add_listen(s, c->listen_tls[i], true);
+    if (!rc && !s->n_listen)
+        rc = add_listen(s, "0.0.0.0:8080", false);
+    c->listen = c->listen_tls = NULL; /* borrowed: s->listen holds the copies */
+    if (!rc && c->tls_cert && !(c->tls_cert = s->tls_cert = strdup(c->tls_cert)))
+        rc = -ENOMEM;
+    if (!rc && c->tls_key && !(c->tls_key = s->tls_key = strdup(c->tls_key)))
+        rc = -ENOMEM;
+    return rc;
+}
+
 rp_server *rp_server_new(const rp_server_config *cfg)
 {
-    static const char *const def_listen = "0.0.0.0:8080";
     rp_server *s = calloc(1, sizeof(*s));
-    const char *const *ls;
-    size_t n;
 
     if (!s)
         return NULL;
     if (cfg)
         s->cfg = *cfg;
     apply_defaults(&s->cfg);
-    ls = s->cfg.n_listen ? s->cfg.listen : &def_listen;
-    n = s->cfg.n_listen ? s->cfg.n_listen : 1;
-    s->listen = calloc(n, sizeof(char *));
-    if (!s->listen)
+    if (copy_config(s))
         goto err;
-    for (size_t i = 0; i < n; i++) {
-        s->listen[i] = strdup(ls[i]);
-        if (!s->listen[i])
-            goto err;
-        s->n_listen++;
-    }
-    s->cfg.listen = NULL; /* borrowed from the caller: use s->listen */
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
     s->lim.max_headers = s->cfg.max_header_count;
     s->lim.max_target_len = s->cfg.max_target_len;
@@ -101,8 +124,10 @@ void rp_server_free(rp_server *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->n_listen; i++)
-        free(s->listen[i]);
+        free(s->listen[i].addr);
     free(s->listen);
+    free(s->tls_cert);
+    free(s->tls_key);
     route_table_fini(&s->rt);
     free(s);
 }
@@ -239,10 +264,11 @@ static int open_listeners(rp_server *s)
             w->ls[j].fd = -1;
         w->n_ls = (uint32_t)s->n_listen;
         for (size_t j = 0; j < s->n_listen; j++) {
-            int fd = open_listener(s->listen[j]);
+            int fd = open_listener(s->listen[j].addr);
             if (fd < 0)
                 return fd;
             w->ls[j].fd = fd;
+            w->ls[j].tls = s->listen[j].tls;
         }
     }
     return 0;
@@ -332,6 +358,67 @@ static int run_workers(rp_server *s)
     return err;
 }
 
+static bool has_tls_listener(const rp_server *s)
+{
+    for (size_t i = 0; i < s->n_listen; i++)
+        if (s->listen[i].tls)
+            return true;
+    return false;
+}
+
+/* The TLS server context, with each domain's own certificate for SNI. */
+static int tls_setup(rp_server *s)
+{
+    char err[256];
+
+    if (!has_tls_listener(s))
+        return 0;
+    if (!s->tls_cert || !s->tls_key) {
+        log_error("TLS listeners need a certificate and a key (tls = { cert; key; })");
+        return -EINVAL;
+    }
+    if (tls_global_init())
+        return -EINVAL;
+    s->tls = tls_server_new(s->tls_cert, s->tls_key, err, sizeof(err));
+    if (!s->tls) {
+        log_error("TLS: %s", err);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < s->rt.n_domains; i++) {
+        const struct target *t = s->rt.domains[i];
+        if (t->tls_cert &&
+            tls_server_add_sni(s->tls, t->label, t->tls_cert, t->tls_key, err, sizeof(err))) {
+            log_error("TLS for %s: %s", t->label, err);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int rp_listen_and_serve_tls(rp_server *s, const char *cert_file, const char *key_file)
+{
+    char *cert, *key;
+
+    if (!s || !cert_file || !key_file)
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    cert = strdup(cert_file);
+    key = strdup(key_file);
+    if (!cert || !key) {
+        free(cert);
+        free(key);
+        return -ENOMEM;
+    }
+    free(s->tls_cert);
+    free(s->tls_key);
+    s->tls_cert = cert;
+    s->tls_key = key;
+    for (size_t i = 0; i < s->n_listen; i++)
+        s->listen[i].tls = true;
+    return rp_listen_and_serve(s);
+}
+
 int rp_listen_and_serve(rp_server *s)
 {
     int expected = 0, ret;
@@ -355,6 +442,8 @@ int rp_listen_and_serve(rp_server *s)
     }
     ret = health_table_init(&s->health, &s->rt);
     if (!ret)
+        ret = tls_setup(s);
+    if (!ret)
         ret = open_listeners(s);
     if (!ret)
         ret = run_workers(s);
@@ -362,6 +451,8 @@ int rp_listen_and_serve(rp_server *s)
     if (!ret)
         log_info("ringproxy stopped");
 out:
+    tls_ctx_free(s->tls);
+    s->tls = NULL;
     free(s->health);
     s->health = NULL;
     free(s->workers);

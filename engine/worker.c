@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
 #include "uring_compat.h"
@@ -367,7 +368,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         if (w->draining)
             close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res);
+            conn_accepted(w, cqe->res, l->tls);
     } else if (cqe->res != -ECANCELED) {
         log_warn("worker %d: accept failed: %s", w->id, strerror(-cqe->res));
     }
@@ -616,6 +617,8 @@ static int worker_init(struct worker *w)
 
     slab_init(&w->conn_slab, sizeof(struct conn), 256);
     slab_init(&w->ex_slab, sizeof(struct exchange), 64);
+    if (w->s->tls && !(w->plain = malloc(TLS_PLAIN_CAP)))
+        return -ENOMEM;
     w->tw = malloc(sizeof(*w->tw));
     w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
     if (!w->tw || !w->pools)
@@ -632,6 +635,11 @@ static void worker_fini(struct worker *w)
         teardown_ring(w);
     w->br = NULL;
     health_worker_fini(w);
+    if (w->s->tls)
+        tls_thread_exit();
+    free(w->plain);
+    w->plain = NULL;
+    buf_free(&w->scratch);
     bal_worker_fini(&w->bal);
     slab_fini(&w->conn_slab);
     slab_fini(&w->ex_slab);

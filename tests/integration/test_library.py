@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def link_flags():
-    libs = subprocess.run(["pkg-config", "--libs", "liburing", "libxxhash"], capture_output=True,
+    libs = subprocess.run(["pkg-config", "--libs", "liburing", "libxxhash", "wolfssl"],
+                          capture_output=True,
                           text=True, check=True).stdout.split()
     san = ["-fsanitize=address,undefined"] if "asan" in BUILD else []
     return [f"-I{ROOT}/engine", f"{BUILD}/libringproxy.a", *libs, "-pthread", *san]

@@ -362,8 +362,13 @@ static void test_errors_unsupported(void **state)
     static const struct bad cases[] = {
         {"workers = 2;\n\ncache = { default_max_age = \"5m\"; };", 3,
          "'cache' is not supported yet"},
-        {"listen_tls = \"0.0.0.0:8443\";", 1, "'listen_tls' is not supported yet"},
-        {"\ntls = { cert = \"c\"; key = \"k\"; };", 2, "'tls' is not supported yet"},
+        {"listen_tls = \"0.0.0.0:8443\";", 1,
+         "listen_tls: TLS listeners need a tls = { cert = ...; key = ...; } block"},
+        {"\ntls = { cert = \"/nonexistent.pem\"; key = \"k\"; };", 2,
+         "tls.cert: \"/nonexistent.pem\": cannot read: No such file or directory"},
+        {"tls = { cert = \"/etc/hostname\"; };", 1, "tls: needs both cert and key"},
+        {"tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; pass = \"x\"; };", 1,
+         "tls: unknown key 'pass'"},
         {"admin = { listen = \"127.0.0.1:9901\"; };", 1, "'admin' is not supported yet"},
     };
 
