@@ -28,7 +28,8 @@ static void usage(FILE *f)
                "  -w, --workers N    worker threads (default: the file's, else online CPUs)\n"
                "  -h, --help         this text\n"
                "      --version      print the version and exit\n"
-               "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n");
+               "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
+               "SIGHUP is ignored (reloading is not built yet).\n");
 }
 
 static int parse_args(int argc, char **argv, const char **path, bool *test, int *workers)
@@ -137,6 +138,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* reloading on SIGHUP is not built yet: ignore it rather than die of it */
+    signal(SIGHUP, SIG_IGN);
     ret = rp_listen_and_serve(s);
     rp_server_free(s);
     rp_file_config_free(&fc);
