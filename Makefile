@@ -59,7 +59,8 @@ FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so
-RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/engine/h1.o
+RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/engine/h1.o \
+                $(BUILD)/obj/tls/tls.o
 
 .PHONY: all deps test unit integration asan demo fuzz fuzz-deps fuzz-run install format format-check clean bench
 all: $(BINS)

@@ -252,6 +252,11 @@ static void hc_build_request(struct hcheck *hc)
 
     if (!t->hc.path || !t->hc.path[0])
         return; /* TCP check */
+    if (hc->hs->be->tls) { /* checks do not speak TLS yet: the TCP handshake must do */
+        log_warn("backend %s: HTTP health checks of https:// backends are TCP connects for now",
+                 hc->hs->be->addr);
+        return;
+    }
     n = snprintf(hc->req, sizeof(hc->req),
                  "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ringproxy-health\r\n"
                  "Connection: close\r\n\r\n",

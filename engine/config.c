@@ -615,10 +615,11 @@ static int check_backend(struct loader *ld, const config_setting_t *s, const cha
         return rc;
     a = *addr;
     if (!strncasecmp(a, "https://", 8))
-        return fail(ld, s, s, "https backends are not supported yet (\"%s\")", a);
-    if (strncasecmp(a, "http://", 7))
+        p = a + 8;
+    else if (!strncasecmp(a, "http://", 7))
+        p = a + 7;
+    else
         goto bad;
-    p = a + 7;
     n = strlen(p);
     if (n && p[n - 1] == '/')
         n--;
@@ -626,7 +627,8 @@ static int check_backend(struct loader *ld, const config_setting_t *s, const cha
         goto bad;
     return 0;
 bad:
-    return fail(ld, s, s, "\"%s\" is not a valid backend address (want http://host:port)", a);
+    return fail(ld, s, s,
+                "\"%s\" is not a valid backend address (want http://host:port or https://...)", a);
 }
 
 static int parse_backend_addr(struct loader *ld, const config_setting_t *s, void *obj)
@@ -746,6 +748,25 @@ static int parse_domain_name(struct loader *ld, const config_setting_t *s, void 
 
 static int parse_domain_tls(struct loader *ld, const config_setting_t *s, void *obj);
 
+static int parse_tls_ca_file(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_domain_config *d = obj;
+    int rc = get_copy(ld, s, &d->tls_ca_file);
+
+    if (!rc && access(d->tls_ca_file, R_OK))
+        rc = fail(ld, s, s, "\"%s\": cannot read: %s", d->tls_ca_file, strerror(errno));
+    return rc;
+}
+
+/* tls_verify = false: the struct's zero value must mean "verify", so it is stored inverted */
+static int parse_tls_verify(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((rp_domain_config *)obj)->tls_no_verify = !config_setting_get_bool(s);
+    return 0;
+}
+
 static const struct key domain_keys[] = {
     FUNC("domain", parse_domain_name),
     FUNC("backends", parse_backends),
@@ -760,6 +781,8 @@ static const struct key domain_keys[] = {
     DOM_FIELD("host_header", K_HEADER, host_header, 0, 0),
     FUNC("health_check", parse_health),
     FUNC("tls", parse_domain_tls),
+    FUNC("tls_verify", parse_tls_verify),
+    FUNC("tls_ca_file", parse_tls_ca_file),
     {0},
 };
 

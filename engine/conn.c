@@ -347,7 +347,7 @@ static void ex_forward(struct conn *c, const char *p, uint32_t n)
             buf_free(&ex->replay);
         }
     }
-    if (ex->up && sock_queue(&ex->up->sk, p, n))
+    if (ex->up && up_queue(ex->up, p, n))
         ex_upstream_failed(c, -ENOMEM, "out of memory");
 }
 
@@ -423,7 +423,7 @@ static bool ex_connect(struct conn *c, bool fresh)
     if (!ex->up)
         return false;
     if (buf_used(&ex->replay) &&
-        sock_queue(&ex->up->sk, buf_data(&ex->replay), buf_used(&ex->replay)))
+        up_queue(ex->up, buf_data(&ex->replay), buf_used(&ex->replay)))
         return false;
     up_start(ex->up);
     return true;
@@ -962,13 +962,6 @@ void conn_on_eof(struct conn *c, int err)
     c->ex->close_client = true;
 }
 
-static void conn_shutdown_write(struct conn *c)
-{
-    struct io_uring_sqe *sqe = w_sqe(c->w);
-
-    io_uring_prep_shutdown(sqe, c->sk.fd, SHUT_WR);
-    sqe->user_data = 0;
-}
 
 void conn_on_sent(struct conn *c)
 {
@@ -988,7 +981,7 @@ void conn_on_sent(struct conn *c)
             return;
         }
         if (c->linger && !c->peer_eof) {
-            conn_shutdown_write(c);
+            sock_shutdown_write(c->w, &c->sk);
             c->close_after = false;
             conn_update_timer(c);
         } else {

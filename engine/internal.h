@@ -68,6 +68,7 @@ enum op {
     OP_SEND,
     OP_SOCKET,
     OP_CONNECT,
+    OP_SHUTDOWN,
 };
 #define OP_BITS 4
 #define OP_MASK ((uint64_t)((1u << OP_BITS) - 1))
@@ -93,6 +94,7 @@ struct sock {
     bool want_recv;    /* re-arm the multishot receive when it ends */
     bool dead;         /* closing: waiting for in-flight completions */
     bool connecting;   /* a connect SQE is in flight */
+    bool shutting;     /* a shutdown SQE is in flight */
     uint16_t inflight; /* SQEs naming this sock whose last CQE has not arrived */
     struct buf in;     /* received, not yet consumed */
     struct outq out;
@@ -162,6 +164,8 @@ struct upconn {
     bool got_bytes;               /* a response byte arrived for the current request */
     bool reuse_ok;                /* the backend allows another request on this connection */
     bool needs_socket;            /* new: up_start() makes its socket and connects */
+    struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
+    struct buf tls_wait;          /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;
 };
 
@@ -240,6 +244,7 @@ struct rp_server {
     size_t n_listen;
     char *tls_cert, *tls_key;
     struct tls_ctx *tls;        /* server context while running, if any listener is TLS */
+    bool upstream_tls;          /* some backend is https:// */
     struct route_table rt;
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
@@ -279,6 +284,9 @@ void sock_recv_stop(struct worker *w, struct sock *s);
 int sock_queue(struct sock *s, const void *p, uint32_t n);
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
 void sock_flush(struct worker *w, struct sock *s);
+/* Shuts the write side (FIN after what was sent). Held like any op on the sock, so the fd is
+ * closed only after it ran: io_uring may resolve the fd number late, in an io-wq worker. */
+void sock_shutdown_write(struct worker *w, struct sock *s);
 /* Makes the sock's socket: a socket SQE where the kernel has one (ops->on_socket runs on its
  * completion), else socket(2) (ops->on_socket runs before this returns). */
 void sock_open(struct worker *w, struct sock *s, int family);
@@ -313,6 +321,9 @@ void ex_upstream_failed(struct conn *c, int err, const char *what);
 /* Returns a connection to `be` for client c (pooled or a new connect); NULL on ENOMEM. */
 struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
                       bool fresh);
+/* Queues request bytes for the backend (encrypted on https://; held while the handshake
+ * runs). 0 or -ENOMEM. Flush with sock_flush. */
+int up_queue(struct upconn *up, const void *p, uint32_t n);
 /* Starts connecting a new connection from up_get (a no-op for a pooled one). Separate from
  * up_get so that a failure reported at once finds the exchange already holding `up`. */
 void up_start(struct upconn *up);

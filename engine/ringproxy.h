@@ -71,6 +71,11 @@ typedef struct rp_domain_config {
     rp_health_check_config health_check;
     const char *tls_cert;        /* PEM chain served to TLS clients whose SNI matches this */
     const char *tls_key;         /* domain (both or neither); else the server's certificate */
+    /* https:// backends: verified against tls_ca_file, or the system CA store when NULL,
+     * unless tls_no_verify; SNI and the name checked are the backend's host (or
+     * host_header). */
+    const char *tls_ca_file;
+    bool tls_no_verify;
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */

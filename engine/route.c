@@ -56,6 +56,13 @@ static int parse_hostport(const char *s, size_t n, char *host, size_t hostcap, i
     return 0;
 }
 
+static bool is_ipv4(const char *h)
+{
+    struct in_addr a;
+
+    return inet_pton(AF_INET, h, &a) == 1;
+}
+
 static int resolve(const char *host, int port, struct backend *be)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
@@ -81,11 +88,15 @@ int route_parse_backend(const char *addr, struct backend *be)
     size_t n;
     int port;
 
-    if (!addr || strncasecmp(addr, "http://", 7)) {
+    if (addr && !strncasecmp(addr, "https://", 8)) {
+        be->tls = true;
+        p = addr + 8;
+    } else if (addr && !strncasecmp(addr, "http://", 7)) {
+        p = addr + 7;
+    } else {
         log_error("backend '%s': want http://host:port", addr ? addr : "(null)");
         return -EINVAL;
     }
-    p = addr + 7;
     n = strlen(p);
     if (n && p[n - 1] == '/')
         n--;
@@ -98,6 +109,11 @@ int route_parse_backend(const char *addr, struct backend *be)
     if (!be->addr || !be->authority)
         return -ENOMEM;
     be->authority_len = (uint32_t)n;
+    if (be->tls && port == 80 && !memchr(p, ']', n) && !strchr(be->authority, ':'))
+        port = 443;
+    /* SNI and the certificate name: a DNS name only (RFC 6066 forbids IP literals) */
+    if (be->tls && !strchr(host, ':') && !is_ipv4(host) && !(be->sni = strdup(host)))
+        return -ENOMEM;
     return resolve(host, port, be);
 }
 
@@ -168,6 +184,7 @@ static void target_free(struct target *t)
     free((char *)t->hc.path);
     free(t->tls_cert);
     free(t->tls_key);
+    free(t->tls_ca_file);
     free(t->label);
     free(t->name);
     free(t->host_header);
@@ -238,6 +255,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
                   : d->max_idle_conns < 0 ? 0
                                           : d->max_idle_conns;
     t->preserve_host = d->preserve_host;
+    t->tls_no_verify = d->tls_no_verify;
     t->hc = d->health_check;
     t->hc.path = NULL;
     t->hc.interval_ms = or_default(t->hc.interval_ms, 10000);
@@ -300,6 +318,8 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
         log_error("domain %s: tls_cert and tls_key go together", d->domain);
         rc = -EINVAL;
     }
+    if (!rc && d->tls_ca_file && !(t->tls_ca_file = strdup(d->tls_ca_file)))
+        rc = -ENOMEM;
     if (!rc && d->tls_cert &&
         (!(t->tls_cert = strdup(d->tls_cert)) || !(t->tls_key = strdup(d->tls_key))))
         rc = -ENOMEM;
@@ -371,6 +391,7 @@ void route_table_fini(struct route_table *rt)
     for (uint32_t i = 0; i < rt->n_routes; i++)
         target_free(rt->routes[i]);
     for (uint32_t i = 0; i < rt->n_backends; i++) {
+        free(rt->backends[i]->sni);
         free(rt->backends[i]->addr);
         free(rt->backends[i]->authority);
         free(rt->backends[i]);

@@ -16,6 +16,8 @@
 struct backend {
     char *addr;      /* as configured, for logs: "http://127.0.0.1:8080" */
     char *authority; /* "127.0.0.1:8080": the Host sent upstream unless overridden */
+    char *sni;       /* https:// backends named by DNS: the name for SNI and verification */
+    bool tls;        /* https:// */
     uint32_t authority_len;
     struct sockaddr_storage sa;
     socklen_t salen;
@@ -46,6 +48,9 @@ struct target {
     char *host_header;         /* NULL: not set */
     rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */
     char *tls_cert, *tls_key;  /* the certificate chosen by SNI for this domain, or NULL */
+    char *tls_ca_file;         /* https:// backends: the CAs to verify them with (NULL: system) */
+    bool tls_no_verify;
+    struct tls_ctx *up_tls;    /* client context for https:// backends, while running */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */
 };

@@ -366,13 +366,61 @@ static bool has_tls_listener(const rp_server *s)
     return false;
 }
 
-/* The TLS server context, with each domain's own certificate for SNI. */
+static bool has_tls_backend(const struct target *t)
+{
+    for (uint32_t i = 0; i < t->n_backends; i++)
+        if (t->backends[i]->tls)
+            return true;
+    return false;
+}
+
+/* Client contexts for targets with https:// backends (one per target: its CAs and
+ * verification setting). */
+static int tls_setup_upstreams(rp_server *s)
+{
+    struct target *const *lists[2] = {s->rt.domains, s->rt.routes};
+    uint32_t counts[2] = {s->rt.n_domains, s->rt.n_routes};
+    char err[256];
+
+    for (int l = 0; l < 2; l++)
+        for (uint32_t i = 0; i < counts[l]; i++) {
+            struct target *t = lists[l][i];
+            if (!has_tls_backend(t))
+                continue;
+            if (tls_global_init())
+                return -EINVAL;
+            t->up_tls = tls_client_new(t->tls_ca_file, !t->tls_no_verify, err, sizeof(err));
+            if (!t->up_tls) {
+                log_error("TLS to the backends of %s: %s", t->label, err);
+                return -EINVAL;
+            }
+            s->upstream_tls = true;
+        }
+    return 0;
+}
+
+static void tls_teardown_upstreams(rp_server *s)
+{
+    struct target *const *lists[2] = {s->rt.domains, s->rt.routes};
+    uint32_t counts[2] = {s->rt.n_domains, s->rt.n_routes};
+
+    for (int l = 0; l < 2; l++)
+        for (uint32_t i = 0; i < counts[l]; i++) {
+            tls_ctx_free(lists[l][i]->up_tls);
+            lists[l][i]->up_tls = NULL;
+        }
+    s->upstream_tls = false;
+}
+
+/* The TLS server context, with each domain's own certificate for SNI, and the client
+ * contexts for https:// backends. */
 static int tls_setup(rp_server *s)
 {
     char err[256];
+    int rc = tls_setup_upstreams(s);
 
-    if (!has_tls_listener(s))
-        return 0;
+    if (rc || !has_tls_listener(s))
+        return rc;
     if (!s->tls_cert || !s->tls_key) {
         log_error("TLS listeners need a certificate and a key (tls = { cert; key; })");
         return -EINVAL;
@@ -453,6 +501,7 @@ int rp_listen_and_serve(rp_server *s)
 out:
     tls_ctx_free(s->tls);
     s->tls = NULL;
+    tls_teardown_upstreams(s);
     free(s->health);
     s->health = NULL;
     free(s->workers);

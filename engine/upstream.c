@@ -7,10 +7,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
 
@@ -149,6 +151,31 @@ void up_on_socket(struct upconn *up, int res)
     sock_connect(up->w, &up->sk, &up->be->sa, up->be->salen);
 }
 
+static int tls_to_backend(void *arg, const char *p, size_t n)
+{
+    struct upconn *up = arg;
+
+    return sock_queue(&up->sk, p, (uint32_t)n);
+}
+
+int up_queue(struct upconn *up, const void *p, uint32_t n)
+{
+    if (!up->be->tls)
+        return sock_queue(&up->sk, p, n);
+    if (up->tls && tls_handshake_done(up->tls))
+        return tls_send(up->tls, p, n) < 0 ? -ENOMEM : 0;
+    return buf_append(&up->tls_wait, p, n); /* sent once the handshake is done */
+}
+
+/* https://: the handshake starts as soon as TCP is up; SNI is the backend's DNS name. */
+static int up_start_tls(struct upconn *up)
+{
+    up->tls = tls_conn_new(up->t->up_tls, up->be->sni, tls_to_backend, up);
+    if (!up->tls)
+        return -ENOMEM;
+    return tls_connect(up->tls) < 0 ? -EPROTO : 0;
+}
+
 void up_on_connect(struct upconn *up, int res)
 {
     if (res < 0) {
@@ -156,13 +183,17 @@ void up_on_connect(struct upconn *up, int res)
         return;
     }
     up->state = US_READY;
+    if (up->be->tls && (res = up_start_tls(up))) {
+        ex_upstream_failed(up->c, res, "TLS set-up failed");
+        return;
+    }
     sock_recv_start(up->w, &up->sk);
     sock_flush(up->w, &up->sk);
     up_update_timer(up);
     ex_upstream_ready(up->c);
 }
 
-void up_on_data(struct upconn *up, char *p, uint32_t n)
+static void up_plain_data(struct upconn *up, char *p, uint32_t n)
 {
     if (up->state != US_READY || !up->c) {
         /* bytes on an idle connection answer nothing we asked: it cannot be reused */
@@ -171,6 +202,56 @@ void up_on_data(struct upconn *up, char *p, uint32_t n)
     }
     up_update_timer(up);
     ex_response_data(up->c, p, n);
+}
+
+/* Once the handshake is done, the request held back during it goes out. */
+static int up_release_wait(struct upconn *up)
+{
+    int rc = 0;
+
+    if (buf_used(&up->tls_wait) && tls_handshake_done(up->tls)) {
+        rc = tls_send(up->tls, buf_data(&up->tls_wait), buf_used(&up->tls_wait)) < 0 ? -EPROTO
+                                                                                      : 0;
+        buf_free(&up->tls_wait);
+    }
+    return rc;
+}
+
+static void up_tls_data(struct upconn *up, const char *p, uint32_t n)
+{
+    struct worker *w = up->w;
+    ssize_t k = tls_recv(up->tls, p, n, w->plain, TLS_PLAIN_CAP);
+    char why[128];
+
+    while (k > 0 && !up->sk.dead) {
+        up_plain_data(up, w->plain, (uint32_t)k);
+        if (up->sk.dead)
+            return;
+        k = tls_recv(up->tls, NULL, 0, w->plain, TLS_PLAIN_CAP);
+    }
+    if (up->sk.dead)
+        return;
+    if (k == -ECONNRESET) { /* close_notify */
+        up_on_eof(up, 0);
+        return;
+    }
+    if (k < 0 || up_release_wait(up)) {
+        snprintf(why, sizeof(why), "TLS: %s", tls_error(up->tls));
+        if (up->c && up->state == US_READY)
+            ex_upstream_failed(up->c, -EPROTO, why);
+        else
+            up_close(up);
+        return;
+    }
+    sock_flush(w, &up->sk); /* handshake messages, and the request once it may go */
+}
+
+void up_on_data(struct upconn *up, char *p, uint32_t n)
+{
+    if (up->tls)
+        up_tls_data(up, p, n); /* idle pooled connections may get tickets: not an error */
+    else
+        up_plain_data(up, p, n);
 }
 
 void up_on_eof(struct upconn *up, int err)
@@ -223,6 +304,8 @@ void up_release_to_pool(struct upconn *up, bool reusable)
 
 void up_release(struct upconn *up)
 {
+    tls_conn_free(up->tls);
+    buf_free(&up->tls_wait);
     free(up);
 }
 

@@ -194,6 +194,19 @@ void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storag
     s->connecting = true;
 }
 
+void sock_shutdown_write(struct worker *w, struct sock *s)
+{
+    struct io_uring_sqe *sqe;
+
+    if (s->dead || s->fd < 0 || s->shutting)
+        return;
+    sqe = w_sqe(w);
+    io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+    sqe->user_data = ud_of(s, OP_SHUTDOWN);
+    s->inflight++;
+    s->shutting = true;
+}
+
 int sock_queue(struct sock *s, const void *p, uint32_t n)
 {
     return buf_append(&s->out.pending, p, n) ? -ENOMEM : 0;
@@ -280,6 +293,12 @@ void sock_kill(struct worker *w, struct sock *s)
             cancel_linked(w, s, OP_SEND);
         if (s->connecting)
             cancel_linked(w, s, OP_CONNECT);
+        if (s->shutting) { /* the shutdown must run first: close when it has completed */
+            struct io_uring_sqe *sqe = w_sqe(w);
+            io_uring_prep_nop(sqe); /* ends the chain of hard links */
+            sqe->user_data = 0;
+            return;
+        }
         close_fd(w, s->fd);
         s->fd = -1;
         return;
@@ -400,6 +419,10 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
             ((struct sock *)p)->ops->on_socket(p, cqe->res);
         else if (cqe->res >= 0)
             close_fd(w, cqe->res); /* the request went away while the socket was made */
+        break;
+    case OP_SHUTDOWN:
+        ((struct sock *)p)->shutting = false;
+        sock_put(w, p, true);
         break;
     case OP_CONNECT:
         ((struct sock *)p)->connecting = false;
@@ -617,7 +640,7 @@ static int worker_init(struct worker *w)
 
     slab_init(&w->conn_slab, sizeof(struct conn), 256);
     slab_init(&w->ex_slab, sizeof(struct exchange), 64);
-    if (w->s->tls && !(w->plain = malloc(TLS_PLAIN_CAP)))
+    if ((w->s->tls || w->s->upstream_tls) && !(w->plain = malloc(TLS_PLAIN_CAP)))
         return -ENOMEM;
     w->tw = malloc(sizeof(*w->tw));
     w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
@@ -635,7 +658,7 @@ static void worker_fini(struct worker *w)
         teardown_ring(w);
     w->br = NULL;
     health_worker_fini(w);
-    if (w->s->tls)
+    if (w->s->tls || w->s->upstream_tls)
         tls_thread_exit();
     free(w->plain);
     w->plain = NULL;

@@ -26,6 +26,7 @@
 
 #include "../engine/h1.h"
 #include "../engine/uring_compat.h"
+#include "../tls/tls.h"
 #include "hist.h"
 
 #define HEAD_MAX 8192    /* largest response head kept across receives */
@@ -36,8 +37,9 @@
 #define TICK_NS 100000000ULL /* timeout scan and progress publication */
 #define MAX_CONNS (1u << 20)
 #define MAX_PIPELINE 1024
+#define PTEXT_SIZE (64 * 1024) /* per-thread plaintext buffer (https://) */
 
-enum { OP_SOCKET = 1, OP_CONNECT, OP_SEND, OP_RECV };
+enum { OP_SOCKET = 1, OP_CONNECT, OP_SEND, OP_RECV, OP_TSEND };
 enum { ERR_CONNECT, ERR_READ, ERR_WRITE, ERR_TIMEOUT, ERR_KINDS };
 enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_UNTIL_CLOSE };
 
@@ -53,6 +55,7 @@ struct url {
     char port[8];
     char authority[300]; /* as written: the Host header */
     char path[4096];     /* origin-form, "/" when empty */
+    bool tls;            /* https:// */
 };
 
 struct opts {
@@ -88,8 +91,19 @@ struct stats {
     uint64_t err[ERR_KINDS];
 };
 
+/* A connection's TLS state (https:// only): ciphertext the sink produced waits in `q` while
+ * `f` is being sent; one send in flight at a time, its CQE hands the next batch over. */
+struct tconn {
+    struct tls_conn *tls;
+    char *q, *f;
+    size_t qlen, qcap, flen, fcap, foff;
+    uint32_t pending; /* requests queued until the handshake finishes */
+    bool sending;
+};
+
 struct conn {
     struct resp rs;
+    struct tconn *t;  /* NULL for http:// */
     uint64_t sent_ns; /* latency origin: when the batch was queued, or intended (-R) */
     uint64_t io_ns;   /* when the connect or send started: for --timeout */
     uint64_t due_ns;  /* -R: intended send time of the next request */
@@ -101,7 +115,8 @@ struct shared {
     const struct opts *o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char *req; /* `pipeline` copies of the request */
+    char *req;           /* `pipeline` copies of the request */
+    struct tls_ctx *tls; /* https://: shared read-only by the workers */
     size_t req_len;
     uint64_t start_ns;
     atomic_bool stop;
@@ -120,6 +135,8 @@ struct worker {
     struct conn *conns;
     uint32_t nconns, first; /* `first`: global index of conns[0], to stagger -R schedules */
     char *hslab;
+    char *ptext; /* https://: PTEXT_SIZE bytes of decrypted input */
+    struct tconn *tslab;
     struct conn **heap;
     uint32_t heap_len;
     uint64_t quota, issued, finished; /* -n share */
@@ -194,18 +211,21 @@ static bool is_tchar(int ch)
     return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
-/* Returns 0, -EPROTONOSUPPORT for https:// (not built yet), or -EINVAL. */
+/* Parses http:// and https:// URLs. Returns 0 or -EINVAL. */
 static int parse_url(const char *s, struct url *u)
 {
     const char *a, *end, *p, *hs, *he, *ps = NULL;
     size_t n;
 
     memset(u, 0, sizeof(*u));
-    if (strncasecmp(s, "https://", 8) == 0)
-        return -EPROTONOSUPPORT;
-    if (strncasecmp(s, "http://", 7) != 0)
+    if (strncasecmp(s, "https://", 8) == 0) {
+        u->tls = true;
+        a = s + 8;
+    } else if (strncasecmp(s, "http://", 7) == 0) {
+        a = s + 7;
+    } else {
         return -EINVAL;
-    a = s + 7;
+    }
     end = a + strcspn(a, "/?#");
     if (end == a || memchr(a, '@', (size_t)(end - a)))
         return -EINVAL;
@@ -240,7 +260,7 @@ static int parse_url(const char *s, struct url *u)
             return -EINVAL;
         snprintf(u->port, sizeof(u->port), "%u", (unsigned)port);
     } else {
-        strcpy(u->port, "80");
+        strcpy(u->port, u->tls ? "443" : "80");
     }
     n = (size_t)(he - hs);
     if (n >= sizeof(u->host))
@@ -294,12 +314,15 @@ static void usage(FILE *f)
             "      --close           a new connection per request (Connection: close)\n"
             "      --pipeline N      N requests in flight per connection (default 1)\n"
             "      --json            one JSON summary on stdout, nothing else\n"
-            "  -k, --insecure        skip TLS certificate checks (for https://, once built)\n"
+            "  -k, --insecure        https://: skip certificate verification (by default the\n"
+            "                        system CA store is used)\n"
             "  -h, --help            this text\n"
-            "URL: http://host[:port][/path]; IPv6 as http://[::1]:8080/. Progress goes to stderr\n"
-            "once a second when it is a terminal. Exit status: 0, 1 when the run saw socket\n"
-            "errors (connect, read, write, timeout; malformed responses count as read), 2 for\n"
-            "bad options. Non-2xx/3xx responses are reported, not errors.\n");
+            "URL: http[s]://host[:port][/path]; IPv6 as http://[::1]:8080/. https:// (port 443\n"
+            "by default) sends the host as SNI unless it is an IP address, offers ALPN\n"
+            "http/1.1, and counts a failed handshake as a connect error. Progress goes to\n"
+            "stderr once a second when it is a terminal. Exit status: 0, 1 when the run saw\n"
+            "socket errors (connect, read, write, timeout; malformed responses count as read),\n"
+            "2 for bad options. Non-2xx/3xx responses are reported, not errors.\n");
 }
 
 static int bad_opt(const char *opt, const char *val)
@@ -454,10 +477,6 @@ static int parse_args(struct opts *o, int argc, char **argv)
         return 2;
     }
     ret = parse_url(o->url_text, &o->url);
-    if (ret == -EPROTONOSUPPORT) {
-        fprintf(stderr, "ringload: https:// is not built yet (TLS arrives with the tls/ module)\n");
-        return 2;
-    }
     if (ret)
         return bad_opt("URL", o->url_text);
     return -1;
@@ -730,9 +749,17 @@ static bool stopping(const struct worker *w)
     return w->stop_ns != 0;
 }
 
+static void tls_prep_send(struct worker *w, struct conn *c, uint32_t k);
+
 static void prep_send(struct worker *w, struct conn *c, uint32_t k, unsigned link)
 {
-    struct io_uring_sqe *sqe = get_sqe(w);
+    struct io_uring_sqe *sqe;
+
+    if (c->t) {
+        tls_prep_send(w, c, k);
+        return;
+    }
+    sqe = get_sqe(w);
 
     /* MSG_WAITALL: the kernel finishes short sends itself, so success needs no CQE */
     io_uring_prep_send(sqe, (int)c->idx, w->sh->req, k * w->sh->req_len,
@@ -755,6 +782,184 @@ static void arm_recv(struct worker *w, struct conn *c)
     c->recv_armed = true;
 }
 
+/* ---------------------------------------------------------------- https:// */
+
+static void conn_fail(struct worker *w, struct conn *c, int kind);
+static bool conn_input(struct worker *w, struct conn *c, const char *p, size_t n);
+static void on_eof(struct worker *w, struct conn *c);
+
+static bool tls_done(const struct conn *c)
+{
+    return c->t->tls && tls_handshake_done(c->t->tls);
+}
+
+/* The sink: ciphertext queues in t->q until the send in flight (if any) completes. */
+static int tls_sink(void *arg, const char *p, size_t n)
+{
+    struct tconn *t = arg;
+
+    if (t->qlen + n > t->qcap) {
+        size_t cap = t->qcap ? t->qcap : 4096;
+        char *q;
+
+        while (cap < t->qlen + n)
+            cap *= 2;
+        q = realloc(t->q, cap);
+        if (!q)
+            return -ENOMEM;
+        t->q = q;
+        t->qcap = cap;
+    }
+    memcpy(t->q + t->qlen, p, n);
+    t->qlen += n;
+    return 0;
+}
+
+static void tls_submit(struct worker *w, struct conn *c)
+{
+    struct tconn *t = c->t;
+    struct io_uring_sqe *sqe = get_sqe(w);
+
+    io_uring_prep_send(sqe, (int)c->idx, t->f + t->foff, t->flen - t->foff,
+                       MSG_NOSIGNAL | MSG_WAITALL);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, UD(OP_TSEND, c->gen, c->idx));
+    t->sending = true;
+}
+
+/* Starts sending what the sink queued, unless a send is in flight (its completion does). */
+static void tls_flush(struct worker *w, struct conn *c)
+{
+    struct tconn *t = c->t;
+    char *f = t->f;
+    size_t cap = t->fcap;
+
+    if (t->sending || !t->qlen)
+        return;
+    t->f = t->q;
+    t->fcap = t->qcap;
+    t->flen = t->qlen;
+    t->foff = 0;
+    t->q = f;
+    t->qcap = cap;
+    t->qlen = 0;
+    tls_submit(w, c);
+}
+
+/* Drops the connection's TLS session and queued ciphertext (the slot is being cancelled). */
+static void tls_drop(struct conn *c)
+{
+    struct tconn *t = c->t;
+
+    if (t->tls)
+        tls_conn_free(t->tls);
+    t->tls = NULL;
+    t->qlen = t->flen = t->foff = 0;
+    t->pending = 0;
+    t->sending = false;
+}
+
+/* Queues k requests: encrypted now, or when the handshake finishes. */
+static void tls_prep_send(struct worker *w, struct conn *c, uint32_t k)
+{
+    struct tconn *t = c->t;
+
+    c->inflight = k;
+    c->io_ns = w->now;
+    c->sent_ns = w->o->rate > 0 ? c->due_ns : w->now;
+    if (!tls_done(c)) {
+        t->pending = k;
+        return;
+    }
+    if (tls_send(t->tls, w->sh->req, k * w->sh->req_len) < 0) {
+        conn_fail(w, c, ERR_WRITE);
+        return;
+    }
+    tls_flush(w, c);
+}
+
+/* conn_open's TLS part, after the linked socket and connect: a new session whose ClientHello
+ * is sent linked to the connect; the k requests wait for the handshake. */
+static void tls_open(struct worker *w, struct conn *c, uint32_t k)
+{
+    struct tconn *t = c->t;
+
+    t->tls = tls_conn_new(w->sh->tls, w->o->url.host, tls_sink, t);
+    if (!t->tls || tls_connect(t->tls) < 0) {
+        /* out of memory: end the run rather than spin */
+        w->err = -ENOMEM;
+        w->err_what = "TLS connection";
+        atomic_store(&w->sh->stop, true);
+        return;
+    }
+    tls_flush(w, c);
+    c->inflight = k;
+    c->sent_ns = w->o->rate > 0 ? c->due_ns : w->now;
+    t->pending = k;
+}
+
+/* Ciphertext received: decrypt and parse. Returns false when the connection was failed or
+ * reopened (c->t->tls is then another session, or none). */
+static bool tls_input(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    struct tconn *t = c->t;
+    bool was_done;
+
+    if (!t->tls)
+        return false; /* tls_open failed: the run is ending */
+    was_done = tls_handshake_done(t->tls);
+    for (;;) {
+        ssize_t r = tls_recv(t->tls, p, n, w->ptext, PTEXT_SIZE);
+
+        p = NULL;
+        n = 0;
+        if (r < 0) {
+            if (!tls_handshake_done(t->tls)) {
+                conn_fail(w, c, ERR_CONNECT);
+            } else if (r == -ECONNRESET) {
+                on_eof(w, c); /* close_notify: as a TCP close */
+            } else {
+                conn_fail(w, c, ERR_READ);
+            }
+            return false;
+        }
+        if (r == 0)
+            break;
+        if (!conn_input(w, c, w->ptext, (size_t)r))
+            return false;
+    }
+    if (!was_done && t->pending && tls_handshake_done(t->tls)) {
+        uint32_t k = t->pending;
+
+        t->pending = 0;
+        if (tls_send(t->tls, w->sh->req, k * w->sh->req_len) < 0) {
+            conn_fail(w, c, ERR_WRITE);
+            return false;
+        }
+    }
+    tls_flush(w, c);
+    return true;
+}
+
+/* A TLS send completed. */
+static void on_tls_send(struct worker *w, struct conn *c, int res)
+{
+    struct tconn *t = c->t;
+
+    t->sending = false;
+    if (res <= 0) {
+        conn_fail(w, c, tls_done(c) ? ERR_WRITE : ERR_CONNECT);
+        return;
+    }
+    t->foff += (size_t)res;
+    if (t->foff < t->flen) {
+        tls_submit(w, c); /* a short send: the rest */
+        return;
+    }
+    t->flen = t->foff = 0;
+    tls_flush(w, c);
+}
+
 /* Cancels whatever is in flight on the connection's slot; its CQEs then carry a stale
  * generation and are dropped. */
 static void conn_cancel(struct worker *w, struct conn *c)
@@ -772,6 +977,8 @@ static void conn_cancel(struct worker *w, struct conn *c)
     c->gen++;
     c->open = c->connected = c->recv_armed = false;
     c->inflight = 0;
+    if (c->t)
+        tls_drop(c);
 }
 
 static void conn_shut(struct worker *w, struct conn *c)
@@ -803,9 +1010,11 @@ static void conn_open(struct worker *w, struct conn *c, uint32_t k)
     io_uring_sqe_set_data64(sqe, UD(OP_SOCKET, c->gen, c->idx));
     sqe = get_sqe(w);
     io_uring_prep_connect(sqe, (int)c->idx, (const struct sockaddr *)&sh->addr, sh->addrlen);
-    sqe->flags |= IOSQE_FIXED_FILE | (k ? IOSQE_IO_LINK : 0);
+    sqe->flags |= IOSQE_FIXED_FILE | (k || c->t ? IOSQE_IO_LINK : 0);
     io_uring_sqe_set_data64(sqe, UD(OP_CONNECT, c->gen, c->idx));
-    if (k)
+    if (c->t)
+        tls_open(w, c, k);
+    else if (k)
         prep_send(w, c, k, 0);
 }
 
@@ -950,16 +1159,23 @@ static void on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe 
 
         if (live && res > 0) {
             w->st.bytes += (uint64_t)res;
-            conn_input(w, c, w->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+            if (!c->t)
+                conn_input(w, c, w->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+            else
+                tls_input(w, c, w->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
         }
         buf_return(w, bid);
     }
     if (!live)
         return;
-    if (res == 0)
-        on_eof(w, c);
-    else if (res < 0 && res != -ENOBUFS && res != -ECANCELED)
-        conn_fail(w, c, ERR_READ);
+    if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
+        if (c->t && !tls_done(c))
+            conn_fail(w, c, ERR_CONNECT); /* the peer gave up on the handshake */
+        else if (res == 0)
+            on_eof(w, c);
+        else
+            conn_fail(w, c, ERR_READ);
+    }
     if (c->gen == gen && c->open && c->connected && !c->recv_armed)
         arm_recv(w, c);
 }
@@ -999,6 +1215,10 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
     case OP_RECV:
         on_recv(w, c, cqe, live);
         break;
+    case OP_TSEND:
+        if (live && cqe->res != -ECANCELED)
+            on_tls_send(w, c, cqe->res);
+        break;
     default:
         break;
     }
@@ -1011,7 +1231,8 @@ static void check_timeouts(struct worker *w)
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
 
-        if (c->open && (c->inflight || !c->connected) && w->now - c->io_ns > w->o->timeout_ns)
+        if (c->open && (c->inflight || !c->connected || (c->t && !tls_done(c))) &&
+            w->now - c->io_ns > w->o->timeout_ns)
             conn_fail(w, c, ERR_TIMEOUT);
     }
 }
@@ -1141,6 +1362,8 @@ static int worker_init(struct worker *w)
     if (ret < 0)
         return w->err_what = "io_uring_queue_init", ret;
     w->ring_ok = true;
+    if (w->sh->tls && !(w->ptext = malloc(PTEXT_SIZE)))
+        return w->err_what = "TLS buffer", -ENOMEM;
     io_uring_register_ring_fd(&w->ring); /* optional: saves a file lookup per enter */
     ret = io_uring_register_files_sparse(&w->ring, w->nconns);
     if (ret < 0)
@@ -1178,6 +1401,12 @@ static void *worker_main(void *arg)
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring); /* cancels what is in flight, closes the slots */
     w->ring_ok = false;
+    if (sh->tls) {
+        for (uint32_t i = 0; i < w->nconns; i++)
+            if (w->conns[i].t)
+                tls_drop(&w->conns[i]);
+        tls_thread_exit();
+    }
     atomic_fetch_sub(&sh->running, 1);
     return NULL;
 }
@@ -1360,9 +1589,13 @@ static int setup_workers(struct worker *ws, struct shared *sh, const struct opts
         w->hslab = malloc((size_t)w->nconns * HEAD_MAX);
         if (!w->conns || !w->heap || !w->hslab)
             return -1;
+        if (sh->tls && !(w->tslab = calloc(w->nconns, sizeof(*w->tslab))))
+            return -1;
         for (uint32_t k = 0; k < w->nconns; k++) {
             w->conns[k].idx = k;
             w->conns[k].rs.hbuf = w->hslab + (size_t)k * HEAD_MAX;
+            if (w->tslab)
+                w->conns[k].t = &w->tslab[k];
         }
         hist_init(&w->lat);
     }
@@ -1423,6 +1656,15 @@ static int run(const struct opts *o)
     sigset_t set;
     int ret = 1, failed = 0;
 
+    if (o->url.tls) {
+        char err[256] = "";
+
+        if (tls_global_init() < 0 ||
+            !(sh.tls = tls_client_new(NULL, !o->insecure, err, sizeof(err)))) {
+            fprintf(stderr, "ringload: TLS: %s\n", *err ? err : "cannot initialise wolfSSL");
+            goto out;
+        }
+    }
     if (!ws || !lat || resolve(&sh, &o->url) || make_request(&sh, o) || setup_workers(ws, &sh, o)) {
         if (ws && lat)
             fprintf(stderr, "ringload: start-up failed\n");
@@ -1502,10 +1744,18 @@ out:
         free(ws[i].conns);
         free(ws[i].heap);
         free(ws[i].hslab);
+        free(ws[i].ptext);
+        for (uint32_t k = 0; ws[i].tslab && k < ws[i].nconns; k++) {
+            free(ws[i].tslab[k].q);
+            free(ws[i].tslab[k].f);
+        }
+        free(ws[i].tslab);
     }
     free(ws);
     free(lat);
     free(sh.req);
+    if (sh.tls)
+        tls_ctx_free(sh.tls);
     return ret;
 }
 

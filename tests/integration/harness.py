@@ -216,12 +216,14 @@ class Procs:
             f.write(text)
         return path
 
-    def proxy(self, config, port=None, workers=1, extra=(), wait=True, listen=None):
+    def proxy(self, config, port=None, workers=1, extra=(), wait=True, listen=None,
+              listen_key="listen"):
         """Starts ringproxy with `config` after a listen line for 127.0.0.1:port (or the
-        given `listen` value) and a workers line."""
+        given `listen` value; listen_key="listen_tls" makes it a TLS listener) and a
+        workers line."""
         port = port or free_port()
         listen = listen or f'"127.0.0.1:{port}"'
-        text = f'listen = {listen};\nworkers = {workers};\n' + config
+        text = f'{listen_key} = {listen};\nworkers = {workers};\n' + config
         path = self.write_config(text)
         logpath = os.path.join(self.tmp, f"proxy-{port}.log")
         log = open(logpath, "a")

@@ -1,6 +1,7 @@
 """ringload, the load generator, as its users see it: against ringorigin it reports the latency
 the origin imposes, sends exactly the requests it says it did, counts errors and statuses,
-reconnects with --close, holds a -R rate, and rejects bad options and https:// with status 2."""
+reconnects with --close, holds a -R rate, rejects bad options with status 2, and speaks
+https:// (through ringproxy's TLS listener) with verification, -k and --close."""
 import json
 import subprocess
 
@@ -134,11 +135,73 @@ def test_ringload_bad_options(P):
         assert opt in r.stdout, opt
 
 
-def test_ringload_https_not_built(P):
-    r = ringload("-k", "https://127.0.0.1:8443/")
-    assert r.returncode == 2
-    assert r.stderr.strip() == \
-        "ringload: https:// is not built yet (TLS arrives with the tls/ module)", r.stderr
+def tls_front(P, origin_args=()):
+    """ringproxy with a TLS listener (self-signed test.local certificate) before ringorigin."""
+    from test_tls import make_cert
+    o = P.origin("S", *origin_args)
+    cert, key = make_cert(P.tmp, "rl", "test.local", ["test.local"])
+    conf = (f'tls = {{ cert = "{cert}"; key = "{key}"; }};\n'
+            f'domains = ( {{ domain = "test.local"; backends = ( '
+            f'{{ addr = "http://127.0.0.1:{o.port}"; }} ); }} );\n')
+    px = P.proxy(conf, listen_key="listen_tls")
+    return o, px
+
+
+def test_ringload_https(P):
+    o, px = tls_front(P)
+    u = f"https://127.0.0.1:{px.port}/"
+    r, j = ringload_json("-k", "-c", "4", "-n", "200", u, "-H", "Host: test.local")
+    assert r.returncode == 0, r.stderr
+    assert j["requests"] == 200 and j["status"]["2xx"] == 200, j
+    assert sum(j["errors"].values()) == 0, j
+    assert origin_stats(o.port)[0] == 200
+    # pipelined over TLS: the count stays exact
+    r, j = ringload_json("-k", "-c", "2", "-t", "1", "-n", "101", "--pipeline", "4", u,
+                         "-H", "Host: test.local")
+    assert r.returncode == 0 and j["requests"] == 101 and j["status"]["2xx"] == 101, (r.stderr, j)
+    # big chunked responses cross many TLS records
+    r, j = ringload_json("-k", "-c", "2", "-t", "1", "-n", "20", u + "?size=200000",
+                         "-H", "Host: test.local")
+    assert r.returncode == 0 and j["status"]["2xx"] == 20, (r.stderr, j)
+    assert j["bytes"] > 20 * 200000, j
+    # text output is the plain one
+    r = ringload("-k", "-c", "2", "-t", "1", "-d", "300ms", u, "-H", "Host: test.local")
+    assert r.returncode == 0 and "Requests/sec:" in r.stdout and r.stderr == "", r
+
+
+def test_ringload_https_verification(P):
+    _, px = tls_front(P)
+    u = f"https://127.0.0.1:{px.port}/"
+    # the self-signed certificate does not verify against the system store
+    r, j = ringload_json("-c", "2", "-t", "1", "-n", "10", "--timeout", "1s", u,
+                         "-H", "Host: test.local")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert j["errors"]["connect"] >= 1 and j["requests"] == 0, j
+    assert j["errors"]["read"] == 0 and j["errors"]["write"] == 0, j
+    r = ringload("-c", "1", "-t", "1", "-d", "300ms", u)
+    assert r.returncode == 1 and "Socket errors: connect" in r.stdout, r.stdout
+    # a plain-HTTP server behind an https:// URL never answers the ClientHello: the
+    # handshake times out (a timeout error, like an unanswered connect)
+    o = P.origin("P")
+    r, j = ringload_json("-k", "-c", "1", "-t", "1", "-n", "2", "--timeout", "300ms",
+                         f"https://127.0.0.1:{o.port}/")
+    assert r.returncode == 1 and j["requests"] == 0, j
+    assert j["errors"]["connect"] + j["errors"]["timeout"] >= 1, j
+
+
+def test_ringload_https_close(P):
+    o, px = tls_front(P)
+    u = f"https://127.0.0.1:{px.port}/"
+    r, j = ringload_json("-k", "--close", "-c", "4", "-t", "2", "-n", "100", u,
+                         "-H", "Host: test.local")
+    assert r.returncode == 0, r.stderr
+    assert j["requests"] == 100 and j["status"]["2xx"] == 100, j
+    assert sum(j["errors"].values()) == 0, j
+    assert origin_stats(o.port)[0] == 100
+    # -R over TLS: the handshake happens before the first scheduled request
+    r, j = ringload_json("-k", "-R", "100", "-c", "4", "-t", "1", "-d", "1s", u,
+                         "-H", "Host: test.local")
+    assert r.returncode == 0 and 80 <= j["requests"] <= 110, (r.stderr, j)
 
 
 def test_ringload_post_body(P, ):

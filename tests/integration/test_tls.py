@@ -173,3 +173,37 @@ def test_stalled_handshake_cut_by_header_timeout(P):
         data = b""
     assert data == b"" and 0.8 < time.time() - t0 < 3, time.time() - t0
     assert px.poll() is None
+
+
+def test_https_backends_verified(P):
+    """An https:// backend (ringproxy terminating TLS in front of an echo origin) is proxied
+    with verification on; a certificate that does not verify is a 502 unless tls_verify is
+    off; pooled TLS connections are reused."""
+    o = P.origin("O", "--echo")
+    cert, key = make_cert(P.tmp, "backend", "localhost", ["localhost"])
+    other, _ = make_cert(P.tmp, "other", "localhost", ["localhost"])
+    bport = free_port()
+    # "localhost" may resolve to ::1 or 127.0.0.1: the inner proxy listens on both
+    P.proxy(f'tls = {{ cert = "{cert}"; key = "{key}"; }};\n'
+            f'routes = ( {{ path_prefix = "/"; backend = "http://127.0.0.1:{o.port}"; }} );\n',
+            listen=f'["127.0.0.1:{bport}", "[::1]:{bport}"]', port=bport,
+            listen_key="listen_tls")
+
+    def dom(name, extra):
+        return (f'{{ domain = "{name}"; backends = ( {{ addr = "https://localhost:{bport}"; }} ); '
+                f'max_retries = 0; {extra} }}')
+    px = P.proxy("domains = ( " + ", ".join([
+        dom("good.local", f'tls_ca_file = "{cert}";'),
+        dom("wrongca.local", f'tls_ca_file = "{other}";'),
+        dom("noverify.local", f'tls_ca_file = "{other}"; tls_verify = false;'),
+        dom("system.local", ""),
+    ]) + " );\n")
+    c = Client(px.port)
+    for _ in range(5):
+        r = c.request(host="good.local")
+        assert r.status == 200, (r.status, r.body)
+        assert b"X-Forwarded-Proto: https" in r.body  # the inner hop saw TLS
+    assert Client(px.port).request(host="wrongca.local").status == 502
+    assert Client(px.port).request(host="system.local").status == 502
+    assert Client(px.port).request(host="noverify.local").status == 200
+    assert "TLS" in P.log_of(px)

@@ -133,6 +133,13 @@ static void test_options_all(void **state)
     assert_int_equal(o.conns, 3);
     assert_true(o.count == 500 && o.duration_ns == 0);
     assert_true(o.rate == 250.5 && o.close);
+    /* https:// with -k */
+    assert_int_equal(PARSE(&o, "-k", "https://[::1]:8443/"), -1);
+    assert_true(o.insecure && o.url.tls);
+    assert_string_equal(o.url.port, "8443");
+    assert_int_equal(PARSE(&o, "https://example.com"), -1);
+    assert_true(!o.insecure && o.url.tls);
+    assert_string_equal(o.url.port, "443");
     /* -n with -d: both apply */
     assert_int_equal(PARSE(&o, "-n", "5", "-d", "2s", "http://h"), -1);
     assert_true(o.count == 5 && o.duration_ns == 2000000000ULL);
@@ -167,8 +174,8 @@ static void test_options_bad(void **state)
         {"http://a", "http://b"},
         {"ftp://h/"},
         {"http://"},
-        {"https://example.com/"},
-        {"-k", "https://[::1]:8443/"},
+        {"ftps://example.com/"},
+        {"-k", "https://[::1/"},
     };
     struct opts o;
 
@@ -252,8 +259,29 @@ static void test_url_bad(void **state)
         if (parse_url(bad[i], &u) != -EINVAL)
             fail_msg("'%s' accepted", bad[i]);
     }
-    assert_int_equal(parse_url("https://example.com/", &u), -EPROTONOSUPPORT);
-    assert_int_equal(parse_url("HTTPS://example.com:443/", &u), -EPROTONOSUPPORT);
+    assert_false(u.tls);
+    /* https:// */
+    assert_int_equal(parse_url("https://example.com/", &u), 0);
+    assert_true(u.tls);
+    assert_string_equal(u.host, "example.com");
+    assert_string_equal(u.port, "443");
+    assert_string_equal(u.authority, "example.com");
+    assert_string_equal(u.path, "/");
+    assert_int_equal(parse_url("HTTPS://example.com:8443/a?b", &u), 0);
+    assert_true(u.tls);
+    assert_string_equal(u.port, "8443");
+    assert_string_equal(u.authority, "example.com:8443");
+    assert_string_equal(u.path, "/a?b");
+    assert_int_equal(parse_url("https://[::1]/x", &u), 0);
+    assert_true(u.tls);
+    assert_string_equal(u.host, "::1");
+    assert_string_equal(u.port, "443");
+    assert_int_equal(parse_url("http://example.com/", &u), 0);
+    assert_false(u.tls);
+    assert_string_equal(u.port, "80");
+    assert_int_equal(parse_url("https://", &u), -EINVAL);
+    assert_int_equal(parse_url("https://h:0/", &u), -EINVAL);
+    assert_int_equal(parse_url("https//h/", &u), -EINVAL);
 }
 
 /* ---------------------------------------------------------------- the request */

@@ -103,7 +103,7 @@ static void test_no_match_without_catch_all(void **state)
 static void test_backend_parsing(void **state)
 {
     struct backend be;
-    static const char *bad[] = {"127.0.0.1:80",   "https://1.2.3.4", "http://",     "http://h:0",
+    static const char *bad[] = {"127.0.0.1:80",   "https://",        "http://",     "http://h:0",
                                 "http://h:70000", "http://h/path",   "http://[::1", "ftp://x"};
 
     (void)state;
@@ -117,6 +117,23 @@ static void test_backend_parsing(void **state)
     assert_int_equal(route_parse_backend("http://127.0.0.1", &be), 0);
     assert_string_equal(be.authority, "127.0.0.1");
     assert_int_equal(((struct sockaddr_in *)&be.sa)->sin_port, htons(80));
+    assert_false(be.tls);
+    free(be.addr);
+    free(be.authority);
+    /* https: port 443 by default; SNI is the DNS name, never an IP literal */
+    memset(&be, 0, sizeof(be));
+    assert_int_equal(route_parse_backend("https://localhost", &be), 0);
+    assert_true(be.tls);
+    assert_string_equal(be.sni, "localhost");
+    assert_int_equal(((struct sockaddr_in *)&be.sa)->sin_port, htons(443));
+    free(be.addr);
+    free(be.authority);
+    free(be.sni);
+    memset(&be, 0, sizeof(be));
+    assert_int_equal(route_parse_backend("https://127.0.0.1:8443/", &be), 0);
+    assert_true(be.tls);
+    assert_null(be.sni);
+    assert_int_equal(((struct sockaddr_in *)&be.sa)->sin_port, htons(8443));
     free(be.addr);
     free(be.authority);
 }
