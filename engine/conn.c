@@ -1059,6 +1059,11 @@ static void conn_timeout(struct timer *t, uint64_t now)
     struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
 
     (void)now;
+    if (c->tls && !tls_handshake_done(c->tls)) { /* a handshake that never finished */
+        c->w->tls_failures++;
+        conn_close(c);
+        return;
+    }
     if (c->ex->active && !c->ex->req_done && !c->ex->resp_started && !outq_bytes(&c->sk.out)) {
         /* the client stopped sending its body */
         if (c->ex->up)

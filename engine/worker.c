@@ -695,6 +695,10 @@ void worker_run(struct worker *w, struct start_gate *g)
         if (health_worker_start(w))
             log_error("worker %d: cannot start health checks: out of memory", w->id);
         run_loop(w);
+        log_info("worker %d: %llu connections, %llu requests, %llu errors, %llu failed TLS "
+                 "handshakes or records",
+                 w->id, (unsigned long long)w->accepted, (unsigned long long)w->requests,
+                 (unsigned long long)w->errors, (unsigned long long)w->tls_failures);
     }
     worker_fini(w);
 }

@@ -2,6 +2,7 @@
 negotiates TLS 1.3 and 1.2 with ALPN http/1.1 and resumes a session, and hostile handshakes
 (garbage, one-byte segments, stalls) are closed cleanly without hurting other clients."""
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -153,6 +154,9 @@ def test_hostile_handshakes_are_closed(P):
     assert closed_without_answer(s)
     r = https(px, "test.local", px.cert)  # and the port still serves
     assert r.stdout.endswith(b"\n200"), r
+    P.stop(px)
+    counts = re.search(r"(\d+) failed TLS handshakes", P.log_of(px))
+    assert counts and int(counts.group(1)) >= 3, P.log_of(px)  # the three above were counted
 
 
 def test_stalled_handshake_cut_by_header_timeout(P):
@@ -173,6 +177,8 @@ def test_stalled_handshake_cut_by_header_timeout(P):
         data = b""
     assert data == b"" and 0.8 < time.time() - t0 < 3, time.time() - t0
     assert px.poll() is None
+    P.stop(px)
+    assert "1 failed TLS handshakes" in P.log_of(px), P.log_of(px)  # and it was counted
 
 
 def test_https_backends_verified(P):
