@@ -167,10 +167,30 @@ int up_queue(struct upconn *up, const void *p, uint32_t n)
     return buf_append(&up->tls_wait, p, n); /* sent once the handshake is done */
 }
 
-/* https://: the handshake starts as soon as TCP is up; SNI is the backend's DNS name. */
+/* The name sent as SNI and verified: host_header without its port when set, else the
+ * backend's DNS name (NULL for an IP literal: no SNI, the chain alone is verified). */
+static const char *up_tls_name(const struct upconn *up, char *buf, size_t cap)
+{
+    const char *h = up->t->host_header;
+    size_t n;
+
+    if (!h)
+        return up->be->sni;
+    n = strcspn(h, ":");
+    if (h[0] == '[' || n >= cap)
+        return up->be->sni;
+    memcpy(buf, h, n);
+    buf[n] = 0;
+    return buf;
+}
+
+/* https://: the handshake starts as soon as TCP is up. */
 static int up_start_tls(struct upconn *up)
 {
-    up->tls = tls_conn_new(up->t->up_tls, up->be->sni, tls_to_backend, up);
+    char name[256];
+
+    up->tls = tls_conn_new(up->t->up_tls, up_tls_name(up, name, sizeof(name)), tls_to_backend,
+                           up);
     if (!up->tls)
         return -ENOMEM;
     return tls_connect(up->tls) < 0 ? -EPROTO : 0;

@@ -23,6 +23,8 @@ int main(int argc, char **argv)
     rp_backend_config be[8];
     int n = argc - 2;
 
+    const char *cert = getenv("EMBED_TLS_CERT"), *key = getenv("EMBED_TLS_KEY");
+
     if (argc < 3 || n > 8)
         return 2;
     snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%s", argv[1]);
@@ -40,7 +42,8 @@ int main(int argc, char **argv)
     if (rp_add_proxy_domain(srv, &d) != -17) /* -EEXIST: a duplicate domain is refused */
         return 3;
     signal(SIGTERM, on_term);
-    int ret = rp_listen_and_serve(srv);
+    /* with EMBED_TLS_CERT/KEY set, the listener serves TLS (the seed's ListenAndServeTLS) */
+    int ret = cert && key ? rp_listen_and_serve_tls(srv, cert, key) : rp_listen_and_serve(srv);
     rp_backend_state st[16];
     size_t total = rp_backend_states(srv, st, 16);
     for (size_t i = 0; i < total && i < 16; i++)

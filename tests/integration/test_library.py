@@ -63,3 +63,30 @@ def test_embedded_server_serves_and_drains(P):
     counts = [int(r[5].split("=")[1]) for r in rows]
     assert counts[0] + counts[1] == 5 and counts[2] == 1, rows
     assert all(r[3] == "healthy=1" and r[4] == "in_flight=0" and r[6] == "failures=0" for r in rows)
+
+
+def test_embedded_server_serves_tls(P):
+    """rp_listen_and_serve_tls(), the seed's ListenAndServeTLS."""
+    a = P.origin("A")
+    exe = compile_c(os.path.join(HERE, "embed.c"), os.path.join(P.tmp, "embed"))
+    cert, key = os.path.join(P.tmp, "c.pem"), os.path.join(P.tmp, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "2", "-subj", "/CN=embed.local", "-addext", "subjectAltName=DNS:embed.local"],
+                   check=True, capture_output=True)
+    port = free_port()
+    env = dict(os.environ, EMBED_TLS_CERT=cert, EMBED_TLS_KEY=key)
+    p = subprocess.Popen([exe, str(port), str(a.port)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert wait_port(port)
+        r = subprocess.run(["curl", "-s", "--cacert", cert, "--resolve",
+                            f"embed.local:{port}:127.0.0.1", f"https://embed.local:{port}/"],
+                           capture_output=True, timeout=10)
+        assert r.stdout == b"hello from A\n", r
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "served and drained: 0" in out, (out, err)

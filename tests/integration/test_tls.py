@@ -213,3 +213,29 @@ def test_https_backends_verified(P):
     assert Client(px.port).request(host="system.local").status == 502
     assert Client(px.port).request(host="noverify.local").status == 200
     assert "TLS" in P.log_of(px)
+    # the inner proxy counts the TLS connections it accepted: the five good.local requests
+    # shared one pooled connection (plus one each for the other three domains and the
+    # harness's start-up probe)
+    inner = P.procs[1]
+    P.stop(px)
+    P.stop(inner)
+    m = re.search(r"worker 0: (\d+) connections", P.log_of(inner))
+    assert m and int(m.group(1)) <= 6, P.log_of(inner)
+
+
+def test_host_header_is_the_tls_name(P):
+    """SNI and the verified name come from host_header when it is set."""
+    o = P.origin("O")
+    cert, key = make_cert(P.tmp, "named", "backend.internal", ["backend.internal"])
+    bport = free_port()
+    P.proxy(f'tls = {{ cert = "{cert}"; key = "{key}"; }};\n'
+            f'routes = ( {{ path_prefix = "/"; backend = "http://127.0.0.1:{o.port}"; }} );\n',
+            port=bport, listen_key="listen_tls")
+    px = P.proxy(f'domains = ( {{ domain = "a.local"; backends = ( {{ addr = "https://127.0.0.1:{bport}"; }} ); '
+                 f'host_header = "backend.internal:{bport}"; tls_ca_file = "{cert}"; max_retries = 0; }},'
+                 f'{{ domain = "b.local"; backends = ( {{ addr = "https://127.0.0.1:{bport}"; }} ); '
+                 f'tls_ca_file = "{cert}"; max_retries = 0; }} );\n')
+    assert Client(px.port).request(host="a.local").status == 200
+    # without host_header the address is an IP literal: no SNI is sent and only the chain is
+    # verified (a trusted chain passes whatever name it was issued for), as the README says
+    assert Client(px.port).request(host="b.local").status == 200
