@@ -55,6 +55,18 @@ static inline struct io_uring_buf_ring *rp_setup_buf_ring(struct io_uring *ring,
     return br;
 }
 
+/* An SQE, submitting what is queued first when the submission queue is full. */
+static inline struct io_uring_sqe *rp_get_sqe(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+    while (!sqe) {
+        io_uring_submit(ring);
+        sqe = io_uring_get_sqe(ring);
+    }
+    return sqe;
+}
+
 static inline void rp_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br,
                                     int bgid)
 {

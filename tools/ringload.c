@@ -722,13 +722,7 @@ static void heap_remove(struct worker *w, struct conn *c)
 
 static struct io_uring_sqe *get_sqe(struct worker *w)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-    while (!sqe) {
-        io_uring_submit(&w->ring);
-        sqe = io_uring_get_sqe(&w->ring);
-    }
-    return sqe;
+    return rp_get_sqe(&w->ring);
 }
 
 /* Requests the next batch may carry: the pipeline depth, capped by what -n leaves. */

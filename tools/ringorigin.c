@@ -158,13 +158,7 @@ static void conn_process(struct conn *c);
 
 static struct io_uring_sqe *get_sqe(struct worker *w)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-    while (!sqe) {
-        io_uring_submit(&w->ring);
-        sqe = io_uring_get_sqe(&w->ring);
-    }
-    return sqe;
+    return rp_get_sqe(&w->ring);
 }
 
 static void logmsg(const struct config *cfg, const char *what, int err)
