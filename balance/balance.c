@@ -229,21 +229,19 @@ static int state_init(struct bal_state *st, const struct target *t, uint64_t see
 
 int bal_worker_init(struct bal_worker *bw, const struct route_table *rt, uint64_t seed)
 {
-    struct target *const *lists[2] = {rt->domains, rt->routes};
-    uint32_t counts[2] = {rt->n_domains, rt->n_routes};
-
     memset(bw, 0, sizeof(*bw));
     bw->rng = splitmix64(seed) | 1; /* xorshift must not start at 0 */
     bw->n = rt->n_targets;
     bw->st = calloc(bw->n ? bw->n : 1, sizeof(*bw->st));
     if (!bw->st)
         return -ENOMEM;
-    for (int l = 0; l < 2; l++)
-        for (uint32_t i = 0; i < counts[l]; i++)
-            if (state_init(&bw->st[lists[l][i]->index], lists[l][i], seed)) {
-                bal_worker_fini(bw);
-                return -ENOMEM;
-            }
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        struct target *t = route_target(rt, i);
+        if (state_init(&bw->st[t->index], t, seed)) {
+            bal_worker_fini(bw);
+            return -ENOMEM;
+        }
+    }
     return 0;
 }
 

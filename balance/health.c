@@ -229,18 +229,15 @@ static void hc_schedule(struct hcheck *hc, uint64_t delay_ms)
 int health_table_init(struct health_state **out, const struct route_table *rt)
 {
     struct health_state *hs = calloc(rt->n_backends ? rt->n_backends : 1, sizeof(*hs));
-    struct target *const *lists[2] = {rt->domains, rt->routes};
-    uint32_t counts[2] = {rt->n_domains, rt->n_routes};
-
     if (!hs)
         return -ENOMEM;
-    for (int l = 0; l < 2; l++)
-        for (uint32_t i = 0; i < counts[l]; i++)
-            for (uint32_t j = 0; j < lists[l][i]->n_backends; j++) {
-                struct backend *be = lists[l][i]->backends[j];
-                hs[be->index].be = be;
-                hs[be->index].t = lists[l][i];
-            }
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        struct target *t = route_target(rt, i);
+        for (uint32_t j = 0; j < t->n_backends; j++) {
+            hs[t->backends[j]->index].be = t->backends[j];
+            hs[t->backends[j]->index].t = t;
+        }
+    }
     *out = hs;
     return 0;
 }
@@ -251,7 +248,7 @@ static void hc_build_request(struct hcheck *hc)
     int n;
 
     if (!t->hc.path || !t->hc.path[0])
-        return; /* TCP check */
+        return;            /* TCP check */
     if (hc->hs->be->tls) { /* checks do not speak TLS yet: the TCP handshake must do */
         log_warn("backend %s: HTTP health checks of https:// backends are TCP connects for now",
                  hc->hs->be->addr);

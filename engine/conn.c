@@ -397,8 +397,7 @@ static void send_continue(struct conn *c, const struct h1_request *r)
 {
     /* We ask for the body ourselves rather than forward Expect: the backend may be an
      * HTTP/1.0 server that never answers 100, and the client would stall. */
-    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE &&
-        !buf_used(&c->sk.in)) {
+    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in)) {
         conn_queue(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         conn_flush(c);
     }
@@ -422,8 +421,7 @@ static bool ex_connect(struct conn *c, bool fresh)
     ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
     if (!ex->up)
         return false;
-    if (buf_used(&ex->replay) &&
-        up_queue(ex->up, buf_data(&ex->replay), buf_used(&ex->replay)))
+    if (buf_used(&ex->replay) && up_queue(ex->up, buf_data(&ex->replay), buf_used(&ex->replay)))
         return false;
     up_start(ex->up);
     return true;
@@ -549,7 +547,6 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
     atomic_fetch_add_explicit(&ex->be->failures, 1, memory_order_relaxed);
     log_warn("backend %s (%.*s): %s: %s (attempt %u)", ex->be->addr, (int)ex->t->name_len,
              ex->t->name, what, strerror(-err), ex->attempts);
-    ex->timed_out = err == -ETIMEDOUT;
     if (ex->sent_ns) { /* a backend that hangs or resets must not look fast */
         uint64_t now = mono_ns();
         bal_observe(ex->be, now, now - ex->sent_ns);
@@ -678,11 +675,11 @@ static void ex_finish(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
-    bool reusable = ex->req_done && ex->up && !buf_used(&up->sk.in) &&
-                    ex->resp_body != H1_BODY_UNTIL_CLOSE && up->sk.out.busy == false;
 
     if (up) {
-        reusable = reusable && up->reuse_ok;
+        /* the backend allows it (read-until-close never does) and nothing of this exchange
+         * is left on the wire */
+        bool reusable = up->reuse_ok && ex->req_done && !buf_used(&up->sk.in) && !up->sk.out.busy;
         ex->up = NULL;
         up_release_to_pool(up, reusable);
     }
@@ -961,7 +958,6 @@ void conn_on_eof(struct conn *c, int err)
     /* the client half-closed after a whole request: finish the response, then close */
     c->ex->close_client = true;
 }
-
 
 void conn_on_sent(struct conn *c)
 {

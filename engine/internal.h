@@ -119,7 +119,6 @@ struct exchange {
     bool replayable;    /* `replay` holds the whole request so far */
     bool reuse_retried; /* already retried once after a stale pooled connection */
     bool idempotent;
-    bool timed_out; /* the last failure was a timeout (504 rather than 502) */
     uint8_t method_id;
     uint8_t client_minor;
     uint8_t req_body, resp_body; /* enum h1_body_kind */

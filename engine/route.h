@@ -50,7 +50,7 @@ struct target {
     char *tls_cert, *tls_key;  /* the certificate chosen by SNI for this domain, or NULL */
     char *tls_ca_file;         /* https:// backends: the CAs to verify them with (NULL: system) */
     bool tls_no_verify;
-    struct tls_ctx *up_tls;    /* client context for https:// backends, while running */
+    struct tls_ctx *up_tls; /* client context for https:// backends, while running */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */
 };
@@ -64,6 +64,17 @@ struct route_table {
     uint32_t n_backends;
     uint32_t n_targets;
 };
+
+/* Every live target, domains first, then routes: for (i = 0; i < route_count(rt); i++). */
+static inline uint32_t route_count(const struct route_table *rt)
+{
+    return rt->n_domains + rt->n_routes;
+}
+
+static inline struct target *route_target(const struct route_table *rt, uint32_t i)
+{
+    return i < rt->n_domains ? rt->domains[i] : rt->routes[i - rt->n_domains];
+}
 
 /* Adds a domain / replaces the routes. Return 0 or -EINVAL/-EEXIST/-ENOMEM; reasons logged. */
 int route_add_domain(struct route_table *rt, const rp_domain_config *d);

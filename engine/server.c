@@ -132,16 +132,22 @@ void rp_server_free(rp_server *s)
     free(s);
 }
 
-static size_t states_of(struct target *const *ts, uint32_t n, rp_backend_state *out, size_t cap,
-                        size_t k)
+size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
 {
-    for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = 0; j < ts[i]->n_backends; j++, k++) {
-            struct backend *be = ts[i]->backends[j];
+    size_t k = 0;
+
+    if (!s)
+        return 0;
+    if (!out)
+        cap = 0;
+    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
+        const struct target *t = route_target(&s->rt, i);
+        for (uint32_t j = 0; j < t->n_backends; j++, k++) {
+            struct backend *be = t->backends[j];
             if (k >= cap)
                 continue;
             out[k] = (rp_backend_state){
-                .domain = ts[i]->label,
+                .domain = t->label,
                 .addr = be->addr,
                 .healthy = atomic_load_explicit(&be->healthy, memory_order_relaxed),
                 .in_flight = atomic_load_explicit(&be->inflight, memory_order_relaxed),
@@ -149,19 +155,8 @@ static size_t states_of(struct target *const *ts, uint32_t n, rp_backend_state *
                 .failures = atomic_load_explicit(&be->failures, memory_order_relaxed),
             };
         }
+    }
     return k;
-}
-
-size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
-{
-    size_t k;
-
-    if (!s)
-        return 0;
-    if (!out)
-        cap = 0;
-    k = states_of(s->rt.domains, s->rt.n_domains, out, cap, 0);
-    return states_of(s->rt.routes, s->rt.n_routes, out, cap, k);
 }
 
 void rp_server_shutdown(rp_server *s)
@@ -378,37 +373,30 @@ static bool has_tls_backend(const struct target *t)
  * verification setting). */
 static int tls_setup_upstreams(rp_server *s)
 {
-    struct target *const *lists[2] = {s->rt.domains, s->rt.routes};
-    uint32_t counts[2] = {s->rt.n_domains, s->rt.n_routes};
     char err[256];
 
-    for (int l = 0; l < 2; l++)
-        for (uint32_t i = 0; i < counts[l]; i++) {
-            struct target *t = lists[l][i];
-            if (!has_tls_backend(t))
-                continue;
-            if (tls_global_init())
-                return -EINVAL;
-            t->up_tls = tls_client_new(t->tls_ca_file, !t->tls_no_verify, err, sizeof(err));
-            if (!t->up_tls) {
-                log_error("TLS to the backends of %s: %s", t->label, err);
-                return -EINVAL;
-            }
-            s->upstream_tls = true;
+    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
+        struct target *t = route_target(&s->rt, i);
+        if (!has_tls_backend(t))
+            continue;
+        if (tls_global_init())
+            return -EINVAL;
+        t->up_tls = tls_client_new(t->tls_ca_file, !t->tls_no_verify, err, sizeof(err));
+        if (!t->up_tls) {
+            log_error("TLS to the backends of %s: %s", t->label, err);
+            return -EINVAL;
         }
+        s->upstream_tls = true;
+    }
     return 0;
 }
 
 static void tls_teardown_upstreams(rp_server *s)
 {
-    struct target *const *lists[2] = {s->rt.domains, s->rt.routes};
-    uint32_t counts[2] = {s->rt.n_domains, s->rt.n_routes};
-
-    for (int l = 0; l < 2; l++)
-        for (uint32_t i = 0; i < counts[l]; i++) {
-            tls_ctx_free(lists[l][i]->up_tls);
-            lists[l][i]->up_tls = NULL;
-        }
+    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
+        tls_ctx_free(route_target(&s->rt, i)->up_tls);
+        route_target(&s->rt, i)->up_tls = NULL;
+    }
     s->upstream_tls = false;
 }
 
