@@ -189,8 +189,7 @@ static int up_start_tls(struct upconn *up)
 {
     char name[256];
 
-    up->tls = tls_conn_new(up->t->up_tls, up_tls_name(up, name, sizeof(name)), tls_to_backend,
-                           up);
+    up->tls = tls_conn_new(up->t->up_tls, up_tls_name(up, name, sizeof(name)), tls_to_backend, up);
     if (!up->tls)
         return -ENOMEM;
     return tls_connect(up->tls) < 0 ? -EPROTO : 0;
@@ -230,8 +229,7 @@ static int up_release_wait(struct upconn *up)
     int rc = 0;
 
     if (buf_used(&up->tls_wait) && tls_handshake_done(up->tls)) {
-        rc = tls_send(up->tls, buf_data(&up->tls_wait), buf_used(&up->tls_wait)) < 0 ? -EPROTO
-                                                                                      : 0;
+        rc = tls_send(up->tls, buf_data(&up->tls_wait), buf_used(&up->tls_wait)) < 0 ? -EPROTO : 0;
         buf_free(&up->tls_wait);
     }
     return rc;

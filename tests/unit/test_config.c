@@ -469,26 +469,16 @@ static void test_errors_backend_addresses(void **state)
     static const struct {
         const char *addr, *msg;
     } cases[] = {
-        {"https://", NULL},
-        {"https://h/api", NULL},
-        {"10.0.0.1:80", NULL},
-        {"http://", NULL},
-        {"http:/h", NULL},
-        {"ftp://h:21", NULL},
-        {"http://h:0", NULL},
-        {"http://h:65536", NULL},
-        {"http://h:", NULL},
-        {"http://h:8o", NULL},
-        {"http://h/api", NULL},
-        {"http://h//", NULL},
-        {"http://[::1", NULL},
-        {"http://[::g]:80", NULL},
-        {"http://::1:80", NULL},
-        {"http://1.2.3:80", NULL},
-        {"http://300.1.1.1", NULL},
-        {"http://user@h", NULL},
-        {"http://h h", NULL},
-        {"", NULL},
+        {"https://", NULL},         {"https://h/api", NULL},
+        {"10.0.0.1:80", NULL},      {"http://", NULL},
+        {"http:/h", NULL},          {"ftp://h:21", NULL},
+        {"http://h:0", NULL},       {"http://h:65536", NULL},
+        {"http://h:", NULL},        {"http://h:8o", NULL},
+        {"http://h/api", NULL},     {"http://h//", NULL},
+        {"http://[::1", NULL},      {"http://[::g]:80", NULL},
+        {"http://::1:80", NULL},    {"http://1.2.3:80", NULL},
+        {"http://300.1.1.1", NULL}, {"http://user@h", NULL},
+        {"http://h h", NULL},       {"", NULL},
     };
     char text[512], msg[256];
 

@@ -103,8 +103,8 @@ static void test_no_match_without_catch_all(void **state)
 static void test_backend_parsing(void **state)
 {
     struct backend be;
-    static const char *bad[] = {"127.0.0.1:80",   "https://",        "http://",     "http://h:0",
-                                "http://h:70000", "http://h/path",   "http://[::1", "ftp://x"};
+    static const char *bad[] = {"127.0.0.1:80",   "https://",      "http://",     "http://h:0",
+                                "http://h:70000", "http://h/path", "http://[::1", "ftp://x"};
 
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
