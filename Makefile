@@ -50,15 +50,15 @@ Q := @
 endif
 
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/upstream.c engine/route.c \
-           engine/h1.c engine/timer.c engine/log.c balance/balance.c balance/health.c tls/tls.c
+           engine/h1.c engine/timer.c engine/log.c engine/hooks.c balance/balance.c balance/health.c tls/tls.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
-UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist \
+UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks \
               test_ringload test_tls
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
-        $(BUILD)/libringproxy.so
+        $(BUILD)/libringproxy.so $(BUILD)/ringfront
 RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/engine/h1.o \
                 $(BUILD)/obj/tls/tls.o
 
@@ -76,13 +76,21 @@ $(BUILD)/obj/%.o: %.c | $(WOLFSSL_DEP)
 $(BUILD)/libringproxy.a: $(LIB_OBJ)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libringproxy.so: $(LIB_OBJ)
-	$(Q)$(CC) -shared -Wl,-soname,libringproxy.so.$(SOVER) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@.$(VERSION)
+# -fvisibility=hidden keeps internal functions out; the version script also drops what the
+# toolchain adds (ASan builds export linker symbols such as _end otherwise)
+$(BUILD)/libringproxy.so: $(LIB_OBJ) engine/libringproxy.map
+	$(Q)$(CC) -shared -Wl,-soname,libringproxy.so.$(SOVER) -Wl,--version-script=engine/libringproxy.map $(LDFLAGS) -pthread $(LIB_OBJ) $(PKG_LIBS) -o $@.$(VERSION)
 	$(Q)ln -sf libringproxy.so.$(VERSION) $@.$(SOVER) && ln -sf libringproxy.so.$(VERSION) $@
 
 $(BUILD)/ringproxy: $(DAEMON_OBJ) $(BUILD)/libringproxy.a
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $(DAEMON_OBJ) $(BUILD)/libringproxy.a $(PKG_LIBS) -o $@
+
+# the example front end: built like a user's program, against the archive
+$(BUILD)/obj/tools/ringfront.o: CFLAGS += -Iengine
+$(BUILD)/ringfront: $(BUILD)/obj/tools/ringfront.o $(BUILD)/libringproxy.a
+	@$(if $(Q),echo "  LD $@")
+	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
 
 $(BUILD)/ringload: $(RINGLOAD_OBJ)
 	@$(if $(Q),echo "  LD $@")
@@ -147,7 +155,7 @@ fuzz-run: $(FUZZERS:%=$(BUILD)/fuzz/%)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
-	install -m 755 $(BUILD)/ringproxy $(BUILD)/ringorigin $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/ringproxy $(BUILD)/ringload $(BUILD)/ringorigin $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/libringproxy.a engine/ringproxy.h -t $(DESTDIR)$(PREFIX)/lib/
 	mv $(DESTDIR)$(PREFIX)/lib/ringproxy.h $(DESTDIR)$(PREFIX)/include/
 	install -m 755 $(BUILD)/libringproxy.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/

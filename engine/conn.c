@@ -22,6 +22,9 @@ static void conn_process(struct conn *c);
 static void conn_flush(struct conn *c);
 static void conn_update_timer(struct conn *c);
 static void conn_timeout(struct timer *t, uint64_t now);
+static struct buf *head_buf(struct conn *c);
+static void head_done(struct conn *c, bool ok);
+static void local_feed_body(struct conn *c);
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
 
@@ -223,6 +226,7 @@ static void ex_end(struct conn *c)
     if (ex->be)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
+    free(ex->mp);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
 }
@@ -285,7 +289,8 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
 
 /* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
-static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b)
+static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b,
+                                const struct rp_hook_ctx *ctx)
 {
     const struct target *t = c->ex->t;
     bool ok = true;
@@ -294,7 +299,9 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
     put(b, &ok, " ", 1);
     put(b, &ok, r->path, r->path_len);
     put_str(b, &ok, " HTTP/1.1\r\nHost: ");
-    if (t->host_header)
+    if (ctx && ctx->host_set) /* a request hook's */
+        put(b, &ok, ctx->host, ctx->host_len);
+    else if (t->host_header)
         put(b, &ok, t->host_header, t->host_header_len);
     else if (t->preserve_host && r->host)
         put(b, &ok, r->host, r->host_len);
@@ -361,6 +368,10 @@ static void ex_feed_body(struct conn *c)
 
     if (!n || !ex->active || ex->req_done || c->sk.dead)
         return;
+    if (ex->local) {
+        local_feed_body(c);
+        return;
+    }
     if (ex->req_body == H1_BODY_LENGTH) {
         if (n > ex->req_left)
             n = (uint32_t)ex->req_left;
@@ -457,7 +468,279 @@ static void local_answer(struct conn *c, const struct h1_request *r, int status,
         c->linger = true;
 }
 
-static void ex_start(struct conn *c, const struct h1_request *r)
+/* ---- answers made here: local endpoints and request hooks' rejections -------------------- */
+
+/* Sends an answer the proxy made. `close` ends the connection after it. */
+static void send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
+{
+    struct buf *b = head_buf(c);
+    uint32_t n;
+    const struct h1_header *f = hdrs_fields(&a->h, &n);
+    bool empty = a->status == 204 || a->status == 304;
+    char line[96];
+    bool ok = true;
+
+    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ringproxy\r\n", a->status,
+             h1_reason(a->status));
+    put_str(b, &ok, line);
+    for (uint32_t i = 0; i < n; i++)
+        put_header(b, &ok, &f[i]);
+    if (!empty) {
+        if (!rp_headers_get(&a->h, "content-type", NULL))
+            put_str(b, &ok, "Content-Type: text/plain; charset=utf-8\r\n");
+        snprintf(line, sizeof(line), "Content-Length: %u\r\n", a->body_len);
+        put_str(b, &ok, line);
+    }
+    if (close)
+        put_str(b, &ok, "Connection: close\r\n");
+    put(b, &ok, "\r\n", 2);
+    if (!head_only && !empty && a->body_len)
+        put(b, &ok, a->body, a->body_len);
+    if (close)
+        c->close_after = true;
+    head_done(c, ok);
+    conn_flush(c);
+}
+
+/* Answers a request whose body (if any) has not been read: it is discarded, with a close. */
+static void answer_unread(struct conn *c, const struct h1_request *r, const struct rp_response *a)
+{
+    bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
+
+    send_answer(c, a, r->method_id == H1_M_HEAD, close);
+    if (r->body != H1_BODY_NONE)
+        c->linger = true;
+}
+
+static rp_str query_of(const struct h1_request *r, uint32_t *path_len)
+{
+    const char *q = memchr(r->path, '?', r->path_len);
+
+    *path_len = q ? (uint32_t)(q - r->path) : r->path_len;
+    return q ? (rp_str){q + 1, (size_t)(r->path + r->path_len - q - 1)} : (rp_str){"", 0};
+}
+
+/* Runs a local endpoint's handler and sends its answer. */
+static void local_run(struct conn *c, const struct h1_request *r, const struct local_route *lr,
+                      struct rp_hook_ctx *ctx, const char *body, uint32_t blen)
+{
+    struct rp_headers h;
+    struct rp_response a;
+    char peer[INET6_ADDRSTRLEN];
+    uint32_t plen;
+    rp_request req = {.query = query_of(r, &plen)};
+
+    hdrs_init(&h, r->headers, r->n_headers, HDRS_READONLY);
+    format_peer(c, peer, sizeof(peer));
+    req.method = (rp_str){r->method, r->method_len};
+    req.path = (rp_str){r->path, plen};
+    req.host = (rp_str){r->host ? r->host : "", r->host ? r->host_len : 0};
+    req.headers = &h;
+    req.body = (rp_str){body ? body : "", blen};
+    req.client_addr = peer;
+    req.worker = c->w->id;
+    req.ctx_ = ctx;
+    resp_init(&a, 200);
+    lr->fn(&req, &a, lr->user);
+    send_answer(c, &a, r->method_id == H1_M_HEAD, !r->keep_alive || c->w->draining);
+    resp_fini(&a);
+    hdrs_fini(&h);
+    hook_ctx_fini(ctx);
+}
+
+/* Serves the request here if a local endpoint's pattern matches its path; returns false to
+ * proxy it. A request with a body is read whole first (local_feed_body). */
+static bool local_start(struct conn *c, const struct h1_request *r, const char *head,
+                        uint32_t head_len)
+{
+    const struct local_route *lr = NULL;
+    struct rp_hook_ctx ctx = {0};
+    struct exchange *ex;
+    char allow[160];
+    uint32_t plen;
+    enum local_match m;
+
+    query_of(r, &plen);
+    m = local_match(&c->w->s->hooks, r->method, r->method_len, r->path, plen, &lr, &ctx, allow,
+                    sizeof(allow));
+    if (m == LOCAL_NONE)
+        return false;
+    if (m == LOCAL_WRONG_METHOD) {
+        struct rp_response a;
+        resp_init(&a, 405);
+        rp_headers_add(&a.h, "Allow", allow);
+        rp_response_printf(&a, "405 Method Not Allowed\n");
+        answer_unread(c, r, &a);
+        resp_fini(&a);
+        return true;
+    }
+    if (r->body == H1_BODY_NONE) {
+        local_run(c, r, lr, &ctx, NULL, 0);
+        return true;
+    }
+    if (r->body == H1_BODY_LENGTH && r->content_length > c->w->s->cfg.max_local_body_bytes) {
+        respond_error(c, 413);
+        return true;
+    }
+    if (!(ex = ex_new(c)) || buf_append(&ex->replay, head, head_len)) {
+        conn_close(c);
+        return true;
+    }
+    ex->active = true;
+    ex->local = lr;
+    ex->local_head_len = head_len;
+    ex->method_id = r->method_id;
+    ex->client_minor = r->minor;
+    ex->req_body = r->body;
+    ex->req_left = r->content_length;
+    send_continue(c, r);
+    local_feed_body(c);
+    return true;
+}
+
+/* Reads a local endpoint's request body into ex->replay (after the head), decoded; runs the
+ * handler when it is whole. */
+static void local_feed_body(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct buf *in = &c->sk.in;
+    struct h1_header hdrs[MAX_HEADERS_CAP];
+    struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+    struct rp_hook_ctx ctx = {0};
+    const struct local_route *lr = NULL;
+    uint32_t n = buf_used(in), plen;
+    size_t out = 0;
+    bool done = false;
+    char allow[8];
+    int status;
+
+    if (ex->req_body == H1_BODY_LENGTH) {
+        if (n > ex->req_left)
+            n = (uint32_t)ex->req_left;
+        ex->req_left -= n;
+        out = n;
+        done = !ex->req_left;
+    } else if (n) {
+        ssize_t k = h1_chunked_feed(&ex->req_ck, buf_data(in), n, buf_data(in), &out, &done);
+        if (k < 0) {
+            ex_end(c);
+            respond_error(c, 400);
+            return;
+        }
+        n = (uint32_t)k;
+    }
+    if (buf_used(&ex->replay) - ex->local_head_len + out > c->w->s->cfg.max_local_body_bytes) {
+        ex_end(c);
+        respond_error(c, 413);
+        return;
+    }
+    if (out && buf_append(&ex->replay, buf_data(in), (uint32_t)out)) {
+        conn_close(c);
+        return;
+    }
+    buf_consume(in, n);
+    if (!done)
+        return;
+    /* the head was parsed and matched before; its copy parses and matches the same way */
+    if (h1_parse_request(buf_data(&ex->replay), ex->local_head_len, &r, &c->w->s->lim, &status) <=
+        0) {
+        conn_close(c);
+        return;
+    }
+    query_of(&r, &plen);
+    local_match(&c->w->s->hooks, r.method, r.method_len, r.path, plen, &lr, &ctx, allow,
+                sizeof(allow));
+    r.body = H1_BODY_NONE; /* read: the connection can stay open */
+    if (lr)
+        local_run(c, &r, lr, &ctx, buf_data(&ex->replay) + ex->local_head_len,
+                  buf_used(&ex->replay) - ex->local_head_len);
+    ex_end(c);
+}
+
+/* Runs the request hooks and writes the upstream head with their edits. Returns 1 to go on,
+ * 0 when a hook rejected the request (answered here), -1 when out of memory (the caller
+ * closes). Either way but 1, the exchange has ended. */
+static int run_request_hooks(struct conn *c, const struct h1_request *r)
+{
+    struct exchange *ex = c->ex;
+    const struct hook_list *l = &c->w->s->hooks.req;
+    struct rp_hook_ctx ctx = {0};
+    struct rp_headers h;
+    char peer[INET6_ADDRSTRLEN];
+    rp_proxy_request pr;
+    bool pass = true;
+    int rc = 1;
+
+    hdrs_init(&h, r->headers, r->n_headers, HDRS_REQUEST);
+    format_peer(c, peer, sizeof(peer));
+    pr = (rp_proxy_request){
+        .domain = ex->t->label,
+        .backend = ex->be->addr,
+        .client_addr = peer,
+        .method = {r->method, r->method_len},
+        .path = {r->path, r->path_len},
+        .host = {r->host ? r->host : "", r->host ? r->host_len : 0},
+        .headers = &h,
+        .worker = c->w->id,
+        .ctx_ = &ctx,
+    };
+    for (uint32_t i = 0; i < l->n && pass; i++)
+        pass = l->v[i].fn.req(&pr, l->v[i].user);
+    if (pass) {
+        struct h1_request edited = *r;
+        uint32_t n;
+        edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
+        edited.n_headers = n;
+        if (!build_upstream_head(c, &edited, &ex->replay, &ctx)) {
+            ex_end(c);
+            rc = -1;
+        }
+    } else {
+        atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
+        ex_end(c);
+        if (ctx.answer) {
+            answer_unread(c, r, ctx.answer);
+        } else {
+            struct rp_response a;
+            resp_init(&a, 502);
+            rp_response_printf(&a, "502 Bad Gateway: the request was rejected\n");
+            answer_unread(c, r, &a);
+            resp_fini(&a);
+        }
+        rc = 0;
+    }
+    hdrs_fini(&h);
+    hook_ctx_fini(&ctx);
+    return rc;
+}
+
+/* Keeps "METHOD PATH" for the response and error hooks, which run after the head is gone. */
+static bool keep_method_path(struct exchange *ex, const struct h1_request *r)
+{
+    ex->mp = malloc((size_t)r->method_len + r->path_len + 2);
+    if (!ex->mp)
+        return false;
+    memcpy(ex->mp, r->method, r->method_len);
+    ex->mp[r->method_len] = ' ';
+    memcpy(ex->mp + r->method_len + 1, r->path, r->path_len);
+    ex->mp[r->method_len + 1 + r->path_len] = 0;
+    ex->m_len = r->method_len;
+    ex->p_len = r->path_len;
+    return true;
+}
+
+static rp_str ex_method(const struct exchange *ex)
+{
+    return ex->mp ? (rp_str){ex->mp, ex->m_len} : (rp_str){"", 0};
+}
+
+static rp_str ex_path(const struct exchange *ex)
+{
+    return ex->mp ? (rp_str){ex->mp + ex->m_len + 1, ex->p_len} : (rp_str){"", 0};
+}
+
+static void ex_start(struct conn *c, const struct h1_request *r, const char *head,
+                     uint32_t head_len)
 {
     struct exchange *ex;
     const rp_server_config *cfg = &c->w->s->cfg;
@@ -473,6 +756,8 @@ static void ex_start(struct conn *c, const struct h1_request *r)
         respond_error(c, 413);
         return;
     }
+    if (c->w->s->hooks.n_local && local_start(c, r, head, head_len))
+        return;
     ex = ex_new(c);
     if (!ex) {
         conn_close(c);
@@ -500,7 +785,18 @@ static void ex_start(struct conn *c, const struct h1_request *r)
     ex->req_body = r->body;
     ex->req_left = r->content_length;
     ex->req_done = r->body == H1_BODY_NONE;
-    if (!build_upstream_head(c, r, &ex->replay)) {
+    if ((c->w->s->hooks.resp.n || c->w->s->hooks.err.n) && !keep_method_path(ex, r)) {
+        ex_end(c);
+        conn_close(c);
+        return;
+    }
+    if (c->w->s->hooks.req.n) {
+        int rc = run_request_hooks(c, r);
+        if (rc < 0)
+            conn_close(c);
+        if (rc <= 0)
+            return;
+    } else if (!build_upstream_head(c, r, &ex->replay, NULL)) {
         ex_end(c);
         conn_close(c);
         return;
@@ -536,6 +832,28 @@ static bool may_retry_connect(struct conn *c)
     return ex->replayable && !ex->resp_started && ex->attempts <= (uint8_t)ex->t->max_retries;
 }
 
+static void report_error(struct conn *c, int err, const char *what)
+{
+    const struct exchange *ex = c->ex;
+    const struct hook_list *l = &c->w->s->hooks.err;
+    char msg[160];
+    rp_proxy_error e;
+
+    snprintf(msg, sizeof(msg), "%s: %s", what, strerror(-err));
+    e = (rp_proxy_error){
+        .domain = ex->t->label,
+        .backend = ex->be->addr,
+        .attempt = ex->attempts,
+        .err = -err,
+        .message = msg,
+        .method = ex_method(ex),
+        .path = ex_path(ex),
+        .worker = c->w->id,
+    };
+    for (uint32_t i = 0; i < l->n; i++)
+        l->v[i].fn.err(&e, l->v[i].user);
+}
+
 void ex_upstream_failed(struct conn *c, int err, const char *what)
 {
     struct exchange *ex = c->ex;
@@ -563,6 +881,9 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
         return;
     }
     retry = connecting ? may_retry_connect(c) : may_retry(c, stale);
+    /* a stale pooled connection retried on a fresh one is not an attempt that failed */
+    if (c->w->s->hooks.err.n && !(retry && stale && !ex->reuse_retried))
+        report_error(c, err, what);
     if (retry && stale && !ex->reuse_retried) {
         ex->reuse_retried = true; /* same backend, fresh connection */
         if (ex_connect(c, true)) {
@@ -736,6 +1057,47 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
     }
 }
 
+/* Runs the response hooks and writes the head with their edits. */
+static void run_response_hooks(struct conn *c, const struct h1_response *r)
+{
+    struct exchange *ex = c->ex;
+    const struct hook_list *l = &c->w->s->hooks.resp;
+    struct h1_response edited = *r;
+    struct rp_headers h;
+    rp_proxy_response pr;
+    uint32_t n;
+
+    hdrs_init(&h, r->headers, r->n_headers, HDRS_RESPONSE);
+    pr = (rp_proxy_response){
+        .domain = ex->t->label,
+        .backend = ex->be->addr,
+        .method = ex_method(ex),
+        .path = ex_path(ex),
+        .status = r->status,
+        .headers = &h,
+        .worker = c->w->id,
+    };
+    for (uint32_t i = 0; i < l->n; i++)
+        l->v[i].fn.resp(&pr, l->v[i].user);
+    if (pr.status != r->status) {
+        /* 204 and 304 have no body: a change to or from them would misframe the response */
+        bool was_empty = r->status == 204 || r->status == 304;
+        bool now_empty = pr.status == 204 || pr.status == 304;
+        if (pr.status < 200 || pr.status > 599 ||
+            (was_empty != now_empty && ex->method_id != H1_M_HEAD)) {
+            log_warn("a response hook's status %d for %.*s was ignored (the backend sent %u)",
+                     pr.status, (int)ex->p_len, ex_path(ex).p, r->status);
+        } else {
+            edited.status = (uint16_t)pr.status;
+            edited.reason_len = 0;
+        }
+    }
+    edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
+    edited.n_headers = n;
+    write_response_head(c, &edited);
+    hdrs_fini(&h);
+}
+
 static void ex_begin_response(struct conn *c, const struct h1_response *r)
 {
     struct exchange *ex = c->ex;
@@ -758,7 +1120,10 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
         buf_reserve(&c->sk.out.pending, r->content_length < WINDOW_BYTES
                                             ? (uint32_t)r->content_length + r->head_len
                                             : WINDOW_BYTES);
-    write_response_head(c, r); /* last: it may close the connection */
+    if (c->w->s->hooks.resp.n)
+        run_response_hooks(c, r); /* last: it may close the connection */
+    else
+        write_response_head(c, r);
 }
 
 static bool ex_alive(const struct conn *c, const struct upconn *up)
@@ -888,7 +1253,7 @@ static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
         conn_close(c);
         return true;
     }
-    ex_start(c, &r);
+    ex_start(c, &r, p, (uint32_t)rc);
     return true;
 }
 
@@ -898,8 +1263,9 @@ static void conn_process(struct conn *c)
         uint32_t before = buf_used(&c->sk.in);
         if (c->ex->active) {
             ex_feed_body(c);
-            if (c->ex->active && c->ex->up && outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES &&
-                !c->recv_paused) {
+            if (!c->ex->active)
+                continue; /* a local endpoint read its body and answered */
+            if (c->ex->up && outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
                 c->recv_paused = true;
                 sock_recv_stop(c->w, &c->sk);
             }
@@ -1037,7 +1403,7 @@ static void conn_update_timer(struct conn *c)
     else if (outq_bytes(&c->sk.out))
         deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
     else if (ex->active && !ex->req_done)
-        deadline = w->now_ms + ex->t->read_timeout_ms;
+        deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
     else if (ex->active)
         deadline = 0; /* waiting for the backend: its own timers run */
     else if (buf_used(&c->sk.in) || !c->nreq)

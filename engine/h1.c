@@ -120,6 +120,11 @@ static uint8_t hdr_kind(const char *n, size_t len)
     }
 }
 
+uint8_t h1_header_kind(const char *name, size_t len)
+{
+    return hdr_kind(name, len);
+}
+
 static bool kind_is_hop(uint8_t kind)
 {
     switch (kind) {

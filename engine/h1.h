@@ -136,6 +136,9 @@ struct h1_chunked {
 ssize_t h1_chunked_feed(struct h1_chunked *c, const char *buf, size_t len, char *out,
                         size_t *out_len, bool *done);
 
+/* The kind of a field name (H1_H_OTHER for any name the engine does not treat specially). */
+uint8_t h1_header_kind(const char *name, size_t len);
+
 /* Case-insensitive comparison of a span with a NUL-terminated lowercase literal. */
 bool h1_span_ieq(const char *s, size_t n, const char *lower);
 

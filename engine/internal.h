@@ -19,6 +19,7 @@
 #include "../balance/balance.h"
 #include "../balance/health.h"
 #include "h1.h"
+#include "hooks.h"
 #include "ringproxy.h"
 #include "route.h"
 #include "timer.h"
@@ -130,7 +131,12 @@ struct exchange {
     struct target *t;
     struct backend *be;
     struct upconn *up;
-    struct buf replay; /* upstream request head + body bytes, while replayable */
+    struct buf replay; /* upstream request head + body bytes, while replayable; for a local
+                          endpoint: the client's head, then the decoded body */
+    const struct local_route *local; /* a local endpoint's request, reading its body */
+    uint32_t local_head_len;
+    char *mp; /* "METHOD PATH" of the request, kept only for response and error hooks */
+    uint32_t m_len, p_len;
 };
 
 struct conn {
@@ -140,7 +146,7 @@ struct conn {
     bool close_after;         /* close once the output has drained */
     bool linger;              /* closing: write side shut, discarding input until EOF */
     bool peer_eof;
-    bool recv_paused; /* input held back: the other side is slow */
+    bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
@@ -242,9 +248,10 @@ struct rp_server {
     struct listen_spec *listen; /* plain and TLS listeners, copied from the config */
     size_t n_listen;
     char *tls_cert, *tls_key;
-    struct tls_ctx *tls;        /* server context while running, if any listener is TLS */
-    bool upstream_tls;          /* some backend is https:// */
+    struct tls_ctx *tls; /* server context while running, if any listener is TLS */
+    bool upstream_tls;   /* some backend is https:// */
     struct route_table rt;
+    struct hooks hooks;
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
     struct worker *workers;

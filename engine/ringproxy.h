@@ -23,6 +23,12 @@ extern "C" {
 #define RP_API
 #endif
 
+#if defined(__GNUC__)
+#define RP_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define RP_PRINTF(f, a)
+#endif
+
 #define RP_VERSION "0.1.0"
 
 typedef struct rp_server rp_server;
@@ -69,8 +75,8 @@ typedef struct rp_domain_config {
     bool preserve_host;          /* forward the client's Host instead of the backend's */
     const char *host_header;     /* if set, the Host sent upstream */
     rp_health_check_config health_check;
-    const char *tls_cert;        /* PEM chain served to TLS clients whose SNI matches this */
-    const char *tls_key;         /* domain (both or neither); else the server's certificate */
+    const char *tls_cert; /* PEM chain served to TLS clients whose SNI matches this */
+    const char *tls_key;  /* domain (both or neither); else the server's certificate */
     /* https:// backends: verified against tls_ca_file, or the system CA store when NULL,
      * unless tls_no_verify; SNI and the name checked are the backend's host (or
      * host_header). */
@@ -99,8 +105,9 @@ typedef struct rp_server_config {
     int log_level;                 /* 0 default (info), 1 warnings only, 2 debug */
     const char *const *listen_tls; /* TLS listeners, beside the plain ones; none by default */
     size_t n_listen_tls;
-    const char *tls_cert;          /* PEM certificate chain and key for the TLS listeners */
+    const char *tls_cert; /* PEM certificate chain and key for the TLS listeners */
     const char *tls_key;
+    uint32_t max_local_body_bytes; /* default 1 MiB: request body to a local endpoint, else 413 */
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad
@@ -148,6 +155,153 @@ typedef struct rp_backend_state {
  * borrowed until rp_server_free(). Any thread, also while the server runs; the figures
  * are read without a lock, each one atomically. */
 RP_API size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap);
+
+/* How many worker threads the server runs (the config's `workers`, resolved): hooks see a
+ * worker index in [0, rp_server_workers(s)). */
+RP_API int rp_server_workers(const rp_server *s);
+
+/* ---- hooks and local endpoints ----------------------------------------------------------
+ *
+ * Hooks and handlers run on the worker threads, concurrently: each worker calls them one at
+ * a time for its own connections, and several workers may be inside the same hook at once.
+ * They must not block (no sleeping, no blocking I/O): the worker's connections wait while a
+ * hook runs. Each call says which worker runs it (`worker`, 0-based), so per-worker state
+ * indexed by it needs no lock. Register before rp_listen_and_serve(); registering while the
+ * server runs returns -EBUSY. Hooks of one kind run in registration order; a kind with no
+ * hook registered costs nothing on the request path.
+ *
+ * Strings are borrowed until the hook returns. rp_str spans are not NUL-terminated: print
+ * them with "%.*s", (int)str.len, str.p. Values passed in (names, values, bodies) are copied.
+ */
+
+typedef struct rp_str {
+    const char *p;
+    size_t len;
+} rp_str;
+
+/* A list of header fields: the request or response being forwarded, or a local answer.
+ * Hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade) are not listed. */
+typedef struct rp_headers rp_headers;
+
+/* How many fields; the i-th one (false past the end), in order. */
+RP_API size_t rp_headers_count(const rp_headers *h);
+RP_API bool rp_headers_at(const rp_headers *h, size_t i, rp_str *name, rp_str *value);
+/* The first field named `name` (case-insensitive): true and its value, or false. */
+RP_API bool rp_headers_get(const rp_headers *h, const char *name, rp_str *value);
+/* Edits. add appends a field; set replaces every field of that name with one; remove drops
+ * them all and returns how many it dropped. Errors: -EINVAL for a name that is not an HTTP
+ * token or a value with CR, LF or NUL; -EPERM for fields the proxy owns (framing and
+ * hop-by-hop fields, Host, Expect, X-Forwarded-For/-Proto/-Host on requests); -E2BIG past
+ * 64 added fields or 8 KiB of added bytes; -ENOMEM. */
+RP_API int rp_headers_add(rp_headers *h, const char *name, const char *value);
+RP_API int rp_headers_set(rp_headers *h, const char *name, const char *value);
+RP_API int rp_headers_remove(rp_headers *h, const char *name);
+
+/* A response the proxy answers itself: a local endpoint's, or a request hook's rejection.
+ * The status defaults to 200 for handlers; Content-Type to "text/plain; charset=utf-8";
+ * Content-Length is computed. */
+typedef struct rp_response rp_response;
+
+/* 200-599; returns 0 or -EINVAL. */
+RP_API int rp_response_set_status(rp_response *r, int status);
+/* The answer's header fields, to edit with rp_headers_add/set/remove. */
+RP_API rp_headers *rp_response_headers(rp_response *r);
+/* Appends body bytes (copied). 0, or -E2BIG past 8 MiB, -ENOMEM. */
+RP_API int rp_response_write(rp_response *r, const void *p, size_t n);
+RP_API int rp_response_printf(rp_response *r, const char *fmt, ...) RP_PRINTF(2, 3);
+
+/* What a request hook sees. The fields are read-only; change the request through the
+ * functions below. Valid only during the call. */
+typedef struct rp_proxy_request {
+    const char *domain;      /* the matched domain as configured, or the route's prefix */
+    const char *backend;     /* the backend chosen for the first attempt ("http://10.0.0.1:80") */
+    const char *client_addr; /* "127.0.0.1", "::1" */
+    rp_str method;
+    rp_str path;         /* as sent: path and query */
+    rp_str host;         /* the client's Host (empty if none) */
+    rp_headers *headers; /* the fields sent upstream (edit them) */
+    int worker;
+    struct rp_hook_ctx *ctx_; /* the engine's */
+} rp_proxy_request;
+
+/* Returning false rejects the request: the client gets 502, or the answer made with
+ * rp_proxy_request_respond(); nothing reaches a backend and later request hooks do not run. */
+typedef bool (*rp_proxy_request_fn)(rp_proxy_request *pr, void *user);
+
+/* The Host field sent upstream (instead of the backend's authority, host_header or
+ * preserve_host). 0, or -EINVAL for a value with CR, LF, NUL, space or over 255 bytes. */
+RP_API int rp_proxy_request_set_host(rp_proxy_request *pr, const char *host);
+/* Starts the answer given when the hook returns false, with this status (200-599); returns
+ * the answer to add headers and a body to, or NULL (bad status, out of memory: the client
+ * then gets 502). */
+RP_API rp_response *rp_proxy_request_respond(rp_proxy_request *pr, int status);
+
+/* What a response hook sees, when the backend's final response head has arrived and before
+ * it goes to the client. `status` may be changed (to 200-599; a change that would contradict
+ * the body's framing, to or from 204/304, is ignored and logged); `headers` may be edited. */
+typedef struct rp_proxy_response {
+    const char *domain;
+    const char *backend; /* the backend that answered */
+    rp_str method;       /* of the request */
+    rp_str path;
+    int status;
+    rp_headers *headers;
+    int worker;
+    struct rp_hook_ctx *ctx_;
+} rp_proxy_response;
+
+typedef void (*rp_proxy_response_fn)(rp_proxy_response *pr, void *user);
+
+/* One failed attempt to get a response from a backend (the request may then be retried on
+ * another backend, or answered 502/503/504). */
+typedef struct rp_proxy_error {
+    const char *domain;
+    const char *backend;
+    int attempt;         /* 1 for the first backend tried, 2 for the first retry, ... */
+    int err;             /* an errno value: ECONNREFUSED, ETIMEDOUT, ECONNRESET, EBADMSG ... */
+    const char *message; /* "connect failed: Connection refused" */
+    rp_str method;
+    rp_str path;
+    int worker;
+} rp_proxy_error;
+
+typedef void (*rp_proxy_error_fn)(const rp_proxy_error *e, void *user);
+
+/* Register a hook; `user` is passed back to it. 0, -EINVAL (NULL fn), -EBUSY, -ENOMEM. */
+RP_API int rp_on_proxy_request(rp_server *s, rp_proxy_request_fn fn, void *user);
+RP_API int rp_on_proxy_response(rp_server *s, rp_proxy_response_fn fn, void *user);
+RP_API int rp_on_proxy_error(rp_server *s, rp_proxy_error_fn fn, void *user);
+
+/* A request to a local endpoint. The body is read whole first (at most
+ * max_local_body_bytes, else 413). */
+typedef struct rp_request {
+    rp_str method;
+    rp_str path;  /* without the query */
+    rp_str query; /* after '?', not decoded; empty if none */
+    rp_str host;
+    const rp_headers *headers;
+    rp_str body;
+    const char *client_addr;
+    int worker;
+    struct rp_hook_ctx *ctx_;
+} rp_request;
+
+/* The value of the pattern's `:name` segment, percent-decoded: true, or false if the
+ * pattern has no such parameter. */
+RP_API bool rp_request_param(const rp_request *req, const char *name, rp_str *value);
+
+typedef void (*rp_handler_fn)(const rp_request *req, rp_response *resp, void *user);
+
+/* Serves `method` on paths matching `pattern` on every listener, before any proxying:
+ * "/status", "/admin/cache/:domain" (a `:name` segment matches one non-empty segment);
+ * a last segment `*name` matches the rest of the path, possibly empty ("/files" then
+ * "*rest"). A path that matches a pattern registered only for other methods gets 405 with
+ * Allow; HEAD is served by a GET handler without the body. Literal segments win over
+ * parameters. Returns 0, -EINVAL (bad
+ * method or pattern), -EEXIST (method and pattern already served), -EBUSY, -ENOMEM. */
+RP_API int rp_handle(rp_server *s, const char *method, const char *pattern, rp_handler_fn fn,
+                     void *user);
 
 /* The library's version string, RP_VERSION at build time. */
 RP_API const char *rp_version(void);

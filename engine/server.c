@@ -41,6 +41,8 @@ static void apply_defaults(rp_server_config *c)
         c->max_target_len = 8 * 1024;
     if (!c->max_body_bytes)
         c->max_body_bytes = 64ull * 1024 * 1024;
+    if (!c->max_local_body_bytes)
+        c->max_local_body_bytes = 1024 * 1024;
 }
 
 static int add_listen(rp_server *s, const char *addr, bool tls)
@@ -129,6 +131,7 @@ void rp_server_free(rp_server *s)
     free(s->tls_cert);
     free(s->tls_key);
     route_table_fini(&s->rt);
+    hooks_fini(&s->hooks);
     free(s);
 }
 

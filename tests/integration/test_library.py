@@ -28,7 +28,7 @@ def compile_c(src, out):
 
 def test_readme_example_compiles(P):
     readme = open(os.path.join(ROOT, "README.md")).read()
-    section = readme[readme.index("## The library"):]
+    section = readme[readme.index("## Use it as a library"):]
     code = re.search(r"```c\n(.*?)```", section, re.S).group(1)
     src = os.path.join(P.tmp, "readme_example.c")
     with open(src, "w") as f:
