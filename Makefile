@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 SOVER   := 0
 VERSION := 0.1.0
 
-PKGS    := liburing libconfig libxxhash
+PKGS    := liburing libconfig libxxhash libdeflate
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -pthread
@@ -50,10 +50,11 @@ Q := @
 endif
 
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/conn.c engine/upstream.c engine/route.c \
-           engine/h1.c engine/timer.c engine/log.c engine/hooks.c balance/balance.c balance/health.c tls/tls.c
+           engine/h1.c engine/timer.c engine/log.c engine/hooks.c engine/pcache.c balance/balance.c balance/health.c tls/tls.c \
+           cache/policy.c cache/store.c cache/compress.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
-UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks \
+UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
               test_ringload test_tls
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server
 
@@ -88,7 +89,7 @@ $(BUILD)/ringproxy: $(DAEMON_OBJ) $(BUILD)/libringproxy.a
 
 # the example front end: built like a user's program, against the archive
 $(BUILD)/obj/tools/ringfront.o: CFLAGS += -Iengine
-$(BUILD)/ringfront: $(BUILD)/obj/tools/ringfront.o $(BUILD)/libringproxy.a
+$(BUILD)/ringfront: $(BUILD)/obj/tools/ringfront.o $(BUILD)/libconfigfile.a $(BUILD)/libringproxy.a
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
 
@@ -110,7 +111,7 @@ $(BUILD)/libtools.a: $(BUILD)/obj/tools/hist.o
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a $(BUILD)/libtools.a
 	@$(if $(Q),echo "  CC $@")
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine -Itools -Itls $< $(BUILD)/libconfigfile.a $(BUILD)/libtools.a \
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine -Itools -Itls -Icache $< $(BUILD)/libconfigfile.a $(BUILD)/libtools.a \
 		$(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) $(CMOCKA_LIBS) -lm -o $@
 
 unit: $(UNIT_TESTS:%=$(BUILD)/%)
@@ -130,9 +131,13 @@ asan: deps
 $(BUILD)/bench_balance: tests/unit/bench_balance.c $(BUILD)/libringproxy.a
 	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Iengine $< $(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) -o $@
 
+$(BUILD)/bench_cache: tests/unit/bench_cache.c $(BUILD)/libringproxy.a
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -Icache $< $(BUILD)/libringproxy.a $(LDFLAGS) $(PKG_LIBS) -lm -o $@
+
 bench: deps
-	$(Q)$(MAKE) --no-print-directory all $(BUILD)/bench_balance
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/bench_balance $(BUILD)/bench_cache
 	$(Q)$(BUILD)/bench_balance
+	$(Q)$(BUILD)/bench_cache
 	$(Q)python3 tools/bench.py --build $(BUILD)
 
 demo: deps

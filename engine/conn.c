@@ -226,7 +226,8 @@ static void ex_end(struct conn *c)
     if (ex->be)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
-    free(ex->mp);
+    if (ex->mp != ex->mp_inline)
+        free(ex->mp);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
 }
@@ -256,14 +257,28 @@ static void put_header(struct buf *b, bool *ok, const struct h1_header *h)
     put(b, ok, "\r\n", 2);
 }
 
+/* Dotted quad without inet_ntop's generality: this runs for every proxied request. */
+static void format_ipv4(const unsigned char *a, char *out)
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : 0;
+    }
+}
+
 static void format_peer(const struct conn *c, char *out, size_t cap)
 {
     const struct sockaddr_in6 *sa = &c->peer;
 
     out[0] = 0;
     if (sa->sin6_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-                  (socklen_t)cap);
+        format_ipv4((const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+                    out);
     else if (sa->sin6_family == AF_INET6)
         inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
 }
@@ -554,12 +569,13 @@ static bool local_start(struct conn *c, const struct h1_request *r, const char *
                         uint32_t head_len)
 {
     const struct local_route *lr = NULL;
-    struct rp_hook_ctx ctx = {0};
+    struct rp_hook_ctx ctx;
     struct exchange *ex;
     char allow[160];
     uint32_t plen;
     enum local_match m;
 
+    hook_ctx_init(&ctx);
     query_of(r, &plen);
     m = local_match(&c->w->s->hooks, r->method, r->method_len, r->path, plen, &lr, &ctx, allow,
                     sizeof(allow));
@@ -606,7 +622,7 @@ static void local_feed_body(struct conn *c)
     struct buf *in = &c->sk.in;
     struct h1_header hdrs[MAX_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
-    struct rp_hook_ctx ctx = {0};
+    struct rp_hook_ctx ctx;
     const struct local_route *lr = NULL;
     uint32_t n = buf_used(in), plen;
     size_t out = 0;
@@ -647,6 +663,7 @@ static void local_feed_body(struct conn *c)
         conn_close(c);
         return;
     }
+    hook_ctx_init(&ctx);
     query_of(&r, &plen);
     local_match(&c->w->s->hooks, r.method, r.method_len, r.path, plen, &lr, &ctx, allow,
                 sizeof(allow));
@@ -664,13 +681,14 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
 {
     struct exchange *ex = c->ex;
     const struct hook_list *l = &c->w->s->hooks.req;
-    struct rp_hook_ctx ctx = {0};
+    struct rp_hook_ctx ctx;
     struct rp_headers h;
     char peer[INET6_ADDRSTRLEN];
     rp_proxy_request pr;
     bool pass = true;
     int rc = 1;
 
+    hook_ctx_init(&ctx);
     hdrs_init(&h, r->headers, r->n_headers, HDRS_REQUEST);
     format_peer(c, peer, sizeof(peer));
     pr = (rp_proxy_request){
@@ -717,7 +735,9 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
 /* Keeps "METHOD PATH" for the response and error hooks, which run after the head is gone. */
 static bool keep_method_path(struct exchange *ex, const struct h1_request *r)
 {
-    ex->mp = malloc((size_t)r->method_len + r->path_len + 2);
+    size_t n = (size_t)r->method_len + r->path_len + 2;
+
+    ex->mp = n <= sizeof(ex->mp_inline) ? ex->mp_inline : malloc(n);
     if (!ex->mp)
         return false;
     memcpy(ex->mp, r->method, r->method_len);

@@ -70,6 +70,15 @@ struct rp_hook_ctx {
     char *decoded; /* percent-decoded parameter values, malloc'ed on demand */
 };
 
+static inline void hook_ctx_init(struct rp_hook_ctx *ctx)
+{
+    ctx->host_len = 0;
+    ctx->host_set = false;
+    ctx->answer = NULL;
+    ctx->route = NULL;
+    ctx->decoded = NULL;
+}
+
 /* Frees what a context holds (decoded parameters, a rejection's answer). */
 void hook_ctx_fini(struct rp_hook_ctx *ctx);
 

@@ -135,8 +135,10 @@ struct exchange {
                           endpoint: the client's head, then the decoded body */
     const struct local_route *local; /* a local endpoint's request, reading its body */
     uint32_t local_head_len;
-    char *mp; /* "METHOD PATH" of the request, kept only for response and error hooks */
+    char *mp; /* "METHOD PATH" of the request, kept only for response and error hooks: in
+                 mp_inline when it fits */
     uint32_t m_len, p_len;
+    char mp_inline[96];
 };
 
 struct conn {
@@ -238,6 +240,8 @@ struct worker {
     uint64_t accepted, requests, errors;
 };
 
+struct cache;
+
 struct listen_spec {
     char *addr;
     bool tls;
@@ -252,6 +256,9 @@ struct rp_server {
     bool upstream_tls;   /* some backend is https:// */
     struct route_table rt;
     struct hooks hooks;
+    struct cache *cache; /* the response cache, NULL when off (cache/cache.h) */
+    int cache_threads;   /* compression threads to start with the server */
+    bool x_cache;        /* send X-Cache on responses that went through the cache */
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
     struct worker *workers;

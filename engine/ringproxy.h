@@ -82,6 +82,7 @@ typedef struct rp_domain_config {
      * host_header). */
     const char *tls_ca_file;
     bool tls_no_verify;
+    bool no_cache; /* never use the response cache for this domain (config: cache = false) */
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */
@@ -108,6 +109,10 @@ typedef struct rp_server_config {
     const char *tls_cert; /* PEM certificate chain and key for the TLS listeners */
     const char *tls_key;
     uint32_t max_local_body_bytes; /* default 1 MiB: request body to a local endpoint, else 413 */
+    /* The cache admin API (purge, stats) on a listener of its own, "127.0.0.1:9901"; NULL:
+     * none. With admin_token set, requests must carry "Authorization: Bearer <token>". */
+    const char *admin_listen;
+    const char *admin_token;
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad
@@ -155,6 +160,61 @@ typedef struct rp_backend_state {
  * borrowed until rp_server_free(). Any thread, also while the server runs; the figures
  * are read without a lock, each one atomically. */
 RP_API size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap);
+
+/* ---- response cache ---------------------------------------------------------------------
+ *
+ * A shared in-memory cache with RFC 9111 shared-cache semantics, off until
+ * rp_set_proxy_cache(). Responses with explicit freshness (s-maxage, max-age, Expires) are
+ * stored when cacheable; responses without it only when a rule or a hook admits them, for
+ * default_max_age (or the rule's or the hook's). Served responses carry Age and X-Cache:
+ * HIT, MISS, STALE or REVALIDATED. */
+
+/* Per path prefix (longest wins): which methods use the cache, which statuses are stored,
+ * how long responses without explicit freshness live, how big a body may be. */
+typedef struct rp_cache_rule {
+    const char *path_prefix;
+    uint64_t max_age_ms;              /* 0: default_max_age */
+    const char *const *methods;       /* "GET", "HEAD"; none: GET and HEAD */
+    size_t n_methods;
+    const int *status_only;           /* statuses stored; none: the cacheable defaults */
+    size_t n_status_only;
+    uint64_t max_bytes;               /* largest body stored; 0: max_entry_size */
+} rp_cache_rule;
+
+/* A zero field means the default shown. */
+typedef struct rp_cache_config {
+    uint64_t default_max_age_ms;        /* 5 min */
+    uint64_t max_total_bytes;           /* 256 MiB: every byte entries cost, gzip copies too */
+    uint32_t max_entries;               /* 10000 */
+    uint64_t max_entry_size;            /* 4 MiB */
+    bool pre_compress;                  /* gzip compressible entries in the background */
+    int compress_level;                 /* 6 (1-12) */
+    uint32_t compress_min_len;          /* 256 */
+    uint64_t stale_while_revalidate_ms; /* 0: only the response's own directive */
+    const rp_cache_rule *rules;
+    size_t n_rules;
+    int compress_threads;               /* 1 */
+    bool no_x_cache;                    /* leave out the X-Cache header */
+} rp_cache_config;
+
+/* Turns the cache on with `cfg` (copied; NULL: all defaults). 0, -EINVAL (reason logged),
+ * -EBUSY once the server runs, -ENOMEM. */
+RP_API int rp_set_proxy_cache(rp_server *s, const rp_cache_config *cfg);
+
+typedef struct rp_cache_stats {
+    uint64_t entries, bytes, hits, misses;
+    uint64_t stores, evictions, purges;
+} rp_cache_stats;
+
+/* Purges: one URL's entries (every variant; method "GET" or "HEAD", host as the client sends
+ * it, path with query) -> true if any was stored; every entry of a configured domain -> the
+ * count; everything -> the count. Any thread, also while the server runs. */
+RP_API bool rp_purge_proxy_cache(rp_server *s, const char *method, const char *host,
+                                 const char *path);
+RP_API size_t rp_purge_domain_cache(rp_server *s, const char *domain);
+RP_API size_t rp_purge_all_proxy_cache(rp_server *s);
+/* Fills *st (all zero without a cache). Any thread. */
+RP_API void rp_proxy_cache_stats(rp_server *s, rp_cache_stats *st);
 
 /* How many worker threads the server runs (the config's `workers`, resolved): hooks see a
  * worker index in [0, rp_server_workers(s)). */

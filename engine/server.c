@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../tls/tls.h"
+#include "../cache/cache.h"
 #include "internal.h"
 #include "log.h"
 
@@ -132,6 +133,7 @@ void rp_server_free(rp_server *s)
     free(s->tls_key);
     route_table_fini(&s->rt);
     hooks_fini(&s->hooks);
+    cache_free(s->cache);
     free(s);
 }
 

@@ -4,14 +4,14 @@
 set -e
 # `tools/deps.sh fuzz` adds what `make fuzz` needs (clang and libFuzzer).
 PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
-libwolfssl-dev curl python3 openssl"
+libwolfssl-dev libdeflate-dev curl python3 openssl"
 TOOLS="gcc make curl python3 pkg-config openssl"
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang-14 libfuzzer-14-dev"
     TOOLS="$TOOLS clang-14"
 fi
 missing=""
-for pc in liburing libconfig cmocka libxxhash wolfssl; do
+for pc in liburing libconfig cmocka libxxhash wolfssl libdeflate; do
     pkg-config --exists "$pc" 2>/dev/null || missing="yes"
 done
 for tool in $TOOLS; do

@@ -9,9 +9,12 @@
  * Per-worker counters are indexed by the worker that runs the hook: no locks.
  *
  *   ringfront [-l ADDR] [-d DOMAIN] [-w WORKERS] [--deny PREFIX] [--noop] BACKEND...
+ *   ringfront -c FILE [--deny PREFIX] [--noop]
  *
- * --noop registers a request and a response hook that do nothing (for measuring the cost of
- * the hook calls themselves). SIGTERM/SIGINT drain and exit.
+ * -c takes the daemon's configuration file instead (through the daemon's loader,
+ * engine/config.c). --noop registers a request and a response hook that do nothing, and
+ * --no-hooks none at all: the two measure what the hook calls themselves cost
+ * (tools/ab.py). SIGTERM/SIGINT drain and exit.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "ringproxy.h"
 
 #define MAX_BACKENDS 16
@@ -120,23 +124,29 @@ static void noop_response(rp_proxy_response *pr, void *user)
 static int usage(void)
 {
     fprintf(stderr, "usage: ringfront [-l ADDR] [-d DOMAIN] [-w WORKERS] [--deny PREFIX] [--noop] "
-                    "http://BACKEND...\n");
+                    "http://BACKEND...\n       ringfront -c FILE [--deny PREFIX] [--noop | --no-hooks]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:8080", *domain = "front.local";
+    const char *listen = "127.0.0.1:8080", *domain = "front.local", *file = NULL;
+    struct rp_file_config fc = {0};
+    char err[512];
     rp_backend_config be[MAX_BACKENDS] = {{0}};
     struct front f = {.deny = "/private/", .pid = (unsigned)getpid()};
     size_t nbe = 0;
-    bool noop = false;
+    bool noop = false, bare = false;
     int workers = 0, rc;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--noop"))
             noop = true;
+        else if (!strcmp(a, "--no-hooks"))
+            bare = true;
+        else if (i + 1 < argc && !strcmp(a, "-c"))
+            file = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "-l"))
             listen = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "-d"))
@@ -150,21 +160,36 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (!nbe)
-        return usage();
     f.deny_len = strlen(f.deny);
-
-    rp_server_config cfg = {.listen = &listen, .n_listen = 1, .workers = workers};
-    rp_domain_config d = {.domain = domain, .backends = be, .n_backends = nbe};
-    rp_http_route any = {.path_prefix = "/", .backend = be[0].addr};
-    srv = rp_server_new(&cfg);
-    if (!srv || rp_add_proxy_domain(srv, &d) || rp_set_http_routes(srv, &any, 1))
-        return 1;
+    if (file) {
+        /* the daemon's file: its domains and routes, as `ringproxy -c FILE` would serve */
+        if (rp_file_config_load(file, &fc, err, sizeof(err))) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        srv = rp_server_new(&fc.server);
+        for (size_t i = 0; srv && i < fc.n_domains; i++)
+            if (rp_add_proxy_domain(srv, &fc.domains[i]))
+                return 1;
+        if (!srv || (fc.n_routes && rp_set_http_routes(srv, fc.routes, fc.n_routes)))
+            return 1;
+    } else {
+        if (!nbe)
+            return usage();
+        rp_server_config cfg = {.listen = &listen, .n_listen = 1, .workers = workers};
+        rp_domain_config d = {.domain = domain, .backends = be, .n_backends = nbe};
+        rp_http_route any = {.path_prefix = "/", .backend = be[0].addr};
+        srv = rp_server_new(&cfg);
+        if (!srv || rp_add_proxy_domain(srv, &d) || rp_set_http_routes(srv, &any, 1))
+            return 1;
+    }
     f.workers = rp_server_workers(srv);
     f.ws = calloc((size_t)f.workers, sizeof(*f.ws));
     if (!f.ws)
         return 1;
-    if (noop) {
+    if (bare) {
+        rc = 0;
+    } else if (noop) {
         rc = rp_on_proxy_request(srv, noop_request, NULL) |
              rp_on_proxy_response(srv, noop_response, NULL);
     } else {
@@ -178,6 +203,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     rc = rp_listen_and_serve(srv);
     rp_server_free(srv);
+    rp_file_config_free(&fc);
     free(f.ws);
     return rc ? 1 : 0;
 }
