@@ -56,7 +56,8 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
               test_ringload test_tls
-FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server
+FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
+           fuzz_cache_policy
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
@@ -147,8 +148,9 @@ demo: deps
 FUZZ_TIME ?= 30
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) engine/config.c
 	@mkdir -p $(dir $@)
-	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls $(PKG_CFLAGS) \
-		$< engine/h1.c engine/config.c tls/tls.c $(PKG_LIBS) -o $@
+	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
+		$< engine/h1.c engine/config.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
+		$(PKG_LIBS) -o $@
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz
 fuzz: fuzz-deps

@@ -52,8 +52,8 @@ struct cache_rule {
     uint32_t methods;            /* CACHE_M_* bits that use the cache here; 0: GET|HEAD */
     const uint16_t *status_only; /* statuses stored here; none: the default cacheable ones */
     uint32_t n_status_only;
-    uint64_t max_bytes;      /* largest body stored here (replaces max_entry_size); 0: that */
-    bool store_set_cookie;   /* store responses carrying Set-Cookie (off: never) */
+    uint64_t max_bytes;    /* largest body stored here (replaces max_entry_size); 0: that */
+    bool store_set_cookie; /* store responses carrying Set-Cookie (off: never) */
 };
 
 /* A zero field means the documented default, so `struct cache_config c = {0}` is valid. */
@@ -124,8 +124,8 @@ struct cache_resp_meta {
 };
 
 /* Scans response fields into m. Returns 0. Any thread. */
-int cache_resp_meta_parse(struct cache_resp_meta *m, uint16_t status,
-                          const struct cache_field *f, uint32_t n);
+int cache_resp_meta_parse(struct cache_resp_meta *m, uint16_t status, const struct cache_field *f,
+                          uint32_t n);
 
 /* What the cache needs of a request head. `fields` stays borrowed (conditionals, Vary). */
 struct cache_req_meta {
@@ -141,8 +141,8 @@ struct cache_req_meta {
 };
 
 /* Scans request fields into m. method_bit: a CACHE_M_* bit. Returns 0. Any thread. */
-int cache_req_meta_parse(struct cache_req_meta *m, uint32_t method_bit,
-                         const struct cache_field *f, uint32_t n);
+int cache_req_meta_parse(struct cache_req_meta *m, uint32_t method_bit, const struct cache_field *f,
+                         uint32_t n);
 
 /* The CACHE_M_* bit of a method token ("GET" -> CACHE_M_GET). Case-sensitive. */
 uint32_t cache_method_bit(const char *m, size_t n);
@@ -229,16 +229,16 @@ void cache_fresh_init(struct cache_fresh *f, const struct cache_resp_meta *rs,
                       uint64_t cfg_swr_ms);
 
 enum cache_serve {
-    CACHE_FRESH = 0,            /* serve it (fresh, or stale the client accepts: max-stale) */
-    CACHE_STALE_SWR,            /* serve it and revalidate in the background (one request) */
-    CACHE_MUST_REVALIDATE,      /* ask the origin (conditionally) before using it */
+    CACHE_FRESH = 0,       /* serve it (fresh, or stale the client accepts: max-stale) */
+    CACHE_STALE_SWR,       /* serve it and revalidate in the background (one request) */
+    CACHE_MUST_REVALIDATE, /* ask the origin (conditionally) before using it */
 };
 
 struct cache_decision {
-    uint8_t serve;     /* enum cache_serve */
-    bool stale;        /* the entry is past its lifetime */
-    bool sie_ok;       /* if revalidation fails (5xx, unreachable), serving it is allowed */
-    int64_t age_ms;    /* current age, for the Age header (seconds = age_ms / 1000) */
+    uint8_t serve;  /* enum cache_serve */
+    bool stale;     /* the entry is past its lifetime */
+    bool sie_ok;    /* if revalidation fails (5xx, unreachable), serving it is allowed */
+    int64_t age_ms; /* current age, for the Age header (seconds = age_ms / 1000) */
 };
 
 /* Whether a stored response satisfies a request now (§4, §4.2.4, RFC 5861). Request no-cache
@@ -287,8 +287,8 @@ bool cache_rule_allows(const struct cache_rule *rule, uint32_t method_bit);
 /* Builds the key: "G" (GET; HEAD maps to GET) + lowercase host + " " + path-with-query.
  * Returns its length, -ENOSPC if cap is too small, -EINVAL for methods never cached. The
  * caller removes a default port from host first. Any thread. */
-int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host,
-                    size_t host_len, const char *path, size_t path_len);
+int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host, size_t host_len,
+                    const char *path, size_t path_len);
 
 /* A borrowed span; n -1 means "absent" where that matters. */
 struct cache_span {
@@ -318,12 +318,12 @@ struct cache_body {
 
 /* Background copy states (struct cache_entry.copy_state). */
 enum cache_copy_state {
-    CACHE_COPY_NONE = 0,     /* not queued: not eligible, or the queue was full */
-    CACHE_COPY_QUEUED,       /* a compression thread will look at it */
-    CACHE_COPY_READY,        /* gzip or identity copy attached */
-    CACHE_COPY_NOT_WORTH,    /* gzip was not smaller than identity */
-    CACHE_COPY_TOO_BIG,      /* identity copy over max_entry_size, or no room in the budget */
-    CACHE_COPY_FAILED,       /* corrupt gzip from the origin, or out of memory */
+    CACHE_COPY_NONE = 0,  /* not queued: not eligible, or the queue was full */
+    CACHE_COPY_QUEUED,    /* a compression thread will look at it */
+    CACHE_COPY_READY,     /* gzip or identity copy attached */
+    CACHE_COPY_NOT_WORTH, /* gzip was not smaller than identity */
+    CACHE_COPY_TOO_BIG,   /* identity copy over max_entry_size, or no room in the budget */
+    CACHE_COPY_FAILED,    /* corrupt gzip from the origin, or out of memory */
 };
 
 /* One stored response variant. Immutable once published, except the atomics. Lifetime: the
@@ -333,11 +333,12 @@ enum cache_copy_state {
 struct cache_entry {
     atomic_uint refs;
     atomic_uint hits;
-    atomic_bool visited; /* SIEVE: set by hits without the lock's help */
-    atomic_uchar copy_state;                 /* enum cache_copy_state */
-    _Atomic(struct cache_body *) copy;       /* gzip copy (identity body) or identity copy
-                                                (gzip body); load with cache_entry_copy() */
-    uint32_t max_hits;                       /* 0: unlimited */
+    atomic_bool visited;               /* SIEVE: set by hits without the lock's help */
+    atomic_uchar copy_state;           /* enum cache_copy_state */
+    _Atomic(struct cache_body *) copy; /* gzip copy (identity body) or identity copy
+                                          (gzip body); load with cache_entry_copy() */
+    uint32_t max_hits;                 /* 0: unlimited */
+    uint32_t min_len;                  /* compress_min_len for this entry, 0: cfg's */
     uint16_t status;
     bool gzip_body;    /* body is gzip from the origin (Content-Encoding: gzip in fields) */
     bool compressible; /* content type worth gzip */
@@ -346,7 +347,7 @@ struct cache_entry {
     uint64_t hash;
     const char *key;
     uint32_t key_len;
-    const char *domain; /* NUL-terminated, "" if none */
+    const char *domain;               /* NUL-terminated, "" if none */
     const struct cache_field *fields; /* stored response fields, hop-by-hop already removed */
     uint32_t n_fields;
     uint32_t n_vary;
@@ -394,11 +395,12 @@ struct cache_entry_params {
     uint32_t n_resp_fields;
     const struct cache_field *req_fields; /* request fields: Vary values come from here */
     uint32_t n_req_fields;
-    const struct cache_resp_meta *meta;    /* cache_resp_meta_parse of resp_fields */
-    const struct cache_verdict *verdict;   /* cache_storable's */
+    const struct cache_resp_meta *meta;  /* cache_resp_meta_parse of resp_fields */
+    const struct cache_verdict *verdict; /* cache_storable's */
     int64_t request_ms, response_ms;
-    uint32_t max_hits;   /* 0: unlimited */
-    int8_t compress;     /* +1: gzip copy wanted, -1: never, 0: cfg pre_compress */
+    uint32_t max_hits;              /* 0: unlimited */
+    int8_t compress;                /* +1: gzip copy wanted, -1: never, 0: cfg pre_compress */
+    uint32_t compress_min_len;      /* smallest body worth a gzip copy; 0: cfg compress_min_len */
     bool vary_skip_accept_encoding; /* the cache picks gzip itself: drop it from Vary */
 };
 
@@ -414,8 +416,8 @@ void cache_entry_abort(struct cache_builder *b);
  * every case. Reserves its bytes and an entry slot first, evicting (SIEVE, own shard first,
  * then the others, one lock at a time) until it fits. Queues it for compression when it
  * qualifies. Returns 0, -EFBIG (cannot fit even in an empty cache), -ENOSPC (nothing left to
- * evict), -EINVAL (an append had failed). If out is not NULL and the insert succeeded, *out gets a reference for the caller.
- * Any thread. */
+ * evict), -EINVAL (an append had failed). If out is not NULL and the insert succeeded, *out gets a
+ * reference for the caller. Any thread. */
 int cache_insert(struct cache *c, struct cache_builder *b, const struct cache_entry **out);
 
 /* Creates the cache (copies cfg, NULL: defaults). Returns NULL when out of memory. Start-up. */
@@ -440,17 +442,17 @@ struct cache_req {
  * a referenced entry (caller unrefs) or NULL; *d gets the decision. A FRESH or STALE_SWR answer
  * counts as a hit (and toward max_hits: the hit that reaches it removes the entry); NULL or
  * MUST_REVALIDATE counts as a miss. The shard lock is held only while searching. Any thread. */
-const struct cache_entry *cache_lookup(struct cache *c, const struct cache_req *rq,
-                                       int64_t now_ms, struct cache_decision *d);
+const struct cache_entry *cache_lookup(struct cache *c, const struct cache_req *rq, int64_t now_ms,
+                                       struct cache_decision *d);
 
 /* Replaces entry `old` after a 304 (§4.3.4): a new entry sharing old's bodies, with old's
  * fields updated by the 304's (same-name lines replaced, Content-Length kept), freshness
  * recomputed from the merged fields with the new times (old lifetime when still not explicit).
  * Returns 0 and a referenced *out (even when old was purged meanwhile: then *out is not
  * stored), or -ENOMEM / -ENOSPC. Any thread. */
-int cache_refresh(struct cache *c, const struct cache_entry *old,
-                  const struct cache_field *fields, uint32_t n, int64_t request_ms,
-                  int64_t response_ms, const struct cache_entry **out);
+int cache_refresh(struct cache *c, const struct cache_entry *old, const struct cache_field *fields,
+                  uint32_t n, int64_t request_ms, int64_t response_ms,
+                  const struct cache_entry **out);
 
 /* Removes every variant of one URL; method "GET" or "HEAD" (others: nothing). Returns whether
  * something was removed. Referenced entries live on until unref. Any thread. */

@@ -77,8 +77,8 @@ static void make_identity(struct cache *c, struct cache_entry *e, struct libdefl
         cache_set_copy_state(e, CACHE_COPY_FAILED);
         return;
     }
-    enum libdeflate_result r = libdeflate_gzip_decompress_ex(d, in->data, in->len, out->data,
-                                                             isize, &in_used, &got);
+    enum libdeflate_result r =
+        libdeflate_gzip_decompress_ex(d, in->data, in->len, out->data, isize, &in_used, &got);
     /* one member that fills exactly ISIZE bytes; anything else (several members, a body
      * over 4 GiB, corruption) is not worth a second attempt */
     if (r != LIBDEFLATE_SUCCESS || in_used != in->len || got != isize) {
@@ -117,8 +117,8 @@ static void *worker_main(void *arg)
     struct cache *c = arg;
     struct cache_cpool *p = cache_cpool_of(c);
     int level = cache_config_of(c)->compress_level;
-    struct libdeflate_compressor *z = libdeflate_alloc_compressor(level < 1 || level > 12 ? 6
-                                                                                        : level);
+    struct libdeflate_compressor *z =
+        libdeflate_alloc_compressor(level < 1 || level > 12 ? 6 : level);
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     struct cache_entry *batch[BATCH_MAX];
 

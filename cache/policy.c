@@ -130,8 +130,8 @@ static void keep(int64_t *slot, int64_t v, bool smaller)
         *slot = v;
 }
 
-static void cc_apply(struct cache_cc *cc, const char *nm, size_t nn, bool has_val,
-                     const char *val, size_t vn)
+static void cc_apply(struct cache_cc *cc, const char *nm, size_t nn, bool has_val, const char *val,
+                     size_t vn)
 {
     int64_t d = has_val ? parse_delta(val, vn) : -1;
     static const struct {
@@ -430,8 +430,8 @@ static void content_encoding(struct cache_resp_meta *m, const char *v, size_t n)
         m->gzip_encoded = false;
 }
 
-int cache_resp_meta_parse(struct cache_resp_meta *m, uint16_t status,
-                          const struct cache_field *f, uint32_t n)
+int cache_resp_meta_parse(struct cache_resp_meta *m, uint16_t status, const struct cache_field *f,
+                          uint32_t n)
 {
     memset(m, 0, sizeof(*m));
     m->status = status;
@@ -476,8 +476,8 @@ uint32_t cache_method_bit(const char *m, size_t n)
     static const struct {
         const char *name;
         uint32_t bit;
-    } t[] = {{"GET", CACHE_M_GET},         {"HEAD", CACHE_M_HEAD},   {"POST", CACHE_M_POST},
-             {"PUT", CACHE_M_PUT},         {"DELETE", CACHE_M_DELETE}, {"PATCH", CACHE_M_PATCH},
+    } t[] = {{"GET", CACHE_M_GET},        {"HEAD", CACHE_M_HEAD},     {"POST", CACHE_M_POST},
+             {"PUT", CACHE_M_PUT},        {"DELETE", CACHE_M_DELETE}, {"PATCH", CACHE_M_PATCH},
              {"OPTIONS", CACHE_M_OPTIONS}};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         if (strlen(t[i].name) == n && memcmp(t[i].name, m, n) == 0)
@@ -485,8 +485,8 @@ uint32_t cache_method_bit(const char *m, size_t n)
     return CACHE_M_OTHER;
 }
 
-int cache_req_meta_parse(struct cache_req_meta *m, uint32_t method_bit,
-                         const struct cache_field *f, uint32_t n)
+int cache_req_meta_parse(struct cache_req_meta *m, uint32_t method_bit, const struct cache_field *f,
+                         uint32_t n)
 {
     struct ae_state ae = {-1, -1};
     bool had_cc = false, pragma = false;
@@ -558,9 +558,9 @@ static bool status_in(uint16_t s, const uint16_t *list, size_t n)
 
 static const uint16_t heuristic_statuses[] = {200, 203, 204, 300, 301, 308,
                                               404, 405, 410, 414, 501};
-static const uint16_t understood_statuses[] = {200, 203, 204, 300, 301, 302, 303, 307, 308,
-                                               400, 403, 404, 405, 410, 414, 451, 500, 501,
-                                               502, 503, 504};
+static const uint16_t understood_statuses[] = {200, 203, 204, 300, 301, 302, 303,
+                                               307, 308, 400, 403, 404, 405, 410,
+                                               414, 451, 500, 501, 502, 503, 504};
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 const char *cache_store_reason_str(enum cache_store_reason r)
@@ -604,9 +604,9 @@ enum cache_store_reason cache_storable(const struct cache_config *cfg,
         return CACHE_NS_HOOK;
     if (st == 206)
         return CACHE_NS_PARTIAL;
-    if (rule_status ? !status_in(st, rule->status_only, rule->n_status_only) || st == 304 ||
-                          st < 200
-                    : !status_in(st, understood_statuses, NELEM(understood_statuses)))
+    if (rule_status
+            ? !status_in(st, rule->status_only, rule->n_status_only) || st == 304 || st < 200
+            : !status_in(st, understood_statuses, NELEM(understood_statuses)))
         return CACHE_NS_STATUS;
     if (rq->cc.flags & CACHE_CC_NO_STORE)
         return CACHE_NS_NO_STORE_REQ;
@@ -614,8 +614,8 @@ enum cache_store_reason cache_storable(const struct cache_config *cfg,
         return CACHE_NS_NO_STORE;
     if (cc & CACHE_CC_PRIVATE)
         return CACHE_NS_PRIVATE;
-    if (rq->authorization &&
-        !(cc & (CACHE_CC_PUBLIC | CACHE_CC_MUST_REVALIDATE)) && rs->cc.s_maxage < 0)
+    if (rq->authorization && !(cc & (CACHE_CC_PUBLIC | CACHE_CC_MUST_REVALIDATE)) &&
+        rs->cc.s_maxage < 0)
         return CACHE_NS_AUTHORIZATION;
     if (rs->set_cookie && hook <= 0 && !(rule && rule->store_set_cookie))
         return CACHE_NS_SET_COOKIE;
@@ -634,8 +634,8 @@ enum cache_store_reason cache_storable(const struct cache_config *cfg,
                                   : rule && rule->max_age_ms  ? rule->max_age_ms
                                                               : cfg->default_max_age_ms);
     }
-    if (v.lifetime_ms == 0 && !rs->has_etag && !rs->has_lm && rs->cc.swr <= 0 &&
-        rs->cc.sie <= 0 && !(cc & CACHE_CC_NO_CACHE) && cfg->stale_while_revalidate_ms == 0)
+    if (v.lifetime_ms == 0 && !rs->has_etag && !rs->has_lm && rs->cc.swr <= 0 && rs->cc.sie <= 0 &&
+        !(cc & CACHE_CC_NO_CACHE) && cfg->stale_while_revalidate_ms == 0)
         return CACHE_NS_STALE;
     v.max_bytes = rule && rule->max_bytes ? rule->max_bytes : cfg->max_entry_size;
     if (rs->content_length >= 0 && (uint64_t)rs->content_length > v.max_bytes)
@@ -776,7 +776,8 @@ int cache_etag_weaken(const char *etag, size_t etag_len, char *out, size_t cap)
     return (int)need;
 }
 
-/* ---- config copies --------------------------------------------------------------------------------- */
+/* ---- config copies
+ * --------------------------------------------------------------------------------- */
 
 static void rules_free(struct cache_rule *r, uint32_t n)
 {
@@ -792,7 +793,9 @@ int cache_config_copy(struct cache_config *dst, const struct cache_config *src)
     struct cache_config d;
     cache_config_defaults(&d);
     if (src) {
-#define TAKE(f) if (src->f) d.f = src->f
+#define TAKE(f)                                                                                    \
+    if (src->f)                                                                                    \
+    d.f = src->f
         TAKE(default_max_age_ms);
         TAKE(max_total_bytes);
         TAKE(max_entries);
@@ -838,10 +841,11 @@ void cache_config_release(struct cache_config *c)
     c->n_rules = 0;
 }
 
-/* ---- keys and Vary (RFC 9111 §4.1) --------------------------------------------------------------- */
+/* ---- keys and Vary (RFC 9111 §4.1)
+ * --------------------------------------------------------------- */
 
-int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host,
-                    size_t host_len, const char *path, size_t path_len)
+int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host, size_t host_len,
+                    const char *path, size_t path_len)
 {
     size_t need = 2 + host_len + path_len;
     if (method_bit != CACHE_M_GET && method_bit != CACHE_M_HEAD)
@@ -892,8 +896,7 @@ static int span_cmp(const void *a, const void *b)
     return (x->n > y->n) - (x->n < y->n);
 }
 
-int cache_vary_names(const struct cache_field *f, uint32_t n, bool skip_ae,
-                     struct cache_span **out)
+int cache_vary_names(const struct cache_field *f, uint32_t n, bool skip_ae, struct cache_span **out)
 {
     uint32_t cap = 0, k = 0, m = 0;
     const char *el;

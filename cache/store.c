@@ -145,7 +145,8 @@ static bool same_variant(const struct cache_entry *a, const struct cache_entry *
     return true;
 }
 
-/* ---- entries ----------------------------------------------------------------------------------- */
+/* ---- entries -----------------------------------------------------------------------------------
+ */
 
 struct cache_body *cache_body_new(size_t len)
 {
@@ -185,8 +186,8 @@ void cache_entry_unref(const struct cache_entry *ce)
 
 const char *cache_entry_copy(const struct cache_entry *e, size_t *len)
 {
-    struct cache_body *b = atomic_load_explicit(&((struct cache_entry *)e)->copy,
-                                                memory_order_acquire);
+    struct cache_body *b =
+        atomic_load_explicit(&((struct cache_entry *)e)->copy, memory_order_acquire);
     if (!b)
         return NULL;
     *len = b->len;
@@ -420,8 +421,8 @@ static bool try_take(_Atomic uint64_t *ctr, uint64_t amount, uint64_t max)
     do {
         if (amount > max || cur > max - amount)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(ctr, &cur, cur + amount,
-                                                    memory_order_relaxed, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(ctr, &cur, cur + amount, memory_order_relaxed,
+                                                    memory_order_relaxed));
     return true;
 }
 
@@ -478,7 +479,8 @@ int cache_attach_copy(struct cache *c, struct cache_entry *e, struct cache_body 
     return 0;
 }
 
-/* ---- create / free ----------------------------------------------------------------------------- */
+/* ---- create / free -----------------------------------------------------------------------------
+ */
 
 struct cache *cache_new(const struct cache_config *cfg)
 {
@@ -578,8 +580,8 @@ struct cache_builder *cache_entry_new(struct cache *c, const struct cache_entry_
         if (!vals)
             goto out;
         for (int i = 0; i < nv; i++) {
-            vals[i].n = cache_vary_norm(p->req_fields, p->n_req_fields, names[i].p, (size_t)names[i].n,
-                                  NULL);
+            vals[i].n = cache_vary_norm(p->req_fields, p->n_req_fields, names[i].p,
+                                        (size_t)names[i].n, NULL);
             total += vals[i].n > 0 ? (size_t)vals[i].n : 0;
         }
         vbuf = malloc(total + 1);
@@ -589,13 +591,18 @@ struct cache_builder *cache_entry_new(struct cache *c, const struct cache_entry_
             vals[i].p = vbuf + off;
             if (vals[i].n > 0)
                 off += (size_t)cache_vary_norm(p->req_fields, p->n_req_fields, names[i].p,
-                                         (size_t)names[i].n, vbuf + off);
+                                               (size_t)names[i].n, vbuf + off);
         }
     }
-    struct entry_src src = {
-        .key = k.p, .key_len = (uint32_t)k.len, .hash = k.hash,
-        .domain = p->domain, .f = {p->resp_fields, NULL}, .nf = {p->n_resp_fields, 0},
-        .n_vary = (uint32_t)nv, .vn = names, .vv = vals};
+    struct entry_src src = {.key = k.p,
+                            .key_len = (uint32_t)k.len,
+                            .hash = k.hash,
+                            .domain = p->domain,
+                            .f = {p->resp_fields, NULL},
+                            .nf = {p->n_resp_fields, 0},
+                            .n_vary = (uint32_t)nv,
+                            .vn = names,
+                            .vv = vals};
     b = calloc(1, sizeof(*b));
     if (!b)
         goto out;
@@ -612,6 +619,7 @@ struct cache_builder *cache_entry_new(struct cache *c, const struct cache_entry_
     e->gzip_body = p->meta->gzip_encoded;
     e->compressible = p->meta->compressible;
     e->want_gzip = wants_copy(c, e, p->meta->cc.flags & CACHE_CC_NO_TRANSFORM, p->compress);
+    e->min_len = p->compress_min_len;
     e->has_lm = p->meta->has_lm;
     e->lm_s = p->meta->lm_s;
     cache_fresh_init(&e->fresh, p->meta, p->verdict, p->request_ms, p->response_ms,
@@ -697,7 +705,8 @@ static struct cache_entry *publish(struct cache *c, struct cache_entry *e)
 static void maybe_queue(struct cache *c, struct cache_entry *e)
 {
     size_t len = e->body->len;
-    if (!e->want_gzip || len == 0 || (!e->gzip_body && len < c->cfg.compress_min_len))
+    if (!e->want_gzip || len == 0 ||
+        (!e->gzip_body && len < (e->min_len ? e->min_len : c->cfg.compress_min_len)))
         return;
     cache_set_copy_state(e, CACHE_COPY_QUEUED);
     if (!cache_compress_enqueue(c, e))
@@ -747,8 +756,8 @@ static bool key_eq(const struct cache_entry *e, const struct key *k)
            memcmp(e->key, k->p, e->key_len) == 0;
 }
 
-const struct cache_entry *cache_lookup(struct cache *c, const struct cache_req *rq,
-                                       int64_t now_ms, struct cache_decision *d)
+const struct cache_entry *cache_lookup(struct cache *c, const struct cache_req *rq, int64_t now_ms,
+                                       struct cache_decision *d)
 {
     struct key k;
     struct cache_entry *found = NULL, *gc = NULL;
@@ -784,11 +793,12 @@ const struct cache_entry *cache_lookup(struct cache *c, const struct cache_req *
     return found;
 }
 
-/* ---- refresh after 304 ------------------------------------------------------------------------- */
+/* ---- refresh after 304 -------------------------------------------------------------------------
+ */
 
-int cache_refresh(struct cache *c, const struct cache_entry *old,
-                  const struct cache_field *fields, uint32_t n, int64_t request_ms,
-                  int64_t response_ms, const struct cache_entry **out)
+int cache_refresh(struct cache *c, const struct cache_entry *old, const struct cache_field *fields,
+                  uint32_t n, int64_t request_ms, int64_t response_ms,
+                  const struct cache_entry **out)
 {
     bool *skip_old = calloc(old->n_fields + 1, sizeof(bool));
     bool *skip_new = calloc(n + 1, sizeof(bool));
@@ -805,16 +815,22 @@ int cache_refresh(struct cache *c, const struct cache_entry *old,
     for (uint32_t i = 0; i < old->n_fields; i++)
         for (uint32_t j = 0; j < n && !skip_old[i]; j++)
             skip_old[i] = !skip_new[j] && ieq2(old->fields[i].name, old->fields[i].name_len,
-                                                fields[j].name, fields[j].name_len);
+                                               fields[j].name, fields[j].name_len);
     for (uint32_t i = 0; i < old->n_vary; i++) {
         vn[i] = (struct cache_span){old->vary_names[i], old->vary_name_lens[i]};
         vv[i] = (struct cache_span){old->vary_values[i],
                                     old->vary_values[i] ? (int64_t)old->vary_value_lens[i] : -1};
     }
-    struct entry_src src = {.key = old->key, .key_len = old->key_len, .hash = old->hash,
-                            .domain = old->domain, .f = {old->fields, fields},
-                            .nf = {old->n_fields, n}, .skip = {skip_old, skip_new},
-                            .n_vary = old->n_vary, .vn = vn, .vv = vv};
+    struct entry_src src = {.key = old->key,
+                            .key_len = old->key_len,
+                            .hash = old->hash,
+                            .domain = old->domain,
+                            .f = {old->fields, fields},
+                            .nf = {old->n_fields, n},
+                            .skip = {skip_old, skip_new},
+                            .n_vary = old->n_vary,
+                            .vn = vn,
+                            .vv = vv};
     e = entry_alloc(&src, &block);
     if (!e)
         goto out;
@@ -829,13 +845,14 @@ int cache_refresh(struct cache *c, const struct cache_entry *old,
     e->gzip_body = old->gzip_body;
     e->compressible = old->compressible;
     e->want_gzip = old->want_gzip;
+    e->min_len = old->min_len;
     e->has_lm = m.has_lm;
     e->lm_s = m.lm_s;
     e->body = old->body;
     atomic_fetch_add_explicit(&e->body->refs, 1, memory_order_relaxed);
     e->charge = block + sizeof(struct cache_body) + e->body->len;
-    struct cache_body *copy = atomic_load_explicit(&((struct cache_entry *)old)->copy,
-                                                   memory_order_acquire);
+    struct cache_body *copy =
+        atomic_load_explicit(&((struct cache_entry *)old)->copy, memory_order_acquire);
     if (copy) {
         atomic_fetch_add_explicit(&copy->refs, 1, memory_order_relaxed);
         atomic_store_explicit(&e->copy, copy, memory_order_relaxed);
@@ -843,8 +860,8 @@ int cache_refresh(struct cache *c, const struct cache_entry *old,
         e->charge += e->copy_charge;
         cache_set_copy_state(e, CACHE_COPY_READY);
     } else {
-        unsigned char st = atomic_load_explicit(&((struct cache_entry *)old)->copy_state,
-                                                memory_order_acquire);
+        unsigned char st =
+            atomic_load_explicit(&((struct cache_entry *)old)->copy_state, memory_order_acquire);
         if (st != CACHE_COPY_QUEUED)
             cache_set_copy_state(e, (enum cache_copy_state)st);
     }
@@ -884,8 +901,8 @@ out:
 
 /* ---- purge ----------------------------------------------------------------------------------- */
 
-static uint64_t remove_key(struct cache *c, uint32_t method_bit, const char *host,
-                           size_t host_len, const char *path, size_t path_len)
+static uint64_t remove_key(struct cache *c, uint32_t method_bit, const char *host, size_t host_len,
+                           const char *path, size_t path_len)
 {
     struct key k;
     struct cache_entry *gc = NULL;
@@ -913,8 +930,8 @@ static uint64_t remove_key(struct cache *c, uint32_t method_bit, const char *hos
 bool cache_purge_key(struct cache *c, const char *method, const char *host, size_t host_len,
                      const char *path, size_t path_len)
 {
-    uint64_t n = remove_key(c, cache_method_bit(method, strlen(method)), host, host_len, path,
-                            path_len);
+    uint64_t n =
+        remove_key(c, cache_method_bit(method, strlen(method)), host, host_len, path, path_len);
     atomic_fetch_add_explicit(&c->purges, n, memory_order_relaxed);
     return n > 0;
 }
@@ -962,10 +979,16 @@ uint64_t cache_purge_all(struct cache *c)
 void cache_get_stats(struct cache *c, struct cache_stats *o)
 {
 #define LD(x) atomic_load_explicit(&c->x, memory_order_relaxed)
-    *o = (struct cache_stats){
-        .entries = LD(entries), .bytes = LD(bytes), .hits = LD(hits), .misses = LD(misses),
-        .stores = LD(stores), .evictions = LD(evictions), .purges = LD(purges),
-        .invalidations = LD(invalidations), .refused = LD(refused), .gzip_bytes = LD(copy_bytes)};
+    *o = (struct cache_stats){.entries = LD(entries),
+                              .bytes = LD(bytes),
+                              .hits = LD(hits),
+                              .misses = LD(misses),
+                              .stores = LD(stores),
+                              .evictions = LD(evictions),
+                              .purges = LD(purges),
+                              .invalidations = LD(invalidations),
+                              .refused = LD(refused),
+                              .gzip_bytes = LD(copy_bytes)};
 #undef LD
 }
 
@@ -1004,8 +1027,8 @@ int cache_fill_begin(struct cache *c, uint32_t method_bit, const char *host, siz
     } else if (!nf) {
         rc = -ENOMEM;
     } else {
-        *nf = (struct cache_fill){.next = s->fills, .hash = k.hash, .shard = si,
-                                  .key_len = (uint32_t)k.len};
+        *nf = (struct cache_fill){
+            .next = s->fills, .hash = k.hash, .shard = si, .key_len = (uint32_t)k.len};
         memcpy(nf->key, k.p, (size_t)k.len);
         s->fills = nf;
         *fill = nf;

@@ -456,12 +456,12 @@ enum kind {
     K_INT_ZERO_NEG, /* int in [lo, hi], but a configured 0 is stored as -1 (see set_int) */
     K_U32,          /* uint32_t in [lo, hi] */
     K_DURATION,     /* uint32_t milliseconds from a duration string, more than 0 */
+    K_DURATION64,   /* the same, stored as uint64_t milliseconds */
     K_SIZE32,       /* uint32_t bytes from a size, 1 to hi */
     K_SIZE64,       /* uint64_t bytes from a size, at least 1 */
     K_BOOL,         /* bool */
     K_HEADER,       /* const char * Host value; "" means unset (NULL) */
     K_FUNC,         /* fn does the work */
-    K_LATER,        /* a feature that is not built yet */
 };
 
 struct key {
@@ -501,6 +501,16 @@ static int set_size(struct loader *ld, const config_setting_t *s, const struct k
     return 0;
 }
 
+static int set_duration64(struct loader *ld, const config_setting_t *s, char *f)
+{
+    uint32_t ms;
+    int rc = get_duration(ld, s, &ms);
+
+    if (!rc)
+        *(uint64_t *)(void *)f = ms;
+    return rc;
+}
+
 static int set_bool(struct loader *ld, const config_setting_t *s, char *f)
 {
     if (config_setting_type(s) != CONFIG_TYPE_BOOL)
@@ -535,6 +545,8 @@ static int set_value(struct loader *ld, const config_setting_t *s, const struct 
         return set_int(ld, s, k, f);
     case K_DURATION:
         return get_duration(ld, s, (uint32_t *)(void *)f);
+    case K_DURATION64:
+        return set_duration64(ld, s, f);
     case K_SIZE32:
     case K_SIZE64:
         return set_size(ld, s, k, f);
@@ -544,8 +556,6 @@ static int set_value(struct loader *ld, const config_setting_t *s, const struct 
         return set_header(ld, s, f);
     case K_FUNC:
         return k->fn(ld, s, obj);
-    case K_LATER:
-        return fail(ld, s, NULL, "'%s' is not supported yet", k->name);
     }
     return -EINVAL;
 }
@@ -767,6 +777,15 @@ static int parse_tls_verify(struct loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
+/* cache = false: like tls_verify, the struct's zero value is the default ("use the cache") */
+static int parse_domain_cache(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((rp_domain_config *)obj)->no_cache = !config_setting_get_bool(s);
+    return 0;
+}
+
 static const struct key domain_keys[] = {
     FUNC("domain", parse_domain_name),
     FUNC("backends", parse_backends),
@@ -783,6 +802,7 @@ static const struct key domain_keys[] = {
     FUNC("tls", parse_domain_tls),
     FUNC("tls_verify", parse_tls_verify),
     FUNC("tls_ca_file", parse_tls_ca_file),
+    FUNC("cache", parse_domain_cache),
     {0},
 };
 
@@ -840,17 +860,22 @@ static int parse_domains(struct loader *ld, const config_setting_t *s, void *obj
 
 /* ---- path routes ---- */
 
-static int parse_prefix(struct loader *ld, const config_setting_t *s, void *obj)
+/* A path prefix: "/..." without spaces (routes and cache rules). */
+static int get_prefix(struct loader *ld, const config_setting_t *s, const char **out)
 {
-    rp_http_route *r = obj;
-    int rc = get_copy(ld, s, &r->path_prefix);
+    int rc = get_copy(ld, s, out);
 
     if (rc)
         return rc;
-    if (r->path_prefix[0] != '/' || !visible_ascii(r->path_prefix))
+    if ((*out)[0] != '/' || !visible_ascii(*out))
         return fail(ld, s, s, "\"%s\" is not a valid path prefix (want \"/...\" without spaces)",
-                    r->path_prefix);
+                    *out);
     return 0;
+}
+
+static int parse_prefix(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_prefix(ld, s, &((rp_http_route *)obj)->path_prefix);
 }
 
 static int parse_route_backend(struct loader *ld, const config_setting_t *s, void *obj)
@@ -915,6 +940,162 @@ static int parse_routes(struct loader *ld, const config_setting_t *s, void *obj)
             return rc;
     }
     return 0;
+}
+
+/* ---- response cache ---- */
+
+/* A string or a list of them ( "GET", "HEAD" ) / [ "GET", "HEAD" ]: must not be empty. */
+static int list_of_scalars(struct loader *ld, const config_setting_t *s, const char *what)
+{
+    if (!config_setting_is_list(s) && !config_setting_is_array(s))
+        return wrong_type(ld, s, what);
+    if (config_setting_length(s) == 0)
+        return fail(ld, s, s, "must not be empty");
+    return 0;
+}
+
+static int parse_rule_prefix(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_prefix(ld, s, &((rp_cache_rule *)obj)->path_prefix);
+}
+
+/* The cache answers only GET and HEAD (HEAD from the GET entry): other methods pass through,
+ * and after a successful POST/PUT/DELETE/PATCH the URL's entries are dropped. */
+static int parse_rule_methods(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_cache_rule *r = obj;
+    const char **m;
+    int n, rc = list_of_scalars(ld, s, "a list of methods [ \"GET\", \"HEAD\" ]");
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    r->methods = m = arena_array(ld->out, (size_t)n, sizeof(*m));
+    if (!m)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        rc = get_copy(ld, e, &m[i]);
+        if (rc)
+            return rc;
+        if (strcmp(m[i], "GET") && strcmp(m[i], "HEAD"))
+            return fail(ld, e, e,
+                        "\"%s\" is not a method the cache serves (it serves only GET and HEAD)",
+                        m[i]);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(m[j], m[i]))
+                return fail(ld, e, e, "\"%s\" is listed twice", m[i]);
+        r->n_methods++;
+    }
+    return 0;
+}
+
+static int parse_rule_statuses(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_cache_rule *r = obj;
+    int *st, n, rc = list_of_scalars(ld, s, "a list of statuses [ 200, 301 ]");
+    long long v = 0;
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    r->status_only = st = arena_array(ld->out, (size_t)n, sizeof(*st));
+    if (!st)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        rc = get_int(ld, e, 200, 599, &v);
+        if (rc)
+            return rc;
+        st[i] = (int)v;
+        for (int j = 0; j < i; j++)
+            if (st[j] == st[i])
+                return fail(ld, e, e, "%d is listed twice", st[i]);
+        r->n_status_only++;
+    }
+    return 0;
+}
+
+#define RULE_FIELD(name, kind, f, lo, hi) FIELD(rp_cache_rule, name, kind, f, lo, hi)
+
+static const struct key cache_rule_keys[] = {
+    FUNC("path_prefix", parse_rule_prefix),
+    RULE_FIELD("max_age", K_DURATION64, max_age_ms, 0, 0),
+    RULE_FIELD("max_bytes", K_SIZE64, max_bytes, 1, 0),
+    FUNC("methods", parse_rule_methods),
+    FUNC("status_only", parse_rule_statuses),
+    {0},
+};
+
+static int parse_cache_rules(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_cache_config *cc = obj;
+    rp_cache_rule *r;
+    int n, rc = list_of_groups(ld, s);
+
+    if (rc)
+        return rc;
+    n = config_setting_length(s);
+    cc->rules = r = arena_array(ld->out, (size_t)n, sizeof(*r));
+    if (!r)
+        return out_of_memory(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+        cc->n_rules++;
+        rc = parse_group(ld, g, cache_rule_keys, &r[i]);
+        if (!rc && !r[i].path_prefix)
+            rc = missing(ld, g, "path_prefix");
+        for (int j = 0; !rc && j < i; j++) {
+            if (strcmp(r[j].path_prefix, r[i].path_prefix))
+                continue;
+            const config_setting_t *dup = config_setting_get_member(g, "path_prefix");
+            const config_setting_t *first = config_setting_get_elem(s, (unsigned)j);
+            rc = fail(ld, dup, dup, "duplicate path_prefix \"%s\" (first at line %u)",
+                      r[i].path_prefix, line_of(config_setting_get_member(first, "path_prefix")));
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* x_cache = false: the struct's zero value must mean "send X-Cache", so it is stored inverted */
+static int parse_x_cache(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((rp_cache_config *)obj)->no_x_cache = !config_setting_get_bool(s);
+    return 0;
+}
+
+#define CACHE_FIELD(name, kind, f, lo, hi) FIELD(rp_cache_config, name, kind, f, lo, hi)
+
+/* compress_threads = 0 is accepted, but rp_set_proxy_cache reads 0 as its default (1). */
+static const struct key cache_keys[] = {
+    CACHE_FIELD("default_max_age", K_DURATION64, default_max_age_ms, 0, 0),
+    CACHE_FIELD("max_total_bytes", K_SIZE64, max_total_bytes, 1, 0),
+    CACHE_FIELD("max_entries", K_U32, max_entries, 1, UINT32_MAX),
+    CACHE_FIELD("max_entry_size", K_SIZE64, max_entry_size, 1, 0),
+    CACHE_FIELD("pre_compress", K_BOOL, pre_compress, 0, 0),
+    CACHE_FIELD("compress_level", K_INT, compress_level, 1, 12),
+    CACHE_FIELD("compress_min_len", K_SIZE32, compress_min_len, 1, UINT32_MAX),
+    CACHE_FIELD("stale_while_revalidate", K_DURATION64, stale_while_revalidate_ms, 0, 0),
+    CACHE_FIELD("compress_threads", K_INT, compress_threads, 0, 64),
+    FUNC("x_cache", parse_x_cache),
+    FUNC("rules", parse_cache_rules),
+    {0},
+};
+
+/* cache = { ... } turns the cache on, with defaults for whatever the group leaves out. */
+static int parse_cache(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct rp_file_config *c = obj;
+    int rc = must_be_group(ld, s);
+
+    if (rc)
+        return rc;
+    c->has_cache = true;
+    return parse_group(ld, s, cache_keys, &c->cache);
 }
 
 /* ---- top level ---- */
@@ -1023,11 +1204,98 @@ static int parse_log_level(struct loader *ld, const config_setting_t *s, void *o
                     &((struct rp_file_config *)obj)->server.log_level);
 }
 
-#define SRV_FIELD(name, kind, f, lo, hi) FIELD(struct rp_file_config, name, kind, server.f, lo, hi)
-#define LATER(name)                                                                                \
-    {                                                                                              \
-        name, K_LATER, 0, 0, 0, NULL                                                               \
+static int parse_admin_listen(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return check_listen(ld, s, NULL, 0, &((struct rp_file_config *)obj)->server.admin_listen);
+}
+
+/* The token is a secret: no message here (or anywhere) quotes it. */
+static int parse_admin_token(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_server_config *srv = &((struct rp_file_config *)obj)->server;
+    const char *v = NULL;
+    int rc = get_string(ld, s, &v);
+
+    if (rc)
+        return rc;
+    if (!*v)
+        return fail(ld, s, s, "must not be empty");
+    if (!visible_ascii(v))
+        return fail(ld, s, s,
+                    "must be printable ASCII without spaces or control characters "
+                    "(value not shown)");
+    return get_copy(ld, s, &srv->admin_token);
+}
+
+static const struct key admin_keys[] = {
+    FUNC("listen", parse_admin_listen),
+    FUNC("token", parse_admin_token),
+    {0},
+};
+
+/* admin = { listen = "127.0.0.1:9901"; token = "..."; }: the cache admin API's listener. */
+static int parse_admin(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct rp_file_config *c = obj;
+    int rc = must_be_group(ld, s);
+
+    if (!rc)
+        rc = parse_group(ld, s, admin_keys, c);
+    if (!rc && !c->server.admin_listen)
+        rc = missing(ld, s, "listen");
+    return rc;
+}
+
+/* Splits a checked "ip:port" or "[ip6]:port" into family, address and port. */
+static void split_addr(const char *a, int *af, unsigned char ip[16], unsigned *port)
+{
+    const char *colon = strrchr(a, ':');
+    char host[INET6_ADDRSTRLEN];
+    size_t n;
+
+    *af = a[0] == '[' ? AF_INET6 : AF_INET;
+    n = (size_t)(colon - a) - (*af == AF_INET6 ? 2 : 0);
+    memcpy(host, a + (*af == AF_INET6), n);
+    host[n] = 0;
+    memset(ip, 0, 16);
+    inet_pton(*af, host, ip);
+    *port = (unsigned)atoi(colon + 1);
+}
+
+/* Whether two listen addresses would take each other's connections: the same family and
+ * port, and the same address or a wildcard on either side (IPv6 listeners are V6ONLY). */
+static bool addrs_overlap(const char *a, const char *b)
+{
+    static const unsigned char any[16];
+    unsigned char ia[16], ib[16];
+    unsigned pa, pb;
+    int fa, fb;
+
+    split_addr(a, &fa, ia, &pa);
+    split_addr(b, &fb, ib, &pb);
+    return fa == fb && pa == pb &&
+           (!memcmp(ia, ib, 16) || !memcmp(ia, any, 16) || !memcmp(ib, any, 16));
+}
+
+/* The admin listener must not share an address with a proxy listener (the default one,
+ * "0.0.0.0:8080", included): one of them would get the other's connections. */
+static int check_admin_overlap(struct loader *ld, const config_setting_t *s)
+{
+    static const char *const def[] = {"0.0.0.0:8080"};
+    const rp_server_config *srv = &ld->out->server;
+    const char *const *plain = srv->n_listen ? srv->listen : def;
+    size_t n_plain = srv->n_listen ? srv->n_listen : 1;
+
+    for (size_t i = 0; i < n_plain + srv->n_listen_tls; i++) {
+        const char *l = i < n_plain ? plain[i] : srv->listen_tls[i - n_plain];
+        if (addrs_overlap(srv->admin_listen, l))
+            return fail(ld, s, s, "\"%s\" overlaps the proxy listener \"%s\"%s", srv->admin_listen,
+                        l, srv->n_listen ? "" : " (the default listen)");
     }
+    return 0;
+}
+
+#define SRV_FIELD(name, kind, f, lo, hi) FIELD(struct rp_file_config, name, kind, server.f, lo, hi)
 
 static const struct key top_keys[] = {
     FUNC("listen", parse_listen),
@@ -1042,10 +1310,10 @@ static const struct key top_keys[] = {
     FUNC("log_level", parse_log_level),
     FUNC("domains", parse_domains),
     FUNC("routes", parse_routes),
-    LATER("cache"),
+    FUNC("cache", parse_cache),
     FUNC("listen_tls", parse_listen_tls),
     FUNC("tls", parse_tls),
-    LATER("admin"),
+    FUNC("admin", parse_admin),
     {0},
 };
 
@@ -1072,6 +1340,8 @@ static int load_tree(struct loader *ld, config_t *cfg, bool read_ok)
 
     if (!rc && ltls && !ld->out->server.tls_cert)
         rc = fail(ld, ltls, ltls, "TLS listeners need a tls = { cert = ...; key = ...; } block");
+    if (!rc && read_ok && ld->out->server.admin_listen)
+        rc = check_admin_overlap(ld, config_lookup(cfg, "admin.listen"));
 
     config_destroy(cfg);
     return rc;

@@ -7,6 +7,7 @@
 #ifndef RP_CONFIG_H
 #define RP_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,13 +20,15 @@ struct rp_file_config {
     size_t n_domains;
     rp_http_route *routes;
     size_t n_routes;
-    void *priv; /* owned storage */
+    rp_cache_config cache; /* cache = { ... }: its rules, methods and statuses owned here */
+    bool has_cache;        /* the file has a cache group: call rp_set_proxy_cache(&cache) */
+    void *priv;            /* owned storage */
 };
 
 /* Reads and validates `path`. Returns 0 and fills *out, or a negative errno with a message
  * "path:line: what is wrong" (or "path: what is wrong" when no line applies) in err[0..errlen).
- * Unknown keys are errors. Keys of features not built yet (cache, tls, listen_tls, admin) are
- * errors that say so. Free *out with rp_file_config_free() (also after a failure). */
+ * Unknown keys are errors. admin.listen and admin.token go into out->server; no message ever
+ * quotes admin.token. Free *out with rp_file_config_free() (also after a failure). */
 int rp_file_config_load(const char *path, struct rp_file_config *out, char *err, size_t errlen);
 
 /* The same for config text in memory (NUL-terminated); `name` stands for the file name in

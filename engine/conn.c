@@ -19,11 +19,8 @@
 #define LINGER_MS 2000
 
 static void conn_process(struct conn *c);
-static void conn_flush(struct conn *c);
 static void conn_update_timer(struct conn *c);
 static void conn_timeout(struct timer *t, uint64_t now);
-static struct buf *head_buf(struct conn *c);
-static void head_done(struct conn *c, bool ok);
 static void local_feed_body(struct conn *c);
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -80,7 +77,7 @@ static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
         conn_close(c);
         return;
     }
-    conn_flush(c);
+    conn_flush_out(c);
 }
 
 static int tls_to_client(void *arg, const char *p, size_t n)
@@ -122,7 +119,7 @@ static const struct sock_ops conn_ops = {
     .release = c_release,
 };
 
-void conn_accepted(struct worker *w, int fd, bool tls)
+void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
 {
     struct conn *c = slab_alloc(&w->conn_slab);
     socklen_t len = sizeof(c->peer);
@@ -144,6 +141,7 @@ void conn_accepted(struct worker *w, int fd, bool tls)
         return;
     }
     c->w = w;
+    c->admin = admin;
     c->ex = &w->no_ex;
     c->sk.tm.fn = conn_timeout;
     /* multishot accept cannot return addresses; the client's address is needed for
@@ -164,13 +162,13 @@ void conn_accepted(struct worker *w, int fd, bool tls)
 
 /* Queues bytes for the client (encrypted first on TLS); the event handler flushes once at
  * its end. */
-static void conn_queue(struct conn *c, const void *p, uint32_t n)
+void conn_queue_bytes(struct conn *c, const void *p, uint32_t n)
 {
     if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
         conn_close(c);
 }
 
-static void conn_flush(struct conn *c)
+void conn_flush_out(struct conn *c)
 {
     if (!c->sk.dead)
         sock_flush(c->w, &c->sk);
@@ -188,10 +186,10 @@ static void respond(struct conn *c, int status, const char *body, bool head_only
 
     if (close)
         c->close_after = true;
-    conn_queue(c, hdr, (uint32_t)n);
+    conn_queue_bytes(c, hdr, (uint32_t)n);
     if (!c->sk.dead && blen && !head_only)
-        conn_queue(c, body, (uint32_t)blen);
-    conn_flush(c);
+        conn_queue_bytes(c, body, (uint32_t)blen);
+    conn_flush_out(c);
 }
 
 static void respond_error(struct conn *c, int status)
@@ -226,6 +224,7 @@ static void ex_end(struct conn *c)
     if (ex->be)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
+    pc_free(ex);
     if (ex->mp != ex->mp_inline)
         free(ex->mp);
     slab_free(&c->w->ex_slab, ex);
@@ -277,8 +276,8 @@ static void format_peer(const struct conn *c, char *out, size_t cap)
 
     out[0] = 0;
     if (sa->sin6_family == AF_INET)
-        format_ipv4((const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-                    out);
+        format_ipv4(
+            (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr, out);
     else if (sa->sin6_family == AF_INET6)
         inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
 }
@@ -334,10 +333,12 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
         case H1_H_X_FORWARDED_HOST:
             continue;
         default:
-            if (!h->hop)
+            if (!h->hop && (!c->ex->pc || !pc_skip_request_field(c->ex, h)))
                 put_header(b, &ok, h);
         }
     }
+    if (c->ex->pc)
+        pc_put_conditionals(c->ex, b, &ok);
     put_forwarded_for(c, r, b, &ok);
     put_str(b, &ok, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (r->host) {
@@ -424,8 +425,8 @@ static void send_continue(struct conn *c, const struct h1_request *r)
     /* We ask for the body ourselves rather than forward Expect: the backend may be an
      * HTTP/1.0 server that never answers 100, and the client would stall. */
     if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in)) {
-        conn_queue(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        conn_flush(c);
+        conn_queue_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_flush_out(c);
     }
 }
 
@@ -486,9 +487,9 @@ static void local_answer(struct conn *c, const struct h1_request *r, int status,
 /* ---- answers made here: local endpoints and request hooks' rejections -------------------- */
 
 /* Sends an answer the proxy made. `close` ends the connection after it. */
-static void send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
+void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
 {
-    struct buf *b = head_buf(c);
+    struct buf *b = conn_head_buf(c);
     uint32_t n;
     const struct h1_header *f = hdrs_fields(&a->h, &n);
     bool empty = a->status == 204 || a->status == 304;
@@ -513,8 +514,8 @@ static void send_answer(struct conn *c, const struct rp_response *a, bool head_o
         put(b, &ok, a->body, a->body_len);
     if (close)
         c->close_after = true;
-    head_done(c, ok);
-    conn_flush(c);
+    conn_head_done(c, ok);
+    conn_flush_out(c);
 }
 
 /* Answers a request whose body (if any) has not been read: it is discarded, with a close. */
@@ -522,7 +523,7 @@ static void answer_unread(struct conn *c, const struct h1_request *r, const stru
 {
     bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
 
-    send_answer(c, a, r->method_id == H1_M_HEAD, close);
+    conn_send_answer(c, a, r->method_id == H1_M_HEAD, close);
     if (r->body != H1_BODY_NONE)
         c->linger = true;
 }
@@ -557,10 +558,16 @@ static void local_run(struct conn *c, const struct h1_request *r, const struct l
     req.ctx_ = ctx;
     resp_init(&a, 200);
     lr->fn(&req, &a, lr->user);
-    send_answer(c, &a, r->method_id == H1_M_HEAD, !r->keep_alive || c->w->draining);
+    conn_send_answer(c, &a, r->method_id == H1_M_HEAD, !r->keep_alive || c->w->draining);
     resp_fini(&a);
     hdrs_fini(&h);
     hook_ctx_fini(ctx);
+}
+
+/* The local endpoints a connection's requests are matched against. */
+static const struct hooks *local_table(const struct conn *c)
+{
+    return c->admin ? &c->w->s->admin : &c->w->s->hooks;
 }
 
 /* Serves the request here if a local endpoint's pattern matches its path; returns false to
@@ -577,7 +584,7 @@ static bool local_start(struct conn *c, const struct h1_request *r, const char *
 
     hook_ctx_init(&ctx);
     query_of(r, &plen);
-    m = local_match(&c->w->s->hooks, r->method, r->method_len, r->path, plen, &lr, &ctx, allow,
+    m = local_match(local_table(c), r->method, r->method_len, r->path, plen, &lr, &ctx, allow,
                     sizeof(allow));
     if (m == LOCAL_NONE)
         return false;
@@ -612,6 +619,28 @@ static bool local_start(struct conn *c, const struct h1_request *r, const char *
     send_continue(c, r);
     local_feed_body(c);
     return true;
+}
+
+/* A request on the admin listener: the token first, then the admin endpoints, else 404. */
+static void admin_request(struct conn *c, const struct h1_request *r, const char *head,
+                          uint32_t head_len)
+{
+    struct rp_response a;
+
+    if (!pc_admin_authorized(c->w->s, r)) {
+        resp_init(&a, 401);
+        rp_headers_add(&a.h, "WWW-Authenticate", "Bearer realm=\"ringproxy admin\"");
+        rp_headers_add(&a.h, "Content-Type", "application/json");
+        rp_response_printf(&a, "{\"error\":\"a valid bearer token is required\"}\n");
+    } else if (local_start(c, r, head, head_len)) {
+        return;
+    } else {
+        resp_init(&a, 404);
+        rp_headers_add(&a.h, "Content-Type", "application/json");
+        rp_response_printf(&a, "{\"error\":\"no such admin endpoint\"}\n");
+    }
+    answer_unread(c, r, &a);
+    resp_fini(&a);
 }
 
 /* Reads a local endpoint's request body into ex->replay (after the head), decoded; runs the
@@ -665,7 +694,7 @@ static void local_feed_body(struct conn *c)
     }
     hook_ctx_init(&ctx);
     query_of(&r, &plen);
-    local_match(&c->w->s->hooks, r.method, r.method_len, r.path, plen, &lr, &ctx, allow,
+    local_match(local_table(c), r.method, r.method_len, r.path, plen, &lr, &ctx, allow,
                 sizeof(allow));
     r.body = H1_BODY_NONE; /* read: the connection can stay open */
     if (lr)
@@ -674,9 +703,29 @@ static void local_feed_body(struct conn *c)
     ex_end(c);
 }
 
-/* Runs the request hooks and writes the upstream head with their edits. Returns 1 to go on,
- * 0 when a hook rejected the request (answered here), -1 when out of memory (the caller
- * closes). Either way but 1, the exchange has ended. */
+/* Consults the cache (a hit is answered here), then writes the upstream head: `edited` is
+ * the request with the hooks' edits (r itself without hooks), `ctx` their context or NULL.
+ * Returns 1 to go upstream, 0 when answered from the cache, -1 when out of memory (the
+ * caller closes). Either way but 1, the exchange has ended. */
+static int ex_upstream_head(struct conn *c, const struct h1_request *r,
+                            const struct h1_request *edited, const struct rp_hook_ctx *ctx)
+{
+    struct exchange *ex = c->ex;
+
+    if (c->w->s->cache && !ex->t->no_cache && pc_request(c, r) == PC_SERVED) {
+        atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
+        ex_end(c);
+        return 0;
+    }
+    if (!build_upstream_head(c, edited, &ex->replay, ctx)) {
+        ex_end(c);
+        return -1;
+    }
+    return 1;
+}
+
+/* Runs the request hooks, then ex_upstream_head with their edits. Returns as that, and 0
+ * also when a hook rejected the request (answered here). */
 static int run_request_hooks(struct conn *c, const struct h1_request *r)
 {
     struct exchange *ex = c->ex;
@@ -709,10 +758,7 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
         uint32_t n;
         edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
         edited.n_headers = n;
-        if (!build_upstream_head(c, &edited, &ex->replay, &ctx)) {
-            ex_end(c);
-            rc = -1;
-        }
+        rc = ex_upstream_head(c, r, &edited, &ctx);
     } else {
         atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
         ex_end(c);
@@ -776,6 +822,10 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         respond_error(c, 413);
         return;
     }
+    if (c->admin) { /* the admin listener serves its API and nothing else */
+        admin_request(c, r, head, head_len);
+        return;
+    }
     if (c->w->s->hooks.n_local && local_start(c, r, head, head_len))
         return;
     ex = ex_new(c);
@@ -810,17 +860,11 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         conn_close(c);
         return;
     }
-    if (c->w->s->hooks.req.n) {
-        int rc = run_request_hooks(c, r);
-        if (rc < 0)
-            conn_close(c);
-        if (rc <= 0)
-            return;
-    } else if (!build_upstream_head(c, r, &ex->replay, NULL)) {
-        ex_end(c);
+    int rc = c->w->s->hooks.req.n ? run_request_hooks(c, r) : ex_upstream_head(c, r, r, NULL);
+    if (rc < 0)
         conn_close(c);
+    if (rc <= 0)
         return;
-    }
     ex->req_bytes = 0;
     if (!ex_connect(c, false)) {
         conn_close(c);
@@ -916,6 +960,11 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
             return;
         }
     }
+    if (ex->pc && pc_serve_stale_on_error(c)) { /* stale-if-error */
+        ex_end(c);
+        conn_update_timer(c);
+        return;
+    }
     c->w->errors++;
     ex_end(c);
     respond_error(c, err == -ETIMEDOUT ? 504 : 502);
@@ -949,28 +998,30 @@ static bool resp_skip_header(const struct exchange *ex, const struct h1_header *
 }
 
 /* Where a head is composed: straight into the output in the clear; on TLS into the worker's
- * scratch buffer, which head_done() then encrypts into the output. */
-static struct buf *head_buf(struct conn *c)
+ * scratch buffer, which conn_head_done() then encrypts into the output. */
+struct buf *conn_head_buf(struct conn *c)
 {
     return c->tls ? &c->w->scratch : &c->sk.out.pending;
 }
 
-static void head_done(struct conn *c, bool ok)
+void conn_head_done(struct conn *c, bool ok)
 {
     struct buf *b = &c->w->scratch;
 
     if (ok && c->tls)
-        conn_queue(c, buf_data(b), buf_used(b));
+        conn_queue_bytes(c, buf_data(b), buf_used(b));
     if (c->tls)
         b->off = b->len = 0;
     if (!ok)
         conn_close(c);
 }
 
-static void write_response_head(struct conn *c, const struct h1_response *r)
+/* Writes the head the client gets; `hk`: the response hooks' context, or NULL. */
+static void write_response_head(struct conn *c, const struct h1_response *r,
+                                const struct rp_hook_ctx *hk)
 {
     struct exchange *ex = c->ex;
-    struct buf *b = head_buf(c);
+    struct buf *b = conn_head_buf(c);
     char line[64];
     bool ok = true;
 
@@ -990,13 +1041,15 @@ static void write_response_head(struct conn *c, const struct h1_response *r)
         put_str(b, &ok, "Connection: close\r\n");
     else if (ex->client_minor == 0)
         put_str(b, &ok, "Connection: keep-alive\r\n");
+    if (ex->pc)
+        pc_store_begin(c, r, hk, b, &ok);
     put(b, &ok, "\r\n", 2);
-    head_done(c, ok); /* sent with the body that follows: ex_response_data flushes */
+    conn_head_done(c, ok); /* sent with the body that follows: ex_response_data flushes */
 }
 
 static void write_interim(struct conn *c, const struct h1_response *r)
 {
-    struct buf *b = head_buf(c);
+    struct buf *b = conn_head_buf(c);
     char line[64];
     bool ok = true;
 
@@ -1008,8 +1061,8 @@ static void write_interim(struct conn *c, const struct h1_response *r)
         if (!r->headers[i].hop)
             put_header(b, &ok, &r->headers[i]);
     put(b, &ok, "\r\n", 2);
-    head_done(c, ok);
-    conn_flush(c);
+    conn_head_done(c, ok);
+    conn_flush_out(c);
 }
 
 static void ex_finish(struct conn *c)
@@ -1024,6 +1077,8 @@ static void ex_finish(struct conn *c)
         ex->up = NULL;
         up_release_to_pool(up, reusable);
     }
+    if (ex->pc && ex->resp_done)
+        pc_store_end(c);
     if (!ex->req_done) { /* the backend answered before the body ended: the rest is unread */
         ex->close_client = true;
         c->linger = true;
@@ -1057,19 +1112,28 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
             n = (uint32_t)ex->resp_left;
         ex->resp_left -= n;
         ex->resp_done = ex->resp_left == 0;
-        conn_queue(c, p, n);
+        if (ex->pc)
+            pc_store_body(ex, p, n);
+        conn_queue_bytes(c, p, n);
         return n;
-    case H1_BODY_CHUNKED:
-        k = h1_chunked_feed(&ex->resp_ck, p, n, ex->resp_dechunk ? p : NULL, &out_len, &done);
+    case H1_BODY_CHUNKED: {
+        /* decoded in place for an HTTP/1.0 client; into scratch when the cache stores it */
+        char *dec = ex->resp_dechunk ? p : ex->pc ? pc_dechunk_buf(ex, n) : NULL;
+        k = h1_chunked_feed(&ex->resp_ck, p, n, dec, &out_len, &done);
         if (k < 0) {
             ex_upstream_failed(c, -EBADMSG, "bad chunked response body");
             return 0;
         }
         ex->resp_done = done;
-        conn_queue(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
+        if (dec)
+            pc_store_body(ex, dec, out_len);
+        conn_queue_bytes(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
         return (uint32_t)k;
+    }
     case H1_BODY_UNTIL_CLOSE:
-        conn_queue(c, p, n);
+        if (ex->pc)
+            pc_store_body(ex, p, n);
+        conn_queue_bytes(c, p, n);
         return n;
     default:
         ex->resp_done = true;
@@ -1084,9 +1148,11 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     const struct hook_list *l = &c->w->s->hooks.resp;
     struct h1_response edited = *r;
     struct rp_headers h;
+    struct rp_hook_ctx ctx;
     rp_proxy_response pr;
     uint32_t n;
 
+    hook_ctx_init(&ctx);
     hdrs_init(&h, r->headers, r->n_headers, HDRS_RESPONSE);
     pr = (rp_proxy_response){
         .domain = ex->t->label,
@@ -1096,6 +1162,7 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
         .status = r->status,
         .headers = &h,
         .worker = c->w->id,
+        .ctx_ = &ctx,
     };
     for (uint32_t i = 0; i < l->n; i++)
         l->v[i].fn.resp(&pr, l->v[i].user);
@@ -1114,8 +1181,9 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     }
     edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
     edited.n_headers = n;
-    write_response_head(c, &edited);
+    write_response_head(c, &edited, &ctx);
     hdrs_fini(&h);
+    hook_ctx_fini(&ctx);
 }
 
 static void ex_begin_response(struct conn *c, const struct h1_response *r)
@@ -1140,10 +1208,17 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
         buf_reserve(&c->sk.out.pending, r->content_length < WINDOW_BYTES
                                             ? (uint32_t)r->content_length + r->head_len
                                             : WINDOW_BYTES);
+    if (ex->pc && pc_intercept_response(c, r)) {
+        /* answered from the cache: the backend's response is not relayed */
+        ex->resp_done = true;
+        if (r->body != H1_BODY_NONE && !(r->body == H1_BODY_LENGTH && !r->content_length))
+            ex->up->reuse_ok = false;
+        return;
+    }
     if (c->w->s->hooks.resp.n)
         run_response_hooks(c, r); /* last: it may close the connection */
     else
-        write_response_head(c, r);
+        write_response_head(c, r, NULL);
 }
 
 static bool ex_alive(const struct conn *c, const struct upconn *up)
@@ -1229,7 +1304,7 @@ void ex_response_data(struct conn *c, char *p, uint32_t n)
     }
     if (ex_alive(c, up))
         ex_after_relay(c);
-    conn_flush(c); /* the head and the body that came with it, in one send */
+    conn_flush_out(c); /* the head and the body that came with it, in one send */
 }
 
 void ex_response_eof(struct conn *c)
@@ -1359,7 +1434,7 @@ void conn_on_sent(struct conn *c)
         if (c->tls && !c->tls_notified && !c->peer_eof) { /* close_notify goes first */
             c->tls_notified = true;
             tls_shutdown(c->tls);
-            conn_flush(c);
+            conn_flush_out(c);
             return;
         }
         if (c->linger && !c->peer_eof) {

@@ -449,15 +449,21 @@ static int parse_pattern(struct local_route *r, const char *pat)
 
 int rp_handle(rp_server *s, const char *method, const char *pattern, rp_handler_fn fn, void *user)
 {
-    struct local_route r = {0}, *v;
-    struct hooks *hk;
-    int rc;
-
-    if (!s || !method || !pattern || !fn || !valid_method(method))
+    if (!s)
         return -EINVAL;
     if (atomic_load(&s->running))
         return -EBUSY;
-    hk = &s->hooks;
+    return local_add(&s->hooks, method, pattern, fn, user);
+}
+
+int local_add(struct hooks *hk, const char *method, const char *pattern, rp_handler_fn fn,
+              void *user)
+{
+    struct local_route r = {0}, *v;
+    int rc;
+
+    if (!method || !pattern || !fn || !valid_method(method))
+        return -EINVAL;
     for (uint32_t i = 0; i < hk->n_local; i++)
         if (!strcmp(hk->local[i].method, method) && !strcmp(hk->local[i].pattern, pattern))
             return -EEXIST;
@@ -564,7 +570,7 @@ enum local_match local_match(const struct hooks *hk, const char *method, uint32_
     return LOCAL_WRONG_METHOD;
 }
 
-static int hexval(char ch)
+int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')
         return ch - '0';

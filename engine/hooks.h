@@ -68,6 +68,12 @@ struct rp_hook_ctx {
     const struct local_route *route;
     rp_str params[LOCAL_MAX_PARAMS];
     char *decoded; /* percent-decoded parameter values, malloc'ed on demand */
+    /* response hooks: rp_cache_this / rp_dont_cache */
+    int8_t cache_hook; /* +1 store, -1 never, 0 no opinion */
+    int8_t cache_compress;
+    uint32_t cache_max_hits;
+    uint32_t cache_min_len;
+    uint64_t cache_ttl_ms;
 };
 
 static inline void hook_ctx_init(struct rp_hook_ctx *ctx)
@@ -77,6 +83,11 @@ static inline void hook_ctx_init(struct rp_hook_ctx *ctx)
     ctx->answer = NULL;
     ctx->route = NULL;
     ctx->decoded = NULL;
+    ctx->cache_hook = 0;
+    ctx->cache_compress = 0;
+    ctx->cache_max_hits = 0;
+    ctx->cache_min_len = 0;
+    ctx->cache_ttl_ms = 0;
 }
 
 /* Frees what a context holds (decoded parameters, a rejection's answer). */
@@ -121,6 +132,13 @@ struct hooks {
 };
 
 void hooks_fini(struct hooks *hk);
+
+/* Adds a local endpoint to a table (rp_handle's work, also for the admin listener's). */
+int local_add(struct hooks *hk, const char *method, const char *pattern, rp_handler_fn fn,
+              void *user);
+
+/* The value of a hex digit, or -1. */
+int hexval(char ch);
 
 enum local_match { LOCAL_NONE, LOCAL_FOUND, LOCAL_WRONG_METHOD };
 

@@ -139,6 +139,7 @@ struct exchange {
                  mp_inline when it fits */
     uint32_t m_len, p_len;
     char mp_inline[96];
+    struct pc_state *pc; /* the cache's view of this request (pcache.c), NULL: not cached */
 };
 
 struct conn {
@@ -150,6 +151,7 @@ struct conn {
     bool peer_eof;
     bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
+    bool admin;        /* accepted on the admin listener: only the admin API answers */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
@@ -201,6 +203,7 @@ struct listener {
     int fd;
     bool armed;
     bool tls;
+    bool admin;
 } __attribute__((aligned(1 << OP_BITS)));
 
 struct worker {
@@ -245,6 +248,7 @@ struct cache;
 struct listen_spec {
     char *addr;
     bool tls;
+    bool admin; /* the cache admin API's listener */
 };
 
 struct rp_server {
@@ -256,9 +260,11 @@ struct rp_server {
     bool upstream_tls;   /* some backend is https:// */
     struct route_table rt;
     struct hooks hooks;
-    struct cache *cache; /* the response cache, NULL when off (cache/cache.h) */
-    int cache_threads;   /* compression threads to start with the server */
-    bool x_cache;        /* send X-Cache on responses that went through the cache */
+    struct hooks admin;          /* the admin listener's endpoints (pcache.c) */
+    char *admin_token;           /* NULL: none required */
+    struct cache *cache;         /* the response cache, NULL when off (cache/cache.h) */
+    int cache_threads;           /* compression threads to start with the server */
+    bool x_cache;                /* send X-Cache on responses that went through the cache */
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
     struct worker *workers;
@@ -313,12 +319,22 @@ uint64_t w_now(struct worker *w);
 /* ---- conn.c: client side ----------------------------------------------------------------- */
 
 /* A new client connection on fd; `tls`: it came from a TLS listener. */
-void conn_accepted(struct worker *w, int fd, bool tls);
+void conn_accepted(struct worker *w, int fd, bool tls, bool admin);
 void conn_on_data(struct conn *c, const char *p, uint32_t n);
 void conn_on_eof(struct conn *c, int err);
 void conn_on_sent(struct conn *c);
 void conn_release(struct conn *c);
 void conn_drain(struct conn *c);
+
+/* Writing to the client: a head is composed in conn_head_buf() and handed over with
+ * conn_head_done() (which encrypts it on TLS, or closes the connection when !ok); bodies go
+ * through conn_queue_bytes(); conn_flush_out() starts the send. */
+struct buf *conn_head_buf(struct conn *c);
+void conn_head_done(struct conn *c, bool ok);
+void conn_queue_bytes(struct conn *c, const void *p, uint32_t n);
+void conn_flush_out(struct conn *c);
+/* Sends an answer the proxy made; `close` ends the connection after it. */
+void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close);
 
 /* Called by upstream.c as the backend side progresses. */
 void ex_upstream_ready(struct conn *c);
@@ -328,6 +344,36 @@ void ex_response_data(struct conn *c, char *p, uint32_t n);
 void ex_response_eof(struct conn *c);
 /* The backend failed; err is a negative errno (-ETIMEDOUT for timeouts). */
 void ex_upstream_failed(struct conn *c, int err, const char *what);
+
+/* ---- pcache.c: the request path's use of the cache ------------------------------------------ */
+
+enum pc_result { PC_BYPASS, PC_FORWARD, PC_SERVED };
+/* After the request hooks, for a domain that uses the cache: answers a hit (PC_SERVED: the
+ * caller ends the exchange), or sets c->ex->pc to revalidate, store or invalidate
+ * (PC_FORWARD), or leaves the request alone (PC_BYPASS). */
+enum pc_result pc_request(struct conn *c, const struct h1_request *r);
+/* Writing the upstream head: the client's conditionals are dropped when the cache answers
+ * them itself; ours are added when revalidating. */
+bool pc_skip_request_field(const struct exchange *ex, const struct h1_header *h);
+void pc_put_conditionals(const struct exchange *ex, struct buf *b, bool *ok);
+/* The response head arrived: true when the client was answered from the cache (a 304 that
+ * refreshed the entry, or stale-if-error); the caller discards the upstream response. */
+bool pc_intercept_response(struct conn *c, const struct h1_response *r);
+/* The backend failed: serves the stale entry if stale-if-error allows; returns whether. */
+bool pc_serve_stale_on_error(struct conn *c);
+/* The final head (after response hooks, `hk` their context or NULL): writes X-Cache to
+ * `head` and starts storing the response when it may be stored. */
+void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp_hook_ctx *hk,
+                    struct buf *head, bool *ok);
+void pc_store_body(struct exchange *ex, const char *p, size_t n);
+/* Scratch for n decoded bytes of a chunked body being stored, or NULL (not storing). */
+char *pc_dechunk_buf(struct exchange *ex, uint32_t n);
+void pc_store_end(struct conn *c);
+void pc_free(struct exchange *ex);
+/* Registers the admin API's endpoints in s->admin. 0 or -ENOMEM. */
+int pc_admin_setup(rp_server *s);
+/* Whether a request to the admin listener carries the token (always, without one). */
+bool pc_admin_authorized(const rp_server *s, const struct h1_request *r);
 
 /* ---- upstream.c: backend side ------------------------------------------------------------ */
 

@@ -1,6 +1,7 @@
 /* main.c: the ringproxy daemon. A thin user of the library: it reads the configuration file
  * (config.c), makes the library calls, installs SIGTERM/SIGINT to drain, and runs until the
- * drain ends. `-t` only checks the file, as `nginx -t` does. */
+ * drain ends. `-t` only checks the file, as `nginx -t` does: it makes every call but the
+ * last. Nothing here prints the admin token. */
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
@@ -117,6 +118,14 @@ int main(int argc, char **argv)
     s = build_server(&fc);
     if (!s) {
         fprintf(stderr, "%s: configuration rejected (see above)\n", path);
+        rp_file_config_free(&fc);
+        return 1;
+    }
+    /* the loader checked each value; the library checks them together (reason logged) */
+    if (fc.has_cache && (ret = rp_set_proxy_cache(s, &fc.cache))) {
+        fprintf(stderr, "%s: cache configuration rejected: %s%s\n", path, strerror(-ret),
+                ret == -EINVAL ? " (see above)" : "");
+        rp_server_free(s);
         rp_file_config_free(&fc);
         return 1;
     }

@@ -3,8 +3,11 @@
  * conn.c; the store itself, its policy and its compression threads are in cache/.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "../cache/cache.h"
 #include "internal.h"
@@ -135,6 +138,654 @@ void rp_proxy_cache_stats(rp_server *s, rp_cache_stats *st)
     if (!s || !s->cache)
         return;
     cache_get_stats(s->cache, &cs);
-    *st = (rp_cache_stats){cs.entries, cs.bytes,  cs.hits,     cs.misses,
+    *st = (rp_cache_stats){cs.entries, cs.bytes,     cs.hits,  cs.misses,
                            cs.stores,  cs.evictions, cs.purges};
+}
+
+/* ---- the request path ------------------------------------------------------------------------
+ *
+ * A GET or HEAD to a domain that uses the cache is looked up after the request hooks ran:
+ * a fresh entry is answered here (HIT) and never reaches the balancer's backend; a stale one
+ * that must be revalidated goes upstream with our own conditionals (a 304 refreshes it:
+ * REVALIDATED; a failure within stale-if-error serves it: STALE); a miss goes upstream and
+ * the response, once the response hooks had their say, is stored while it streams (MISS).
+ * Unsafe methods invalidate the URL's entries when they succeed.
+ */
+
+#define PC_FIELDS_MAX 256
+
+/* What one exchange keeps for the cache while its request is upstream. */
+struct pc_state {
+    struct cache_req_meta rq;   /* parsed client request; rq.fields points at `fields` */
+    struct cache_field *fields; /* copies of the client's end-to-end fields */
+    uint32_t n_fields;
+    char *host, *path; /* key parts: host without a default port, path+query */
+    uint32_t host_len, path_len;
+    const struct cache_rule *rule;
+    const struct cache_entry *stale; /* the entry being revalidated, or NULL */
+    struct cache_decision dec;       /* for `stale` */
+    struct cache_builder *b;         /* the response being stored */
+    int64_t request_ms;
+    bool invalidate; /* an unsafe method: drop the URL's entries after a success */
+    bool head;       /* a HEAD request */
+    char *dechunk;   /* scratch for decoding a chunked body into the builder */
+    uint32_t dechunk_cap;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The request's end-to-end fields as the cache module sees them; returns how many. */
+static uint32_t to_fields(const struct h1_header *h, uint32_t n, struct cache_field *out)
+{
+    uint32_t k = 0;
+
+    for (uint32_t i = 0; i < n && k < PC_FIELDS_MAX; i++)
+        if (!h[i].hop)
+            out[k++] = (struct cache_field){h[i].name, h[i].value, h[i].name_len, h[i].value_len};
+    return k;
+}
+
+/* Host without a default port (":80" in the clear, ":443" over TLS): one key for both. */
+static uint32_t key_host_len(const char *host, uint32_t n, bool tls)
+{
+    const char *port = tls ? ":443" : ":80";
+    size_t pl = strlen(port);
+
+    if (n > pl && !memcmp(host + n - pl, port, pl) && host[0] != '[')
+        return n - (uint32_t)pl;
+    if (n > pl && host[0] == '[' && !memcmp(host + n - pl, port, pl) && host[n - pl - 1] == ']')
+        return n - (uint32_t)pl;
+    return n;
+}
+
+void pc_free(struct exchange *ex)
+{
+    struct pc_state *p = ex->pc;
+
+    if (!p)
+        return;
+    cache_entry_abort(p->b);
+    cache_entry_unref(p->stale);
+    free(p->fields);
+    free(p->dechunk);
+    free(p);
+    ex->pc = NULL;
+}
+
+/* Keeps what storing needs once the head is gone: the key and the request's fields. */
+static struct pc_state *pc_new(const struct cache_field *f, uint32_t n, const char *host,
+                               uint32_t hl, const char *path, uint32_t pl)
+{
+    size_t bytes = (size_t)hl + pl;
+    struct pc_state *p;
+    char *w;
+
+    for (uint32_t i = 0; i < n; i++)
+        bytes += f[i].name_len + f[i].value_len;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->fields = malloc(n * sizeof(*p->fields) + bytes + 1);
+    if (!p->fields) {
+        free(p);
+        return NULL;
+    }
+    w = (char *)(p->fields + n);
+    for (uint32_t i = 0; i < n; i++) {
+        p->fields[i] = (struct cache_field){w, w + f[i].name_len, f[i].name_len, f[i].value_len};
+        memcpy(w, f[i].name, f[i].name_len);
+        w += f[i].name_len;
+        memcpy(w, f[i].value, f[i].value_len);
+        w += f[i].value_len;
+    }
+    p->n_fields = n;
+    p->host = w;
+    memcpy(w, host, hl);
+    p->host_len = hl;
+    p->path = w + hl;
+    memcpy(p->path, path, pl);
+    p->path_len = pl;
+    return p;
+}
+
+/* ---- answering from an entry ------------------------------------------------------------ */
+
+static void put(struct buf *b, bool *ok, const void *p, size_t n)
+{
+    if (*ok && buf_append(b, p, (uint32_t)n))
+        *ok = false;
+}
+
+static void put_field(struct buf *b, bool *ok, const char *n, size_t nl, const char *v, size_t vl)
+{
+    put(b, ok, n, nl);
+    put(b, ok, ": ", 2);
+    put(b, ok, v, vl);
+    put(b, ok, "\r\n", 2);
+}
+
+static bool name_is(const struct cache_field *f, const char *lower)
+{
+    return h1_span_ieq(f->name, f->name_len, lower);
+}
+
+/* Fields a 304 carries (RFC 9110 §15.4.5). */
+static bool in_304(const struct cache_field *f)
+{
+    return name_is(f, "etag") || name_is(f, "cache-control") || name_is(f, "expires") ||
+           name_is(f, "date") || name_is(f, "vary") || name_is(f, "content-location") ||
+           name_is(f, "last-modified");
+}
+
+enum body_form { BODY_AS_STORED, BODY_GZIP_COPY, BODY_IDENTITY_COPY };
+
+/* Writes the answer for entry e: its head (our Content-Length, Age, X-Cache, and the
+ * encoding fields of the copy served) and, unless head_only or not_modified, its body. */
+static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_ms,
+                      enum body_form form, const char *xcache, bool head_only, bool not_modified,
+                      bool close)
+{
+    struct buf *b = conn_head_buf(c);
+    const char *body = e->body->data;
+    size_t blen = e->body->len, clen;
+    bool ok = true, has_vary = false;
+    char line[96];
+    uint16_t status = not_modified ? 304 : e->status;
+
+    if (form != BODY_AS_STORED)
+        body = cache_entry_copy(e, &blen);
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, h1_reason(status));
+    put(b, &ok, line, strlen(line));
+    for (uint32_t i = 0; i < e->n_fields; i++) {
+        const struct cache_field *f = &e->fields[i];
+        if (name_is(f, "content-length") || name_is(f, "age") || name_is(f, "x-cache"))
+            continue;
+        if (not_modified && !in_304(f))
+            continue;
+        if (form == BODY_IDENTITY_COPY && name_is(f, "content-encoding"))
+            continue;
+        if (form != BODY_AS_STORED && name_is(f, "etag")) { /* a transformed body: weak */
+            char weak[256];
+            int n = cache_etag_weaken(f->value, f->value_len, weak, sizeof(weak));
+            if (n > 0)
+                put_field(b, &ok, f->name, f->name_len, weak, (size_t)n);
+            continue;
+        }
+        if (form == BODY_GZIP_COPY && name_is(f, "vary")) {
+            has_vary = true;
+            put(b, &ok, f->name, f->name_len);
+            put(b, &ok, ": ", 2);
+            put(b, &ok, f->value, f->value_len);
+            put(b, &ok, ", Accept-Encoding\r\n", 19);
+            continue;
+        }
+        put_field(b, &ok, f->name, f->name_len, f->value, f->value_len);
+    }
+    if (form == BODY_GZIP_COPY) {
+        put(b, &ok, "Content-Encoding: gzip\r\n", 24);
+        if (!has_vary)
+            put(b, &ok, "Vary: Accept-Encoding\r\n", 23);
+    }
+    clen = blen;
+    if (!not_modified && e->status != 204) {
+        snprintf(line, sizeof(line), "Content-Length: %zu\r\n", clen);
+        put(b, &ok, line, strlen(line));
+    }
+    snprintf(line, sizeof(line), "Age: %lld\r\n", (long long)(age_ms / 1000));
+    put(b, &ok, line, strlen(line));
+    if (c->w->s->x_cache) {
+        snprintf(line, sizeof(line), "X-Cache: %s\r\n", xcache);
+        put(b, &ok, line, strlen(line));
+    }
+    if (close)
+        put(b, &ok, "Connection: close\r\n", 19);
+    put(b, &ok, "\r\n", 2);
+    if (close)
+        c->close_after = true;
+    conn_head_done(c, ok);
+    if (ok && !c->sk.dead && !head_only && !not_modified && blen && e->status != 204)
+        conn_queue_bytes(c, body, (uint32_t)blen);
+    conn_flush_out(c);
+}
+
+/* Serves entry e to the client of the current request (whose exchange the caller ends).
+ * Returns false when e cannot be served to this client (an origin-gzipped body whose
+ * identity copy is not ready, for a client that refuses gzip). */
+static bool pc_serve(struct conn *c, const struct cache_req_meta *rq, const struct cache_entry *e,
+                     int64_t age_ms, const char *xcache, bool head, bool close)
+{
+    enum body_form form = BODY_AS_STORED;
+    size_t n;
+    bool nm;
+
+    if (e->gzip_body && !rq->accepts_gzip) {
+        if (!cache_entry_copy(e, &n))
+            return false;
+        form = BODY_IDENTITY_COPY;
+    } else if (!e->gzip_body && rq->accepts_gzip && cache_entry_copy(e, &n)) {
+        form = BODY_GZIP_COPY;
+    }
+    nm = e->status == 200 && (rq->has_inm || rq->has_ims) &&
+         cache_not_modified(rq, e->etag, e->etag_len, e->has_lm, e->lm_s);
+    pc_answer(c, e, age_ms, form, xcache, head, nm, close);
+    return true;
+}
+
+static void answer_504(struct conn *c, bool close)
+{
+    struct rp_response a;
+
+    resp_init(&a, 504);
+    rp_response_printf(&a, "504 Gateway Timeout: not in the cache (only-if-cached)\n");
+    conn_send_answer(c, &a, false, close);
+    resp_fini(&a);
+}
+
+/* ---- before the request goes upstream --------------------------------------------------- */
+
+static bool unsafe(uint8_t m)
+{
+    return m == H1_M_POST || m == H1_M_PUT || m == H1_M_DELETE || m == H1_M_PATCH;
+}
+
+enum pc_result pc_request(struct conn *c, const struct h1_request *r)
+{
+    struct exchange *ex = c->ex;
+    struct cache *cache = c->w->s->cache;
+    const struct cache_config *cfg = cache_config_of(cache);
+    struct cache_field fields[PC_FIELDS_MAX];
+    struct cache_req_meta rq;
+    struct cache_decision d;
+    const struct cache_entry *e;
+    uint32_t bit, n, hl;
+    bool close = !r->keep_alive || c->w->draining;
+
+    if (!r->host)
+        return PC_BYPASS;
+    hl = key_host_len(r->host, r->host_len, c->tls != NULL);
+    if (unsafe(r->method_id)) {
+        if (!(ex->pc = pc_new(NULL, 0, r->host, hl, r->path, r->path_len)))
+            return PC_BYPASS;
+        ex->pc->invalidate = true;
+        return PC_FORWARD;
+    }
+    if (r->method_id != H1_M_GET && r->method_id != H1_M_HEAD)
+        return PC_BYPASS;
+    bit = r->method_id == H1_M_GET ? CACHE_M_GET : CACHE_M_HEAD;
+    const struct cache_rule *rule = cache_rule_match(cfg, r->path, r->path_len);
+    if (!cache_rule_allows(rule, bit))
+        return PC_BYPASS;
+    n = to_fields(r->headers, r->n_headers, fields);
+    cache_req_meta_parse(&rq, bit, fields, n);
+    struct cache_req req = {bit, r->host, hl, r->path, r->path_len, &rq};
+    e = cache_lookup(cache, &req, wall_ms(), &d);
+    if (e && d.serve != CACHE_MUST_REVALIDATE &&
+        pc_serve(c, &rq, e, d.age_ms, d.stale ? "STALE" : "HIT", bit == CACHE_M_HEAD, close)) {
+        /* CACHE_STALE_SWR: served stale; the refresh happens on the first request past the
+         * window (no background request yet) */
+        cache_entry_unref(e);
+        return PC_SERVED;
+    }
+    if (rq.cc.flags & CACHE_CC_ONLY_IF_CACHED) {
+        cache_entry_unref(e);
+        answer_504(c, close);
+        return PC_SERVED;
+    }
+    ex->pc = pc_new(fields, n, r->host, hl, r->path, r->path_len);
+    if (!ex->pc) {
+        cache_entry_unref(e);
+        return PC_BYPASS;
+    }
+    ex->pc->rq = rq;
+    ex->pc->rq.fields = ex->pc->fields;
+    ex->pc->rule = rule;
+    ex->pc->head = bit == CACHE_M_HEAD;
+    ex->pc->request_ms = wall_ms();
+    ex->pc->stale = e; /* revalidate it (the reference moves here) */
+    ex->pc->dec = d;
+    return PC_FORWARD;
+}
+
+bool pc_skip_request_field(const struct exchange *ex, const struct h1_header *h)
+{
+    /* the client's conditionals are answered here, from what the cache holds */
+    return ex->pc && !ex->pc->invalidate &&
+           (h1_span_ieq(h->name, h->name_len, "if-none-match") ||
+            h1_span_ieq(h->name, h->name_len, "if-modified-since"));
+}
+
+void pc_put_conditionals(const struct exchange *ex, struct buf *b, bool *ok)
+{
+    const struct cache_entry *e = ex->pc ? ex->pc->stale : NULL;
+    uint32_t n;
+    const char *lm;
+
+    if (!e)
+        return;
+    if (e->etag)
+        put_field(b, ok, "If-None-Match", 13, e->etag, e->etag_len);
+    if ((lm = cache_entry_field(e, "last-modified", &n)))
+        put_field(b, ok, "If-Modified-Since", 17, lm, n);
+}
+
+/* ---- when the response head arrives ------------------------------------------------------ */
+
+bool pc_intercept_response(struct conn *c, const struct h1_response *r)
+{
+    struct exchange *ex = c->ex;
+    struct pc_state *p = ex->pc;
+    struct cache_field fields[PC_FIELDS_MAX];
+    const struct cache_entry *fresh = NULL;
+    bool close = ex->close_client || c->w->draining;
+    uint32_t n;
+
+    if (!p)
+        return false;
+    if (p->invalidate) {
+        if (r->status < 400)
+            cache_invalidate(c->w->s->cache, p->host, p->host_len, p->path, p->path_len);
+        return false;
+    }
+    if (!p->stale)
+        return false;
+    if (r->status == 304) {
+        n = to_fields(r->headers, r->n_headers, fields);
+        if (cache_refresh(c->w->s->cache, p->stale, fields, n, p->request_ms, wall_ms(), &fresh))
+            return false; /* out of memory: relay the 304 as it is */
+        if (!pc_serve(c, &p->rq, fresh, 0, "REVALIDATED", p->head, close)) {
+            cache_entry_unref(fresh);
+            return false;
+        }
+        cache_entry_unref(fresh);
+        return true;
+    }
+    if (r->status >= 500 && p->dec.sie_ok &&
+        pc_serve(c, &p->rq, p->stale, p->dec.age_ms, "STALE", p->head, close))
+        return true;
+    return false;
+}
+
+/* Serves the stale entry when the origin could not be reached (stale-if-error); returns
+ * whether it did. */
+bool pc_serve_stale_on_error(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct pc_state *p = ex->pc;
+
+    return p && p->stale && !p->invalidate && p->dec.sie_ok &&
+           pc_serve(c, &p->rq, p->stale, p->dec.age_ms, "STALE", p->head,
+                    ex->close_client || c->w->draining);
+}
+
+void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp_hook_ctx *hk,
+                    struct buf *head, bool *ok)
+{
+    struct exchange *ex = c->ex;
+    struct pc_state *p = ex->pc;
+    struct cache *cache = c->w->s->cache;
+    struct cache_field fields[PC_FIELDS_MAX];
+    struct cache_resp_meta rs;
+    struct cache_verdict v;
+    struct cache_admit ad = {0};
+    uint32_t n;
+    int64_t now = wall_ms();
+
+    if (!p || p->invalidate)
+        return;
+    if (c->w->s->x_cache)
+        put(head, ok, "X-Cache: MISS\r\n", 15);
+    if (p->head || r->status == 206)
+        return;
+    n = to_fields(r->headers, r->n_headers, fields);
+    cache_resp_meta_parse(&rs, r->status, fields, n);
+    ad.rule = p->rule;
+    if (hk) {
+        ad.hook = hk->cache_hook;
+        ad.hook_ttl_ms = hk->cache_ttl_ms;
+    }
+    if (cache_storable(cache_config_of(cache), &p->rq, &rs, &ad, now, &v) != CACHE_STORE_OK)
+        return;
+    struct cache_entry_params ep = {
+        .method_bit = CACHE_M_GET,
+        .host = p->host,
+        .host_len = p->host_len,
+        .path = p->path,
+        .path_len = p->path_len,
+        .domain = ex->t->label,
+        .status = r->status,
+        .resp_fields = fields,
+        .n_resp_fields = n,
+        .req_fields = p->fields,
+        .n_req_fields = p->n_fields,
+        .meta = &rs,
+        .verdict = &v,
+        .request_ms = p->request_ms,
+        .response_ms = now,
+        .max_hits = hk ? hk->cache_max_hits : 0,
+        .compress = hk ? hk->cache_compress : 0,
+        .compress_min_len = hk ? hk->cache_min_len : 0,
+        .vary_skip_accept_encoding = true,
+    };
+    p->b = cache_entry_new(cache, &ep);
+}
+
+void pc_store_body(struct exchange *ex, const char *data, size_t n)
+{
+    struct pc_state *p = ex->pc;
+
+    if (p && p->b && n && cache_entry_append(p->b, data, n)) {
+        cache_entry_abort(p->b); /* too big, or out of memory: the client still gets it all */
+        p->b = NULL;
+    }
+}
+
+/* Chunked: the builder takes the decoded data; the client gets the framing as it came. */
+char *pc_dechunk_buf(struct exchange *ex, uint32_t n)
+{
+    struct pc_state *p = ex->pc;
+
+    if (!p || !p->b)
+        return NULL;
+    if (p->dechunk_cap < n) {
+        char *q = realloc(p->dechunk, n);
+        if (!q) {
+            cache_entry_abort(p->b);
+            p->b = NULL;
+            return NULL;
+        }
+        p->dechunk = q;
+        p->dechunk_cap = n;
+    }
+    return p->dechunk;
+}
+
+void pc_store_end(struct conn *c)
+{
+    struct pc_state *p = c->ex->pc;
+
+    if (p && p->b) {
+        cache_insert(c->w->s->cache, p->b, NULL);
+        p->b = NULL;
+    }
+}
+
+/* ---- response hooks' cache controls ---------------------------------------------------------- */
+
+void rp_cache_this(rp_proxy_response *pr, uint64_t ttl_ms, uint32_t max_hits,
+                   const rp_cache_opts *opts)
+{
+    struct rp_hook_ctx *ctx = pr ? pr->ctx_ : NULL;
+
+    if (!ctx || ctx->cache_hook < 0) /* rp_dont_cache wins, whatever the order */
+        return;
+    ctx->cache_hook = 1;
+    ctx->cache_ttl_ms = ttl_ms;
+    ctx->cache_max_hits = max_hits;
+    if (opts) {
+        ctx->cache_compress = (int8_t)(opts->pre_compress > 0   ? 1
+                                       : opts->pre_compress < 0 ? -1
+                                                                : 0);
+        ctx->cache_min_len = opts->compress_min_len;
+    }
+}
+
+void rp_dont_cache(rp_proxy_response *pr)
+{
+    if (pr && pr->ctx_)
+        pr->ctx_->cache_hook = -1;
+}
+
+/* ---- the admin API (its own listener) -------------------------------------------------------- */
+
+/* Writes s as a JSON string body (quotes and escapes). */
+static void json_str(rp_response *resp, const char *s, size_t n)
+{
+    rp_response_write(resp, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            rp_response_printf(resp, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            rp_response_printf(resp, "\\u%04x", ch);
+        else
+            rp_response_write(resp, s + i, 1);
+    }
+    rp_response_write(resp, "\"", 1);
+}
+
+static void json_answer(rp_response *resp)
+{
+    rp_headers_set(rp_response_headers(resp), "Content-Type", "application/json");
+    rp_headers_set(rp_response_headers(resp), "Cache-Control", "no-store");
+}
+
+/* The value of `name` in a query string, percent-decoded into out[0..cap); false if absent. */
+static bool query_param(rp_str q, const char *name, char *out, size_t cap, size_t *len)
+{
+    size_t nl = strlen(name);
+    const char *p = q.p, *end = q.p + q.len;
+
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && !memcmp(p, name, nl) && p[nl] == '=') {
+            size_t k = 0;
+            for (const char *v = p + nl + 1; v < e && k + 1 < cap; v++) {
+                int hi, lo;
+                if (*v == '%' && e - v > 2 && (hi = hexval(v[1])) >= 0 &&
+                    (lo = hexval(v[2])) >= 0) {
+                    out[k++] = (char)(hi * 16 + lo);
+                    v += 2;
+                } else {
+                    out[k++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            out[k] = 0;
+            *len = k;
+            return true;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
+/* DELETE /cache/:domain -> {"domain":"...","purged":N} */
+static void admin_purge_domain(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_server *s = user;
+    rp_str d;
+    char name[256];
+
+    json_answer(resp);
+    if (!rp_request_param(req, "domain", &d) || d.len >= sizeof(name)) {
+        rp_response_set_status(resp, 400);
+        rp_response_printf(resp, "{\"error\":\"bad domain\"}\n");
+        return;
+    }
+    memcpy(name, d.p, d.len);
+    name[d.len] = 0;
+    size_t n = rp_purge_domain_cache(s, name);
+    rp_response_printf(resp, "{\"domain\":");
+    json_str(resp, d.p, d.len);
+    rp_response_printf(resp, ",\"purged\":%zu}\n", n);
+}
+
+/* DELETE /cache?method=GET&host=...&path=... -> {"purged":true|false}; DELETE /cache -> all */
+static void admin_purge(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_server *s = user;
+    char method[16] = "GET", host[512], path[8192];
+    size_t ml, hl, pl;
+    bool has_host = query_param(req->query, "host", host, sizeof(host), &hl);
+    bool has_path = query_param(req->query, "path", path, sizeof(path), &pl);
+
+    json_answer(resp);
+    if (!has_host && !has_path && !req->query.len) {
+        rp_response_printf(resp, "{\"purged\":%zu}\n", rp_purge_all_proxy_cache(s));
+        return;
+    }
+    query_param(req->query, "method", method, sizeof(method), &ml);
+    if (!has_host || !has_path || path[0] != '/') {
+        rp_response_set_status(resp, 400);
+        rp_response_printf(resp, "{\"error\":\"host and path (starting with /) are required\"}\n");
+        return;
+    }
+    rp_response_printf(resp, "{\"purged\":%s}\n",
+                       rp_purge_proxy_cache(s, method, host, path) ? "true" : "false");
+}
+
+/* GET /cache/stats */
+static void admin_stats(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_cache_stats st;
+
+    (void)req;
+    rp_proxy_cache_stats(user, &st);
+    json_answer(resp);
+    rp_response_printf(
+        resp,
+        "{\"enabled\":%s,\"entries\":%llu,\"bytes\":%llu,\"hits\":%llu,\"misses\":%llu,"
+        "\"stores\":%llu,\"evictions\":%llu,\"purges\":%llu}\n",
+        ((rp_server *)user)->cache ? "true" : "false", (unsigned long long)st.entries,
+        (unsigned long long)st.bytes, (unsigned long long)st.hits, (unsigned long long)st.misses,
+        (unsigned long long)st.stores, (unsigned long long)st.evictions,
+        (unsigned long long)st.purges);
+}
+
+int pc_admin_setup(rp_server *s)
+{
+    int rc = local_add(&s->admin, "DELETE", "/cache/:domain", admin_purge_domain, s);
+    if (!rc)
+        rc = local_add(&s->admin, "DELETE", "/cache", admin_purge, s);
+    if (!rc)
+        rc = local_add(&s->admin, "GET", "/cache/stats", admin_stats, s);
+    return rc;
+}
+
+bool pc_admin_authorized(const rp_server *s, const struct h1_request *r)
+{
+    const char *tok = s->admin_token;
+    size_t tl;
+
+    if (!tok)
+        return true;
+    tl = strlen(tok);
+    for (uint32_t i = 0; i < r->n_headers; i++) {
+        const struct h1_header *h = &r->headers[i];
+        unsigned diff = 0;
+        if (!h1_span_ieq(h->name, h->name_len, "authorization") || h->value_len != tl + 7 ||
+            strncasecmp(h->value, "bearer ", 7))
+            continue;
+        for (size_t j = 0; j < tl; j++) /* constant time over the token's length */
+            diff |= (unsigned char)(h->value[7 + j] ^ tok[j]);
+        if (!diff)
+            return true;
+    }
+    return false;
 }

@@ -173,12 +173,12 @@ RP_API size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
  * how long responses without explicit freshness live, how big a body may be. */
 typedef struct rp_cache_rule {
     const char *path_prefix;
-    uint64_t max_age_ms;              /* 0: default_max_age */
-    const char *const *methods;       /* "GET", "HEAD"; none: GET and HEAD */
+    uint64_t max_age_ms;        /* 0: default_max_age */
+    const char *const *methods; /* "GET", "HEAD"; none: GET and HEAD */
     size_t n_methods;
-    const int *status_only;           /* statuses stored; none: the cacheable defaults */
+    const int *status_only; /* statuses stored; none: the cacheable defaults */
     size_t n_status_only;
-    uint64_t max_bytes;               /* largest body stored; 0: max_entry_size */
+    uint64_t max_bytes; /* largest body stored; 0: max_entry_size */
 } rp_cache_rule;
 
 /* A zero field means the default shown. */
@@ -193,8 +193,8 @@ typedef struct rp_cache_config {
     uint64_t stale_while_revalidate_ms; /* 0: only the response's own directive */
     const rp_cache_rule *rules;
     size_t n_rules;
-    int compress_threads;               /* 1 */
-    bool no_x_cache;                    /* leave out the X-Cache header */
+    int compress_threads; /* 1 */
+    bool no_x_cache;      /* leave out the X-Cache header */
 } rp_cache_config;
 
 /* Turns the cache on with `cfg` (copied; NULL: all defaults). 0, -EINVAL (reason logged),
@@ -312,6 +312,21 @@ typedef struct rp_proxy_response {
 } rp_proxy_response;
 
 typedef void (*rp_proxy_response_fn)(rp_proxy_response *pr, void *user);
+
+/* Per-entry options for rp_cache_this; a zero struct (or NULL) means the cache's settings. */
+typedef struct rp_cache_opts {
+    int pre_compress;          /* 0: the cache's setting, 1: gzip this entry, -1: never */
+    uint32_t compress_min_len; /* 0: the cache's setting */
+} rp_cache_opts;
+
+/* From a response hook: store this response for ttl_ms (0: the default_max_age) when it has
+ * no explicit freshness of its own, and for at most max_hits hits (0: unlimited). It is
+ * stored if it is storable at all (not no-store, not private, ...; Set-Cookie is allowed
+ * by this call). No-op without a cache. */
+RP_API void rp_cache_this(rp_proxy_response *pr, uint64_t ttl_ms, uint32_t max_hits,
+                          const rp_cache_opts *opts);
+/* From a response hook: never store this response, whatever rules and headers say. */
+RP_API void rp_dont_cache(rp_proxy_response *pr);
 
 /* One failed attempt to get a response from a backend (the request may then be retried on
  * another backend, or answered 502/503/504). */

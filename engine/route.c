@@ -256,6 +256,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
                                           : d->max_idle_conns;
     t->preserve_host = d->preserve_host;
     t->tls_no_verify = d->tls_no_verify;
+    t->no_cache = d->no_cache;
     t->hc = d->health_check;
     t->hc.path = NULL;
     t->hc.interval_ms = or_default(t->hc.interval_ms, 10000);

@@ -50,6 +50,7 @@ struct target {
     char *tls_cert, *tls_key;  /* the certificate chosen by SNI for this domain, or NULL */
     char *tls_ca_file;         /* https:// backends: the CAs to verify them with (NULL: system) */
     bool tls_no_verify;
+    bool no_cache;          /* the domain never uses the response cache */
     struct tls_ctx *up_tls; /* client context for https:// backends, while running */
     uint32_t host_header_len;
     uint32_t index; /* position among all targets: indexes per-worker balancer state */

@@ -12,8 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../tls/tls.h"
 #include "../cache/cache.h"
+#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
 
@@ -55,6 +55,7 @@ static int add_listen(rp_server *s, const char *addr, bool tls)
     s->listen = ls;
     ls[s->n_listen].addr = strdup(addr);
     ls[s->n_listen].tls = tls;
+    ls[s->n_listen].admin = false;
     if (!ls[s->n_listen].addr)
         return -ENOMEM;
     s->n_listen++;
@@ -78,6 +79,17 @@ static int copy_config(rp_server *s)
         rc = -ENOMEM;
     if (!rc && c->tls_key && !(c->tls_key = s->tls_key = strdup(c->tls_key)))
         rc = -ENOMEM;
+    if (!rc && c->admin_listen) {
+        rc = add_listen(s, c->admin_listen, false);
+        if (!rc)
+            s->listen[s->n_listen - 1].admin = true;
+        if (!rc && c->admin_token && !(s->admin_token = strdup(c->admin_token)))
+            rc = -ENOMEM;
+        if (!rc)
+            rc = pc_admin_setup(s);
+    }
+    c->admin_listen = NULL; /* in s->listen */
+    c->admin_token = NULL;  /* only s->admin_token holds it: never kept twice, never logged */
     return rc;
 }
 
@@ -133,6 +145,11 @@ void rp_server_free(rp_server *s)
     free(s->tls_key);
     route_table_fini(&s->rt);
     hooks_fini(&s->hooks);
+    hooks_fini(&s->admin);
+    if (s->admin_token) {
+        explicit_bzero(s->admin_token, strlen(s->admin_token));
+        free(s->admin_token);
+    }
     cache_free(s->cache);
     free(s);
 }
@@ -269,6 +286,7 @@ static int open_listeners(rp_server *s)
                 return fd;
             w->ls[j].fd = fd;
             w->ls[j].tls = s->listen[j].tls;
+            w->ls[j].admin = s->listen[j].admin;
         }
     }
     return 0;
@@ -456,7 +474,7 @@ int rp_listen_and_serve_tls(rp_server *s, const char *cert_file, const char *key
     s->tls_cert = cert;
     s->tls_key = key;
     for (size_t i = 0; i < s->n_listen; i++)
-        s->listen[i].tls = true;
+        s->listen[i].tls = !s->listen[i].admin;
     return rp_listen_and_serve(s);
 }
 
@@ -486,6 +504,8 @@ int rp_listen_and_serve(rp_server *s)
         ret = tls_setup(s);
     if (!ret)
         ret = open_listeners(s);
+    if (!ret && s->cache) /* compression runs beside the workers, never on them */
+        ret = cache_compress_start(s->cache, (unsigned)s->cache_threads);
     if (!ret)
         ret = run_workers(s);
     close_listeners(s);

@@ -387,7 +387,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         if (w->draining)
             close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res, l->tls);
+            conn_accepted(w, cqe->res, l->tls, l->admin);
     } else if (cqe->res != -ECANCELED) {
         log_warn("worker %d: accept failed: %s", w->id, strerror(-cqe->res));
     }

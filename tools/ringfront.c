@@ -123,8 +123,9 @@ static void noop_response(rp_proxy_response *pr, void *user)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ringfront [-l ADDR] [-d DOMAIN] [-w WORKERS] [--deny PREFIX] [--noop] "
-                    "http://BACKEND...\n       ringfront -c FILE [--deny PREFIX] [--noop | --no-hooks]\n");
+    fprintf(stderr,
+            "usage: ringfront [-l ADDR] [-d DOMAIN] [-w WORKERS] [--deny PREFIX] [--noop] "
+            "http://BACKEND...\n       ringfront -c FILE [--deny PREFIX] [--noop | --no-hooks]\n");
     return 2;
 }
 

@@ -96,6 +96,12 @@ static void resp_first(rp_proxy_response *pr, void *user)
         pr->status = 204; /* would contradict the body's framing: ignored */
     if (path_is(pr->path, "/rmorigin"))
         rp_headers_remove(pr->headers, "X-Origin");
+    if (path_is(pr->path, "/cachethis")) /* no freshness of its own: the hook admits it */
+        rp_cache_this(pr, 60000, 2, NULL);
+    if (path_is(pr->path, "/dontcache")) { /* explicit freshness, forbidden by the hook */
+        rp_dont_cache(pr);
+        rp_cache_this(pr, 60000, 0, NULL); /* rp_dont_cache wins whatever the order */
+    }
     if (path_is(pr->path, "/respcl")) {
         char rc[64];
         snprintf(rc, sizeof(rc), "%d", rp_headers_set(pr->headers, "Content-Length", "1"));
@@ -128,6 +134,31 @@ static void purge_handler(const rp_request *req, rp_response *resp, void *user)
     rp_headers_set(rp_response_headers(resp), "Content-Type", "application/json");
     rp_response_printf(resp, "{\"method\":\"%.*s\",\"domain\":\"%.*s\",\"purged\":0}\n",
                        (int)req->method.len, req->method.p, (int)d.len, d.p);
+}
+
+/* the seed's admin example: DELETE /purge/:domain -> {"domain":..., "purged":N}; GET /stats */
+static void purge_domain(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_str d;
+    char name[128];
+
+    (void)user;
+    rp_request_param(req, "domain", &d);
+    snprintf(name, sizeof(name), "%.*s", (int)d.len, d.p);
+    rp_response_printf(resp, "{\"domain\":\"%s\",\"purged\":%zu}\n", name,
+                       rp_purge_domain_cache(srv, name));
+}
+
+static void cache_stats(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_cache_stats st;
+
+    (void)req;
+    (void)user;
+    rp_proxy_cache_stats(srv, &st);
+    rp_response_printf(resp, "{\"entries\":%llu,\"hits\":%llu,\"misses\":%llu}\n",
+                       (unsigned long long)st.entries, (unsigned long long)st.hits,
+                       (unsigned long long)st.misses);
 }
 
 /* POST /echo/:a/:b: everything the handler can read */
@@ -189,7 +220,9 @@ int main(int argc, char **argv)
         rp_handle(srv, "DELETE", "/admin/cache/:domain", purge_handler, NULL) ||
         rp_handle(srv, "GET", "/admin/cache/:domain", purge_handler, NULL) ||
         rp_handle(srv, "POST", "/echo/:a/:b", echo_handler, NULL) ||
-        rp_handle(srv, "GET", "/files/*rest", files_handler, NULL))
+        rp_handle(srv, "GET", "/files/*rest", files_handler, NULL) ||
+        rp_handle(srv, "DELETE", "/purge/:domain", purge_domain, NULL) ||
+        rp_handle(srv, "GET", "/stats", cache_stats, NULL) || rp_set_proxy_cache(srv, NULL))
         return 3;
     /* refused registrations */
     if (rp_handle(srv, "GET", "/files/*rest", files_handler, NULL) != -EEXIST ||

@@ -252,3 +252,23 @@ def test_example_front_end(P):
         assert Client(f.port).request("POST", "/_front/status", host="x").status == 405
     assert re.search(rf"front.local -> http://127.0.0.1:{dead} attempt 1: connect failed: "
                      r"Connection refused \(GET /a\)", f.output()), f.output()
+
+
+def test_cache_this_and_dont_cache_from_a_response_hook(P):
+    o = P.origin("A")
+    with hooks_fe(P, o.port) as f:
+        def xc(path):
+            return get(f.port, path, host="hooks.local").header("X-Cache")
+        before = origin_stats(o.port)[0]
+        # no freshness of its own; rp_cache_this(60 s, max_hits 2): MISS, HIT, HIT, then gone
+        assert [xc("/cachethis") for _ in range(4)] == ["MISS", "HIT", "HIT", "MISS"]
+        assert origin_stats(o.port)[0] - before == 2
+        cc = "/dontcache?header=Cache-Control:max-age%3D60"
+        assert [xc(cc) for _ in range(2)] == ["MISS", "MISS"]
+        # without a hook's word, no freshness: not stored
+        assert [xc("/plain") for _ in range(2)] == ["MISS", "MISS"]
+        st = json.loads(get(f.port, "/stats", host="x").body)
+        assert st["entries"] == 1 and st["hits"] == 2, st
+        r = Client(f.port).request("DELETE", "/purge/hooks.local", host="x")
+        assert json.loads(r.body) == {"domain": "hooks.local", "purged": 1}
+        assert json.loads(get(f.port, "/stats", host="x").body)["entries"] == 0

@@ -122,10 +122,18 @@ static int real_access(struct real *r, uint32_t k)
         cache_entry_unref(e);
         return 1;
     }
-    struct cache_entry_params ep = {
-        .method_bit = CACHE_M_GET, .host = "bench.test", .host_len = 10, .path = p,
-        .path_len = (uint32_t)n, .status = 200, .resp_fields = r->rf, .n_resp_fields = 1,
-        .meta = &r->rm, .verdict = &r->v, .request_ms = 1000, .response_ms = 1000};
+    struct cache_entry_params ep = {.method_bit = CACHE_M_GET,
+                                    .host = "bench.test",
+                                    .host_len = 10,
+                                    .path = p,
+                                    .path_len = (uint32_t)n,
+                                    .status = 200,
+                                    .resp_fields = r->rf,
+                                    .n_resp_fields = 1,
+                                    .meta = &r->rm,
+                                    .verdict = &r->v,
+                                    .request_ms = 1000,
+                                    .response_ms = 1000};
     struct cache_builder *b = cache_entry_new(r->c, &ep);
     if (b && cache_entry_append(b, "0123456789abcdef", 16) == 0)
         cache_insert(r->c, b, NULL);
@@ -174,8 +182,8 @@ int main(int argc, char **argv)
     r.rf[0] = (struct cache_field){"Cache-Control", "max-age=3600", 13, 12};
     cache_resp_meta_parse(&r.rm, 200, r.rf, 1);
     cache_req_meta_parse(&r.qm, CACHE_M_GET, NULL, 0);
-    r.v = (struct cache_verdict){.lifetime_ms = 3600000, .explicit_fresh = true,
-                                 .max_bytes = 1 << 20};
+    r.v = (struct cache_verdict){
+        .lifetime_ms = 3600000, .explicit_fresh = true, .max_bytes = 1 << 20};
     struct lru l;
     lru_init(&l, NKEYS + SCAN_KEYS, CAPACITY);
 
@@ -214,7 +222,7 @@ int main(int argc, char **argv)
     printf("trace replay through the store: %.2f s (misses insert)\n", t1 - t0);
 
     /* lookup cost: hits only, single thread, the warmed cache */
-    char (*paths)[32] = malloc(4096 * sizeof(*paths));
+    char(*paths)[32] = malloc(4096 * sizeof(*paths));
     uint32_t np = 0;
     for (uint32_t k = 0; k < NKEYS && np < 4096; k++) {
         int n = key_path(paths[np], sizeof(paths[np]), k);
@@ -239,7 +247,8 @@ int main(int argc, char **argv)
     double t3 = now_s();
     printf("lookup hit: %.0f ns (%llu of %llu hit, %u distinct keys, 1 thread, incl. key build "
            "and XXH3)\n",
-           (t3 - t2) * 1e9 / (double)iters, (unsigned long long)hits, (unsigned long long)iters, np);
+           (t3 - t2) * 1e9 / (double)iters, (unsigned long long)hits, (unsigned long long)iters,
+           np);
 
     struct cache_stats st;
     cache_get_stats(r.c, &st);

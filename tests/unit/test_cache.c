@@ -109,10 +109,9 @@ static struct cache_req_meta req(struct hdrs *h, uint32_t method, const char *co
 }
 
 /* Stores a GET response for host+path. Returns the cache_insert result; *out gets a ref. */
-static int put_full(struct cache *c, const char *host, const char *path,
-                    const char *const *rlines, const char *const *qlines, const void *body,
-                    size_t len, int64_t now, const char *domain, uint32_t max_hits,
-                    const struct cache_entry **out)
+static int put_full(struct cache *c, const char *host, const char *path, const char *const *rlines,
+                    const char *const *qlines, const void *body, size_t len, int64_t now,
+                    const char *domain, uint32_t max_hits, const struct cache_entry **out)
 {
     struct hdrs rh, qh;
     struct cache_resp_meta rm;
@@ -124,12 +123,22 @@ static int put_full(struct cache *c, const char *host, const char *path,
     enum cache_store_reason r = cache_storable(cache_config_of(c), &qm, &rm, &ad, now, &v);
     if (r != CACHE_STORE_OK)
         return -1000 - (int)r;
-    struct cache_entry_params p = {
-        .method_bit = CACHE_M_GET, .host = host, .host_len = (uint32_t)strlen(host),
-        .path = path, .path_len = (uint32_t)strlen(path), .domain = domain, .status = 200,
-        .resp_fields = rh.f, .n_resp_fields = rh.n, .req_fields = qh.f, .n_req_fields = qh.n,
-        .meta = &rm, .verdict = &v, .request_ms = now, .response_ms = now,
-        .max_hits = max_hits};
+    struct cache_entry_params p = {.method_bit = CACHE_M_GET,
+                                   .host = host,
+                                   .host_len = (uint32_t)strlen(host),
+                                   .path = path,
+                                   .path_len = (uint32_t)strlen(path),
+                                   .domain = domain,
+                                   .status = 200,
+                                   .resp_fields = rh.f,
+                                   .n_resp_fields = rh.n,
+                                   .req_fields = qh.f,
+                                   .n_req_fields = qh.n,
+                                   .meta = &rm,
+                                   .verdict = &v,
+                                   .request_ms = now,
+                                   .response_ms = now,
+                                   .max_hits = max_hits};
     struct cache_builder *b = cache_entry_new(c, &p);
     if (!b)
         return -ENOMEM;
@@ -149,8 +158,8 @@ static int put_full(struct cache *c, const char *host, const char *path,
 static int put(struct cache *c, const char *host, const char *path, size_t len, int64_t now)
 {
     static char zeros[1 << 16];
-    return put_full(c, host, path, L("Cache-Control: max-age=60"), NONE, zeros, len, now,
-                    "d.test", 0, NULL);
+    return put_full(c, host, path, L("Cache-Control: max-age=60"), NONE, zeros, len, now, "d.test",
+                    0, NULL);
 }
 
 static const struct cache_entry *get(struct cache *c, const char *method, const char *host,
@@ -336,7 +345,8 @@ static void test_accept_encoding(void **st)
     }
     /* several lines: absent means no gzip */
     struct hdrs h;
-    struct cache_req_meta m = req(&h, CACHE_M_GET, L("Accept-Encoding: br", "accept-encoding: gzip"));
+    struct cache_req_meta m =
+        req(&h, CACHE_M_GET, L("Accept-Encoding: br", "accept-encoding: gzip"));
     assert_true(m.accepts_gzip);
     m = req(&h, CACHE_M_GET, NONE);
     assert_false(m.accepts_gzip);
@@ -344,13 +354,20 @@ static void test_accept_encoding(void **st)
 
 static void test_compressible(void **st)
 {
-    static const char *yes[] = {"text/html", "text/plain; charset=utf-8", "TEXT/CSS",
-                                "application/json", "application/problem+json",
-                                "application/javascript", "application/x-javascript",
-                                "application/xml", "application/atom+xml; charset=x",
-                                "image/svg+xml", " Application/JSON "};
-    static const char *no[] = {"image/png", "application/octet-stream", "text/", "", "+json",
-                               "application/jsonx", "video/mp4", "application/gzip"};
+    static const char *yes[] = {"text/html",
+                                "text/plain; charset=utf-8",
+                                "TEXT/CSS",
+                                "application/json",
+                                "application/problem+json",
+                                "application/javascript",
+                                "application/x-javascript",
+                                "application/xml",
+                                "application/atom+xml; charset=x",
+                                "image/svg+xml",
+                                " Application/JSON "};
+    static const char *no[] = {
+        "image/png", "application/octet-stream", "text/",     "",
+        "+json",     "application/jsonx",        "video/mp4", "application/gzip"};
     (void)st;
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         if (!cache_compressible_type(yes[i], strlen(yes[i])))
@@ -378,14 +395,16 @@ static void test_lifetime(void **st)
     struct cache_resp_meta m;
     int64_t lt;
     (void)st;
-    m = resp(200, L("Cache-Control: max-age=60, s-maxage=10",
-                    "Expires: Sun, 06 Nov 1994 09:49:37 GMT", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
+    m = resp(200,
+             L("Cache-Control: max-age=60, s-maxage=10", "Expires: Sun, 06 Nov 1994 09:49:37 GMT",
+               "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
     assert_true(cache_freshness_lifetime(&m, T0, &lt));
     assert_int_equal(lt, 10000);
     m = resp(200, L("Cache-Control: max-age=60", "Expires: Sun, 06 Nov 1994 09:49:37 GMT"));
     assert_true(cache_freshness_lifetime(&m, T0, &lt));
     assert_int_equal(lt, 60000);
-    m = resp(200, L("Expires: Sun, 06 Nov 1994 09:49:37 GMT", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
+    m = resp(200,
+             L("Expires: Sun, 06 Nov 1994 09:49:37 GMT", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
     assert_true(cache_freshness_lifetime(&m, 0, &lt));
     assert_int_equal(lt, 3600000);
     /* no Date: counted from the response time */
@@ -393,7 +412,8 @@ static void test_lifetime(void **st)
     assert_true(cache_freshness_lifetime(&m, T0 + 20000, &lt));
     assert_int_equal(lt, 40000);
     /* Expires before Date, Expires invalid ("0"): already expired */
-    m = resp(200, L("Expires: Sun, 06 Nov 1994 08:00:00 GMT", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
+    m = resp(200,
+             L("Expires: Sun, 06 Nov 1994 08:00:00 GMT", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
     assert_true(cache_freshness_lifetime(&m, T0, &lt));
     assert_int_equal(lt, 0);
     m = resp(200, L("Expires: 0", "Date: Sun, 06 Nov 1994 08:49:37 GMT"));
@@ -481,18 +501,18 @@ static void test_storable_reasons(void **st)
     assert_int_equal(v.lifetime_ms, 5 * 60 * 1000); /* default_max_age */
     assert_int_equal(storable(CACHE_M_GET, 200, L("Cache-Control: no-store"), ok, NULL, NULL),
                      CACHE_NS_NO_STORE_REQ);
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5, no-store"),
-                              NULL, NULL),
-                     CACHE_NS_NO_STORE);
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: private=\"x\", max-age=5"),
-                              NULL, NULL),
-                     CACHE_NS_PRIVATE);
+    assert_int_equal(
+        storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5, no-store"), NULL, NULL),
+        CACHE_NS_NO_STORE);
+    assert_int_equal(
+        storable(CACHE_M_GET, 200, NONE, L("Cache-Control: private=\"x\", max-age=5"), NULL, NULL),
+        CACHE_NS_PRIVATE);
     /* Authorization: only public, s-maxage or must-revalidate */
     const char *const *auth = L("Authorization: Basic eA==");
     assert_int_equal(storable(CACHE_M_GET, 200, auth, ok, NULL, NULL), CACHE_NS_AUTHORIZATION);
-    assert_int_equal(storable(CACHE_M_GET, 200, auth, L("Cache-Control: max-age=5, public"), NULL,
-                              NULL),
-                     CACHE_STORE_OK);
+    assert_int_equal(
+        storable(CACHE_M_GET, 200, auth, L("Cache-Control: max-age=5, public"), NULL, NULL),
+        CACHE_STORE_OK);
     assert_int_equal(storable(CACHE_M_GET, 200, auth, L("Cache-Control: s-maxage=5"), NULL, NULL),
                      CACHE_STORE_OK);
     assert_int_equal(storable(CACHE_M_GET, 200, auth,
@@ -506,9 +526,9 @@ static void test_storable_reasons(void **st)
     rule.store_set_cookie = true;
     assert_int_equal(storable(CACHE_M_GET, 200, NONE, cookie, &by_rule, NULL), CACHE_STORE_OK);
     rule.store_set_cookie = false;
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5", "Vary: a, *"),
-                              NULL, NULL),
-                     CACHE_NS_VARY_STAR);
+    assert_int_equal(
+        storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5", "Vary: a, *"), NULL, NULL),
+        CACHE_NS_VARY_STAR);
     assert_int_equal(storable(CACHE_M_GET, 200, NONE,
                               L("Cache-Control: max-age=5", "Content-Encoding: br"), NULL, NULL),
                      CACHE_NS_ENCODING);
@@ -529,17 +549,16 @@ static void test_storable_reasons(void **st)
     /* already stale and nothing to revalidate with */
     assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=0"), NULL, NULL),
                      CACHE_NS_STALE);
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=0", "ETag: \"x\""),
-                              NULL, NULL),
-                     CACHE_STORE_OK);
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5",
-                                                        "Content-Length: 5000000"),
-                              NULL, NULL),
+    assert_int_equal(
+        storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=0", "ETag: \"x\""), NULL, NULL),
+        CACHE_STORE_OK);
+    assert_int_equal(storable(CACHE_M_GET, 200, NONE,
+                              L("Cache-Control: max-age=5", "Content-Length: 5000000"), NULL, NULL),
                      CACHE_NS_TOO_LARGE);
     rule.max_bytes = 10u << 20;
-    assert_int_equal(storable(CACHE_M_GET, 200, NONE, L("Cache-Control: max-age=5",
-                                                        "Content-Length: 5000000"),
-                              &by_rule, &v),
+    assert_int_equal(storable(CACHE_M_GET, 200, NONE,
+                              L("Cache-Control: max-age=5", "Content-Length: 5000000"), &by_rule,
+                              &v),
                      CACHE_STORE_OK);
     assert_int_equal(v.max_bytes, 10u << 20);
     assert_string_equal(cache_store_reason_str(CACHE_NS_SET_COOKIE), "set-cookie");
@@ -548,7 +567,8 @@ static void test_storable_reasons(void **st)
 
 static void test_rules(void **st)
 {
-    struct cache_rule r[] = {{.path_prefix = "/"}, {.path_prefix = "/static/"},
+    struct cache_rule r[] = {{.path_prefix = "/"},
+                             {.path_prefix = "/static/"},
                              {.path_prefix = "/static/img/", .methods = CACHE_M_GET}};
     struct cache_config cfg = {.rules = r, .n_rules = 3};
     (void)st;
@@ -648,7 +668,8 @@ static void test_satisfy(void **st)
     assert_int_equal(f.flags, CACHE_F_NO_STALE);
     assert_int_equal(f.swr_ms, 3000);
     assert_int_equal(f.sie_ms, 7000);
-    m = resp(200, L("Cache-Control: max-age=5, proxy-revalidate, stale-while-revalidate=1", "Age: 3"));
+    m = resp(200,
+             L("Cache-Control: max-age=5, proxy-revalidate, stale-while-revalidate=1", "Age: 3"));
     cache_fresh_init(&f, &m, &v, T0, T0, 3000);
     assert_int_equal(f.flags, CACHE_F_NO_STALE | CACHE_F_MUST_REVALIDATE);
     assert_int_equal(f.swr_ms, 1000);
@@ -725,23 +746,22 @@ static void test_keys(void **st)
 static void test_vary(void **st)
 {
     struct cache *c = mkcache(1 << 20, 100);
-    const char *const *rv = L("Cache-Control: max-age=60", "Vary: Accept-Language, X-B",
-                              "vary: accept-language");
+    const char *const *rv =
+        L("Cache-Control: max-age=60", "Vary: Accept-Language, X-B", "vary: accept-language");
     const struct cache_entry *e;
     struct cache_stats s;
     (void)st;
-    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language: en", "X-B: 1"), "en", 2, T0,
-                              NULL, 0, NULL),
-                     0);
-    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language: fr", "X-B: 1"), "fr", 2, T0,
-                              NULL, 0, NULL),
-                     0);
+    assert_int_equal(
+        put_full(c, "h", "/", rv, L("Accept-Language: en", "X-B: 1"), "en", 2, T0, NULL, 0, NULL),
+        0);
+    assert_int_equal(
+        put_full(c, "h", "/", rv, L("Accept-Language: fr", "X-B: 1"), "fr", 2, T0, NULL, 0, NULL),
+        0);
     assert_int_equal(put_full(c, "h", "/", rv, L("X-B: 1"), "ab", 2, T0, NULL, 0, NULL), 0);
-    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language:", "X-B: 1"), "em", 2, T0, NULL,
-                              0, NULL),
-                     0);
-    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language: a  b ,c", "X-B: 1"), "ws", 2,
-                              T0, NULL, 0, NULL),
+    assert_int_equal(
+        put_full(c, "h", "/", rv, L("Accept-Language:", "X-B: 1"), "em", 2, T0, NULL, 0, NULL), 0);
+    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language: a  b ,c", "X-B: 1"), "ws", 2, T0,
+                              NULL, 0, NULL),
                      0);
     cache_get_stats(c, &s);
     assert_int_equal(s.entries, 5);
@@ -775,9 +795,9 @@ static void test_vary(void **st)
     assert_null(get(c, "GET", "h", "/", L("Accept-Language: en"), T0, NULL));
     assert_null(get(c, "GET", "h", "/", L("X-B: 1", "Accept-Language: de"), T0, NULL));
     /* the same variant again replaces it */
-    assert_int_equal(put_full(c, "h", "/", rv, L("Accept-Language: fr", "X-B: 1"), "FR", 2, T0,
-                              NULL, 0, NULL),
-                     0);
+    assert_int_equal(
+        put_full(c, "h", "/", rv, L("Accept-Language: fr", "X-B: 1"), "FR", 2, T0, NULL, 0, NULL),
+        0);
     cache_get_stats(c, &s);
     assert_int_equal(s.entries, 5);
     e = get(c, "GET", "h", "/", L("X-B: 1", "Accept-Language: fr"), T0, NULL);
@@ -810,11 +830,21 @@ static void test_vary_skip_accept_encoding(void **st)
     struct cache_verdict v = {.lifetime_ms = 9000, .max_bytes = 100};
     cache_resp_meta_parse(&rm, 200, rf, 2);
     cache_req_meta_parse(&qm, CACHE_M_GET, qf, 1);
-    struct cache_entry_params p = {
-        .method_bit = CACHE_M_GET, .host = "h", .host_len = 1, .path = "/", .path_len = 1,
-        .status = 200, .resp_fields = rf, .n_resp_fields = 2, .req_fields = qf,
-        .n_req_fields = 1, .meta = &rm, .verdict = &v, .request_ms = T0, .response_ms = T0,
-        .vary_skip_accept_encoding = true};
+    struct cache_entry_params p = {.method_bit = CACHE_M_GET,
+                                   .host = "h",
+                                   .host_len = 1,
+                                   .path = "/",
+                                   .path_len = 1,
+                                   .status = 200,
+                                   .resp_fields = rf,
+                                   .n_resp_fields = 2,
+                                   .req_fields = qf,
+                                   .n_req_fields = 1,
+                                   .meta = &rm,
+                                   .verdict = &v,
+                                   .request_ms = T0,
+                                   .response_ms = T0,
+                                   .vary_skip_accept_encoding = true};
     assert_int_equal(cache_insert(c, cache_entry_new(c, &p), NULL), 0);
     assert_true(has(c, "h", "/", T0)); /* no Accept-Encoding: still that variant */
     cache_free(c);
@@ -826,8 +856,13 @@ static void test_entry_limits(void **st)
     char buf[3000] = {0};
     struct cache_resp_meta rm = resp(200, L("Cache-Control: max-age=5"));
     struct cache_verdict v = {.lifetime_ms = 5000, .max_bytes = 5000};
-    struct cache_entry_params p = {.method_bit = CACHE_M_GET, .host = "h", .host_len = 1,
-                                   .path = "/", .path_len = 1, .status = 200, .meta = &rm,
+    struct cache_entry_params p = {.method_bit = CACHE_M_GET,
+                                   .host = "h",
+                                   .host_len = 1,
+                                   .path = "/",
+                                   .path_len = 1,
+                                   .status = 200,
+                                   .meta = &rm,
                                    .verdict = &v};
     (void)st;
     struct cache_builder *b = cache_entry_new(c, &p);
@@ -893,8 +928,8 @@ static void test_refcount_and_purge(void **st)
     for (int i = 0; i < 10; i++) {
         char p[16];
         snprintf(p, sizeof(p), "/%d", i);
-        assert_int_equal(put_full(c, "a.test", p, L("Cache-Control: max-age=60"), NONE, "x", 1,
-                                  T0, i < 6 ? "a.test" : "b.test", 0, NULL),
+        assert_int_equal(put_full(c, "a.test", p, L("Cache-Control: max-age=60"), NONE, "x", 1, T0,
+                                  i < 6 ? "a.test" : "b.test", 0, NULL),
                          0);
     }
     e = get(c, "GET", "a.test", "/0", NONE, T0, NULL);
@@ -920,9 +955,8 @@ static void test_max_hits_and_stats(void **st)
     struct cache_stats s;
     struct cache_decision d;
     (void)st;
-    assert_int_equal(put_full(c, "h", "/", L("Cache-Control: max-age=60"), NONE, "x", 1, T0, NULL,
-                              3, NULL),
-                     0);
+    assert_int_equal(
+        put_full(c, "h", "/", L("Cache-Control: max-age=60"), NONE, "x", 1, T0, NULL, 3, NULL), 0);
     for (int i = 0; i < 3; i++) {
         const struct cache_entry *e = get(c, "GET", "h", "/", NONE, T0, &d);
         assert_non_null(e);
@@ -931,8 +965,8 @@ static void test_max_hits_and_stats(void **st)
     }
     assert_false(has(c, "h", "/", T0));
     /* a stale entry found is a miss and does not use up max_hits */
-    assert_int_equal(put_full(c, "h", "/s", L("Cache-Control: max-age=1", "ETag: \"e\""), NONE,
-                              "x", 1, T0, NULL, 1, NULL),
+    assert_int_equal(put_full(c, "h", "/s", L("Cache-Control: max-age=1", "ETag: \"e\""), NONE, "x",
+                              1, T0, NULL, 1, NULL),
                      0);
     const struct cache_entry *e = get(c, "GET", "h", "/s", NONE, T0 + 5000, &d);
     assert_non_null(e);
@@ -950,8 +984,8 @@ static void test_max_hits_and_stats(void **st)
 
 static void test_budget_random(void **st)
 {
-    struct cache_config cfg = {.max_total_bytes = 300000, .max_entries = 64,
-                               .pre_compress = true, .compress_min_len = 16};
+    struct cache_config cfg = {
+        .max_total_bytes = 300000, .max_entries = 64, .pre_compress = true, .compress_min_len = 16};
     struct cache *c = cache_new(&cfg);
     static char body[60000];
     uint64_t seed = 42;
@@ -1076,12 +1110,12 @@ static void test_refresh(void **st)
     struct cache_decision d;
     struct cache_stats s;
     (void)st;
-    assert_int_equal(put_full(c, "h", "/", L("Cache-Control: max-age=10", "ETag: \"v1\"",
-                                             "Content-Length: 4", "X-Old: keep",
-                                             "X-Rep: a", "X-Rep: b",
-                                             "Date: Sun, 06 Nov 1994 08:49:37 GMT"),
-                              NONE, "body", 4, T0, NULL, 0, &old),
-                     0);
+    assert_int_equal(
+        put_full(c, "h", "/",
+                 L("Cache-Control: max-age=10", "ETag: \"v1\"", "Content-Length: 4", "X-Old: keep",
+                   "X-Rep: a", "X-Rep: b", "Date: Sun, 06 Nov 1994 08:49:37 GMT"),
+                 NONE, "body", 4, T0, NULL, 0, &old),
+        0);
     e = get(c, "GET", "h", "/", NONE, T0 + 20000, &d);
     assert_ptr_equal(e, old);
     assert_int_equal(d.serve, CACHE_MUST_REVALIDATE);
@@ -1139,7 +1173,8 @@ static void test_compress_gzip(void **st)
         noise[i] = (char)(x >> 56);
     assert_int_equal(cache_compress_start(c, 2), 0);
     assert_int_equal(cache_compress_start(c, 2), 0); /* adds none */
-    const char *const *txt = L("Cache-Control: max-age=60", "Content-Type: text/html; charset=utf-8");
+    const char *const *txt =
+        L("Cache-Control: max-age=60", "Content-Type: text/html; charset=utf-8");
     assert_int_equal(put_full(c, "h", "/t", txt, NONE, text, sizeof(text), T0, NULL, 0, &e1), 0);
     assert_int_equal(put_full(c, "h", "/n", txt, NONE, noise, sizeof(noise), T0, NULL, 0, &e2), 0);
     assert_int_equal(put_full(c, "h", "/s", txt, NONE, text, 50, T0, NULL, 0, &e3), 0);
@@ -1147,10 +1182,11 @@ static void test_compress_gzip(void **st)
                               L("Cache-Control: max-age=60", "Content-Type: image/png"), NONE, text,
                               sizeof(text), T0, NULL, 0, &e4),
                      0);
-    assert_int_equal(put_full(c, "h", "/nt",
-                              L("Cache-Control: max-age=60, no-transform", "Content-Type: text/css"),
-                              NONE, text, sizeof(text), T0, NULL, 0, &e5),
-                     0);
+    assert_int_equal(
+        put_full(c, "h", "/nt",
+                 L("Cache-Control: max-age=60, no-transform", "Content-Type: text/css"), NONE, text,
+                 sizeof(text), T0, NULL, 0, &e5),
+        0);
     cache_compress_wait_idle(c);
     assert_true(cache_compress_idle(c));
     assert_int_equal(atomic_load(&e1->copy_state), CACHE_COPY_READY);
@@ -1197,8 +1233,8 @@ static void test_compress_identity(void **st)
     size_t gzn = libdeflate_gzip_compress(z, text, sizeof(text), gz, sizeof(gz));
     assert_true(gzn > 0);
     assert_int_equal(cache_compress_start(c, 1), 0);
-    const char *const *hd = L("Cache-Control: max-age=60", "Content-Encoding: gzip",
-                              "Content-Type: application/json");
+    const char *const *hd =
+        L("Cache-Control: max-age=60", "Content-Encoding: gzip", "Content-Type: application/json");
     assert_int_equal(put_full(c, "h", "/g", hd, NONE, gz, gzn, T0, NULL, 0, &e1), 0);
     assert_true(e1->gzip_body);
     char bad[64] = {0x1f, (char)0x8b, 8};
@@ -1249,10 +1285,9 @@ static void *stress_main(void *arg)
             snprintf(p, sizeof(p), "/%u", key);
             if (op < 3000) {
                 const char *dom = key % 2 ? "odd" : "even";
-                int rc = put_full(s->c, "h", p, L("Cache-Control: max-age=60",
-                                                  "Content-Type: text/plain"),
-                                  NONE, body, (size_t)(x >> 20) % sizeof(body), T0, dom,
-                                  key % 5 == 0 ? 3 : 0, NULL);
+                int rc = put_full(
+                    s->c, "h", p, L("Cache-Control: max-age=60", "Content-Type: text/plain"), NONE,
+                    body, (size_t)(x >> 20) % sizeof(body), T0, dom, key % 5 == 0 ? 3 : 0, NULL);
                 assert_true(rc == 0 || rc == -ENOSPC);
             } else if (op < 9000) {
                 const struct cache_entry *e = get(s->c, "GET", "h", p, NONE, T0, NULL);
@@ -1284,8 +1319,8 @@ static void *stress_main(void *arg)
 
 static void test_stress(void **st)
 {
-    struct cache_config cfg = {.max_total_bytes = 1u << 20, .max_entries = 200,
-                               .pre_compress = true};
+    struct cache_config cfg = {
+        .max_total_bytes = 1u << 20, .max_entries = 200, .pre_compress = true};
     struct cache *c = cache_new(&cfg);
     pthread_t t[4];
     struct stress s[4];

@@ -77,7 +77,7 @@ static void expect_errors(const struct bad *b, size_t n)
 
 /* ---- files that load ---- */
 
-/* DESIGN.md's example, without the blocks for features not built yet. */
+/* DESIGN.md's example, without the TLS lines (their files do not exist here). */
 static const char design_example[] =
     "listen = \"0.0.0.0:8080\";            # one or a list: [\"0.0.0.0:80\", \"[::]:80\"]\n"
     "workers = 4;                        # default: online CPUs\n"
@@ -98,7 +98,13 @@ static const char design_example[] =
     "  { path_prefix = \"/api/\";  backend = \"http://127.0.0.1:3000\"; },\n"
     "  { path_prefix = \"/auth/\"; backend = \"http://127.0.0.1:4000\"; "
     "host_header = \"auth.internal\"; }\n"
-    ");\n";
+    ");\n"
+    "cache = { default_max_age = \"5m\"; max_total_bytes = \"256MiB\"; max_entries = 10000;\n"
+    "          max_entry_size = \"4MiB\"; pre_compress = true; compress_level = 6;\n"
+    "          compress_min_len = 256; stale_while_revalidate = \"30s\";\n"
+    "          rules = ( { path_prefix = \"/static/\"; max_age = \"24h\"; "
+    "max_bytes = \"10MiB\"; } ); };\n"
+    "admin = { listen = \"127.0.0.1:9901\"; };\n";
 
 static void test_design_example(void **state)
 {
@@ -140,9 +146,33 @@ static void test_design_example(void **state)
     assert_string_equal(c.routes[1].path_prefix, "/auth/");
     assert_string_equal(c.routes[1].backend, "http://127.0.0.1:4000");
     assert_string_equal(c.routes[1].host_header, "auth.internal");
+    assert_false(d->no_cache);
+    assert_true(c.has_cache);
+    assert_int_equal(c.cache.default_max_age_ms, 300000);
+    assert_int_equal(c.cache.max_total_bytes, 256ULL << 20);
+    assert_int_equal(c.cache.max_entries, 10000);
+    assert_int_equal(c.cache.max_entry_size, 4ULL << 20);
+    assert_true(c.cache.pre_compress);
+    assert_int_equal(c.cache.compress_level, 6);
+    assert_int_equal(c.cache.compress_min_len, 256);
+    assert_int_equal(c.cache.stale_while_revalidate_ms, 30000);
+    assert_int_equal(c.cache.compress_threads, 0);
+    assert_false(c.cache.no_x_cache);
+    assert_int_equal(c.cache.n_rules, 1);
+    assert_string_equal(c.cache.rules[0].path_prefix, "/static/");
+    assert_int_equal(c.cache.rules[0].max_age_ms, 24ULL * 3600000);
+    assert_int_equal(c.cache.rules[0].max_bytes, 10ULL << 20);
+    assert_int_equal(c.cache.rules[0].n_methods, 0);
+    assert_null(c.cache.rules[0].methods);
+    assert_int_equal(c.cache.rules[0].n_status_only, 0);
+    assert_null(c.cache.rules[0].status_only);
+    assert_string_equal(c.server.admin_listen, "127.0.0.1:9901");
+    assert_null(c.server.admin_token);
     rp_file_config_free(&c);
     assert_null(c.priv);
     assert_null(c.domains);
+    assert_false(c.has_cache);
+    assert_null(c.cache.rules);
 }
 
 static void test_empty_file_is_all_defaults(void **state)
@@ -155,6 +185,10 @@ static void test_empty_file_is_all_defaults(void **state)
     assert_memory_equal(&c.server, &zero.server, sizeof(zero.server));
     assert_int_equal(c.n_domains, 0);
     assert_int_equal(c.n_routes, 0);
+    assert_false(c.has_cache);
+    assert_memory_equal(&c.cache, &zero.cache, sizeof(zero.cache));
+    assert_null(c.server.admin_listen);
+    assert_null(c.server.admin_token);
     rp_file_config_free(&c);
 }
 
@@ -299,6 +333,163 @@ static void test_load_string(void **state)
     rp_file_config_free(&c);
 }
 
+static void test_cache_defaults(void **state)
+{
+    struct rp_file_config c;
+    rp_cache_config zero;
+
+    (void)state;
+    memset(&zero, 0, sizeof(zero));
+    load_ok("cache = {};", &c);
+    assert_true(c.has_cache);
+    assert_memory_equal(&c.cache, &zero, sizeof(zero)); /* every field: the library's default */
+    rp_file_config_free(&c);
+    assert_false(c.has_cache);
+
+    load_ok("cache = { rules = (); };", &c);
+    assert_true(c.has_cache);
+    assert_int_equal(c.cache.n_rules, 0);
+    rp_file_config_free(&c);
+
+    /* a rule with nothing but its prefix leaves the rest to the defaults */
+    load_ok("cache = { rules = ( { path_prefix = \"/\"; } ); };", &c);
+    assert_int_equal(c.cache.n_rules, 1);
+    assert_string_equal(c.cache.rules[0].path_prefix, "/");
+    assert_int_equal(c.cache.rules[0].max_age_ms, 0);
+    assert_int_equal(c.cache.rules[0].max_bytes, 0);
+    assert_int_equal(c.cache.rules[0].n_methods, 0);
+    assert_int_equal(c.cache.rules[0].n_status_only, 0);
+    rp_file_config_free(&c);
+}
+
+static void test_cache_fields(void **state)
+{
+    struct rp_file_config c;
+    const rp_cache_rule *r;
+
+    (void)state;
+    load_ok("cache = { default_max_age = \"1h30m\"; max_total_bytes = \"1GiB\";\n"
+            "  max_entries = 4000000000L; max_entry_size = 1048576; pre_compress = true;\n"
+            "  compress_level = 12; compress_min_len = \"1KiB\";\n"
+            "  stale_while_revalidate = \"250ms\"; compress_threads = 64; x_cache = false;\n"
+            "  rules = (\n"
+            "    { path_prefix = \"/static/\"; max_age = \"24h\"; max_bytes = \"10MiB\";\n"
+            "      methods = [ \"GET\", \"HEAD\" ]; status_only = [ 200, 301 ]; },\n"
+            "    { path_prefix = \"/api/v1/\"; methods = ( \"HEAD\" );\n"
+            "      status_only = ( 599, 404, 200 ); max_age = \"1193h\"; },\n"
+            "    { path_prefix = \"/static/img/\"; max_bytes = 1; }\n"
+            "  ); };\n",
+            &c);
+    assert_true(c.has_cache);
+    assert_int_equal(c.cache.default_max_age_ms, 5400000);
+    assert_int_equal(c.cache.max_total_bytes, 1ULL << 30);
+    assert_int_equal(c.cache.max_entries, 4000000000U);
+    assert_int_equal(c.cache.max_entry_size, 1048576);
+    assert_true(c.cache.pre_compress);
+    assert_int_equal(c.cache.compress_level, 12);
+    assert_int_equal(c.cache.compress_min_len, 1024);
+    assert_int_equal(c.cache.stale_while_revalidate_ms, 250);
+    assert_int_equal(c.cache.compress_threads, 64);
+    assert_true(c.cache.no_x_cache);
+    assert_int_equal(c.cache.n_rules, 3);
+    r = &c.cache.rules[0];
+    assert_string_equal(r->path_prefix, "/static/");
+    assert_int_equal(r->max_age_ms, 86400000);
+    assert_int_equal(r->max_bytes, 10ULL << 20);
+    assert_int_equal(r->n_methods, 2);
+    assert_string_equal(r->methods[0], "GET");
+    assert_string_equal(r->methods[1], "HEAD");
+    assert_int_equal(r->n_status_only, 2);
+    assert_int_equal(r->status_only[0], 200);
+    assert_int_equal(r->status_only[1], 301);
+    r = &c.cache.rules[1];
+    assert_string_equal(r->path_prefix, "/api/v1/");
+    assert_int_equal(r->n_methods, 1);
+    assert_string_equal(r->methods[0], "HEAD");
+    assert_int_equal(r->n_status_only, 3);
+    assert_int_equal(r->status_only[0], 599);
+    assert_int_equal(r->status_only[1], 404);
+    assert_int_equal(r->status_only[2], 200);
+    assert_int_equal(r->max_age_ms, 1193ULL * 3600000);
+    assert_int_equal(r->max_bytes, 0);
+    r = &c.cache.rules[2];
+    assert_string_equal(r->path_prefix, "/static/img/");
+    assert_int_equal(r->max_bytes, 1);
+    assert_int_equal(r->n_methods, 0);
+    rp_file_config_free(&c);
+
+    load_ok("cache = { x_cache = true; pre_compress = false; compress_threads = 0;\n"
+            "  compress_level = 1; max_entries = 1; max_total_bytes = 1;\n"
+            "  max_entry_size = \"1k\"; compress_min_len = \"4294967295\"; };",
+            &c);
+    assert_false(c.cache.no_x_cache);
+    assert_false(c.cache.pre_compress);
+    assert_int_equal(c.cache.compress_threads, 0);
+    assert_int_equal(c.cache.compress_level, 1);
+    assert_int_equal(c.cache.max_entries, 1);
+    assert_int_equal(c.cache.max_total_bytes, 1);
+    assert_int_equal(c.cache.max_entry_size, 1024);
+    assert_int_equal(c.cache.compress_min_len, UINT32_MAX);
+    rp_file_config_free(&c);
+}
+
+static void test_domain_cache(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("domains = (\n"
+            " { domain = \"a\"; backends = ( { addr = \"http://h\"; } ); cache = false; },\n"
+            " { domain = \"b\"; backends = ( { addr = \"http://h\"; } ); cache = true; },\n"
+            " { domain = \"c\"; backends = ( { addr = \"http://h\"; } ); }\n"
+            ");\ncache = {};\n",
+            &c);
+    assert_int_equal(c.n_domains, 3);
+    assert_true(c.domains[0].no_cache);
+    assert_false(c.domains[1].no_cache);
+    assert_false(c.domains[2].no_cache);
+    assert_true(c.has_cache);
+    rp_file_config_free(&c);
+
+    /* without a cache group it is accepted and means nothing */
+    load_ok("domains = ( { domain = \"a\"; backends = ( { addr = \"http://h\"; } );"
+            " cache = false; } );",
+            &c);
+    assert_true(c.domains[0].no_cache);
+    assert_false(c.has_cache);
+    rp_file_config_free(&c);
+}
+
+static void test_admin_fields(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok(
+        "admin = { listen = \"127.0.0.1:9901\"; token = \"s3cr3t-T0ken_~!#$%&'()*+,./:;<=>?@\"; };",
+        &c);
+    assert_string_equal(c.server.admin_listen, "127.0.0.1:9901");
+    assert_string_equal(c.server.admin_token, "s3cr3t-T0ken_~!#$%&'()*+,./:;<=>?@");
+    rp_file_config_free(&c);
+    assert_null(c.server.admin_listen);
+
+    load_ok("admin = { listen = \"[::1]:9901\"; };", &c);
+    assert_string_equal(c.server.admin_listen, "[::1]:9901");
+    assert_null(c.server.admin_token);
+    rp_file_config_free(&c);
+
+    /* the same port as a proxy listener on an address that does not overlap it */
+    load_ok("listen = [\"127.0.0.1:80\", \"[::]:8080\"];\n"
+            "admin = { listen = \"127.0.0.2:80\"; };",
+            &c);
+    assert_string_equal(c.server.admin_listen, "127.0.0.2:80");
+    rp_file_config_free(&c);
+    load_ok("admin = { listen = \"[::1]:8080\"; };", &c); /* default listen is IPv4 only */
+    rp_file_config_free(&c);
+    load_ok("listen = \"[::1]:80\";\nadmin = { listen = \"0.0.0.0:80\"; };", &c);
+    rp_file_config_free(&c);
+}
+
 /* ---- errors ---- */
 
 static void test_errors_top_level(void **state)
@@ -357,11 +548,9 @@ static void test_errors_top_level(void **state)
     expect_errors(cases, N(cases));
 }
 
-static void test_errors_unsupported(void **state)
+static void test_errors_tls(void **state)
 {
     static const struct bad cases[] = {
-        {"workers = 2;\n\ncache = { default_max_age = \"5m\"; };", 3,
-         "'cache' is not supported yet"},
         {"listen_tls = \"0.0.0.0:8443\";", 1,
          "listen_tls: TLS listeners need a tls = { cert = ...; key = ...; } block"},
         {"\ntls = { cert = \"/nonexistent.pem\"; key = \"k\"; };", 2,
@@ -369,7 +558,6 @@ static void test_errors_unsupported(void **state)
         {"tls = { cert = \"/etc/hostname\"; };", 1, "tls: needs both cert and key"},
         {"tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; pass = \"x\"; };", 1,
          "tls: unknown key 'pass'"},
-        {"admin = { listen = \"127.0.0.1:9901\"; };", 1, "'admin' is not supported yet"},
     };
 
     (void)state;
@@ -527,6 +715,223 @@ static void test_errors_routes(void **state)
 
     (void)state;
     expect_errors(cases, N(cases));
+}
+
+static void test_errors_cache(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 2;\ncache = true;", 2, "cache: must be a group { ... }, got a boolean"},
+        {"cache = {\n  colour = 1; };", 2, "cache: unknown key 'colour'"},
+        {"cache = {\n  compress_level = 0; };", 2, "cache.compress_level: must be 1-12, got 0"},
+        {"cache = {\n\n  compress_level = 13; };", 3, "cache.compress_level: must be 1-12, got 13"},
+        {"cache = {\n  compress_level = \"6\"; };", 2,
+         "cache.compress_level: must be an integer, got a string"},
+        {"cache = {\n  compress_threads = 65; };", 2,
+         "cache.compress_threads: must be 0-64, got 65"},
+        {"cache = {\n  compress_threads = -1; };", 2,
+         "cache.compress_threads: must be 0-64, got -1"},
+        {"cache = {\n  max_entries = 0; };", 2, "cache.max_entries: must be 1-4294967295, got 0"},
+        {"cache = {\n  max_entries = 5000000000L; };", 2,
+         "cache.max_entries: must be 1-4294967295, got 5000000000"},
+        {"cache = {\n  max_total_bytes = 0; };", 2,
+         "cache.max_total_bytes: must be 1-18446744073709551615 bytes, got 0"},
+        {"cache = {\n  max_total_bytes = \"256 MiB\"; };", 2,
+         "cache.max_total_bytes: \"256 MiB\" is not a valid size (e.g. 4096, \"64KiB\", "
+         "\"256MiB\")"},
+        {"cache = {\n  max_entry_size = \"0KiB\"; };", 2,
+         "cache.max_entry_size: must be 1-18446744073709551615 bytes, got 0"},
+        {"cache = {\n  max_entry_size = -1; };", 2,
+         "cache.max_entry_size: must be 1-18446744073709551615 bytes, got -1"},
+        {"cache = {\n  compress_min_len = 0; };", 2,
+         "cache.compress_min_len: must be 1-4294967295 bytes, got 0"},
+        {"cache = {\n  compress_min_len = \"4GiB\"; };", 2,
+         "cache.compress_min_len: must be 1-4294967295 bytes, got 4294967296"},
+        {"cache = {\n  default_max_age = \"5\"; };", 2,
+         "cache.default_max_age: \"5\" is not a valid duration (e.g. \"250ms\", \"10s\", "
+         "\"1m30s\")"},
+        {"cache = {\n  default_max_age = 300; };", 2,
+         "cache.default_max_age: must be a duration string such as \"10s\", got an integer"},
+        {"cache = {\n  default_max_age = \"0s\"; };", 2,
+         "cache.default_max_age: must be longer than 0"},
+        {"cache = {\n  stale_while_revalidate = \"0ms\"; };", 2,
+         "cache.stale_while_revalidate: must be longer than 0"},
+        {"cache = {\n  stale_while_revalidate = \"1d\"; };", 2,
+         "cache.stale_while_revalidate: \"1d\" is not a valid duration (e.g. \"250ms\", "
+         "\"10s\", \"1m30s\")"},
+        {"cache = {\n  pre_compress = 1; };", 2,
+         "cache.pre_compress: must be true or false, got an integer"},
+        {"cache = {\n  x_cache = \"no\"; };", 2,
+         "cache.x_cache: must be true or false, got a string"},
+        {"cache = {\n  rules = { path_prefix = \"/\"; }; };", 2,
+         "cache.rules: must be a list of groups ( { ... }, ... ), got a group"},
+        {"cache = { rules = (\n  \"/static/\" ); };", 2,
+         "cache.rules[0]: must be a group { ... }, got a string"},
+        {"cache = { rules = (\n  { path_prefix = \"/a/\"; },\n  { max_age = \"1h\"; } ); };", 3,
+         "cache.rules[1]: missing required key 'path_prefix'"},
+        {"cache = { rules = (\n  { path_prefix = \"/a/\";\n    ttl = \"1h\"; } ); };", 3,
+         "cache.rules[0]: unknown key 'ttl'"},
+        {"cache = { rules = (\n  { path_prefix = \"static/\"; } ); };", 2,
+         "cache.rules[0].path_prefix: \"static/\" is not a valid path prefix (want \"/...\" "
+         "without spaces)"},
+        {"cache = { rules = (\n  { path_prefix = \"\"; } ); };", 2,
+         "cache.rules[0].path_prefix: \"\" is not a valid path prefix (want \"/...\" without "
+         "spaces)"},
+        {"cache = { rules = (\n  { path_prefix = \"/a b\"; } ); };", 2,
+         "cache.rules[0].path_prefix: \"/a b\" is not a valid path prefix (want \"/...\" "
+         "without spaces)"},
+        {"cache = { rules = (\n  { path_prefix = 1; } ); };", 2,
+         "cache.rules[0].path_prefix: must be a string, got an integer"},
+        {"cache = { rules = (\n  { path_prefix = \"/a/\"; },\n  { path_prefix = \"/b/\"; },\n"
+         "  { path_prefix = \"/a/\"; } ); };",
+         4, "cache.rules[2].path_prefix: duplicate path_prefix \"/a/\" (first at line 2)"},
+        {"cache = { rules = (\n  { path_prefix = \"/\";\n    max_age = \"1d\"; } ); };", 3,
+         "cache.rules[0].max_age: \"1d\" is not a valid duration (e.g. \"250ms\", \"10s\", "
+         "\"1m30s\")"},
+        {"cache = { rules = (\n  { path_prefix = \"/\";\n    max_age = \"0m\"; } ); };", 3,
+         "cache.rules[0].max_age: must be longer than 0"},
+        {"cache = { rules = (\n  { path_prefix = \"/\";\n    max_bytes = 0; } ); };", 3,
+         "cache.rules[0].max_bytes: must be 1-18446744073709551615 bytes, got 0"},
+        {"cache = { rules = (\n  { path_prefix = \"/\";\n    max_bytes = \"10 MiB\"; } ); };", 3,
+         "cache.rules[0].max_bytes: \"10 MiB\" is not a valid size (e.g. 4096, \"64KiB\", "
+         "\"256MiB\")"},
+        {"cache = { rules = (\n  { path_prefix = \"/\";\n    methods = [ \"POST\" ]; } ); };", 3,
+         "cache.rules[0].methods[0]: \"POST\" is not a method the cache serves (it serves only "
+         "GET and HEAD)"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  methods = ( \"GET\",\n  \"get\" ); } ); };",
+         3,
+         "cache.rules[0].methods[1]: \"get\" is not a method the cache serves (it serves only "
+         "GET and HEAD)"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  methods = [ \"GET\", \"GET\" ]; } ); };", 2,
+         "cache.rules[0].methods[1]: \"GET\" is listed twice"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  methods = []; } ); };", 2,
+         "cache.rules[0].methods: must not be empty"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  methods = \"GET\"; } ); };", 2,
+         "cache.rules[0].methods: must be a list of methods [ \"GET\", \"HEAD\" ], got a string"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  methods = ( \"GET\", 1 ); } ); };", 2,
+         "cache.rules[0].methods[1]: must be a string, got an integer"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = [ 199 ]; } ); };", 2,
+         "cache.rules[0].status_only[0]: must be 200-599, got 199"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = ( 200,\n 600 ); } ); };", 3,
+         "cache.rules[0].status_only[1]: must be 200-599, got 600"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = [ 200, 200 ]; } ); };", 2,
+         "cache.rules[0].status_only[1]: 200 is listed twice"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = [ \"200\" ]; } ); };", 2,
+         "cache.rules[0].status_only[0]: must be an integer, got a string"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = ( ); } ); };", 2,
+         "cache.rules[0].status_only: must not be empty"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = 200; } ); };", 2,
+         "cache.rules[0].status_only: must be a list of statuses [ 200, 301 ], got an integer"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  cache = \"off\"; } );", 2,
+         "domains[0].cache: must be true or false, got a string"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  cache = { }; } );", 2,
+         "domains[0].cache: must be true or false, got a group"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_admin(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 1;\nadmin = \"127.0.0.1:9901\";", 2,
+         "admin: must be a group { ... }, got a string"},
+        {"workers = 1;\nadmin = {};", 2, "admin: missing required key 'listen'"},
+        {"admin = {\n  token = \"abc\"; };", 1, "admin: missing required key 'listen'"},
+        {"admin = {\n  listen = \"localhost:9901\"; };", 2,
+         "admin.listen: \"localhost:9901\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"admin = {\n  listen = \"127.0.0.1\"; };", 2,
+         "admin.listen: \"127.0.0.1\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"admin = {\n  listen = \"[::1]:0\"; };", 2,
+         "admin.listen: \"[::1]:0\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"admin = {\n  listen = 9901; };", 2, "admin.listen: must be a string, got an integer"},
+        {"admin = {\n  listen = [\"127.0.0.1:9901\"]; };", 2,
+         "admin.listen: must be a string, got an array"},
+        {"admin = { listen = \"127.0.0.1:9901\";\n  user = \"x\"; };", 2,
+         "admin: unknown key 'user'"},
+        {"admin = { listen = \"127.0.0.1:9901\";\n  token = \"\"; };", 2,
+         "admin.token: must not be empty"},
+        {"admin = { listen = \"127.0.0.1:9901\";\n  token = 1234; };", 2,
+         "admin.token: must be a string, got an integer"},
+        {"admin = { listen = \"127.0.0.1:9901\";\n  token = \"two words\"; };", 2,
+         "admin.token: must be printable ASCII without spaces or control characters (value not "
+         "shown)"},
+        {"listen = \"0.0.0.0:9901\";\nadmin = {\n  listen = \"127.0.0.1:9901\"; };", 3,
+         "admin.listen: \"127.0.0.1:9901\" overlaps the proxy listener \"0.0.0.0:9901\""},
+        {"listen = [\"127.0.0.1:80\",\n \"127.0.0.1:9901\"];\nadmin = {\n"
+         "  listen = \"127.0.0.1:9901\"; };",
+         4, "admin.listen: \"127.0.0.1:9901\" overlaps the proxy listener \"127.0.0.1:9901\""},
+        {"admin = {\n  listen = \"0.0.0.0:8080\"; };", 2,
+         "admin.listen: \"0.0.0.0:8080\" overlaps the proxy listener \"0.0.0.0:8080\" (the "
+         "default listen)"},
+        {"admin = {\n  listen = \"127.0.0.1:8080\"; };", 2,
+         "admin.listen: \"127.0.0.1:8080\" overlaps the proxy listener \"0.0.0.0:8080\" (the "
+         "default listen)"},
+        {"listen = \"[::]:80\";\nadmin = {\n  listen = \"[::1]:80\"; };", 3,
+         "admin.listen: \"[::1]:80\" overlaps the proxy listener \"[::]:80\""},
+        {"listen = \"[::1]:80\";\nadmin = {\n  listen = \"[::]:80\"; };", 3,
+         "admin.listen: \"[::]:80\" overlaps the proxy listener \"[::1]:80\""},
+        {"admin = { listen = \"127.0.0.1:8443\"; };\nlisten = \"127.0.0.1:80\";\n"
+         "listen_tls = \"0.0.0.0:8443\";\n"
+         "tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; };",
+         1, "admin.listen: \"127.0.0.1:8443\" overlaps the proxy listener \"0.0.0.0:8443\""},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+/* The token is a secret: a message about it says what is wrong, never what it is. */
+static void test_admin_token_not_echoed(void **state)
+{
+    static const char *const bad[] = {
+        "hunter2 hunter2",  "hunter2\\thunter2", "hunter2\\x01", "hunter2\\n",
+        "h\\xc3\\xa9nter2", " hunter2",          "hunter2\\x7f",
+    };
+    struct rp_file_config c;
+    char text[256], path[64], err[ERRLEN];
+
+    (void)state;
+    for (size_t i = 0; i < N(bad); i++) {
+        snprintf(text, sizeof(text), "admin = { listen = \"127.0.0.1:9901\";\n  token = \"%s\"; };",
+                 bad[i]);
+        assert_int_equal(load_text(text, path, &c, err), -EINVAL);
+        rp_file_config_free(&c);
+        if (!strstr(err, ":2: admin.token: ") || strstr(err, "hunter") || strstr(err, "nter2"))
+            fail_msg("token %s: %s", bad[i], err);
+    }
+    /* a bad listen beside a good token: the token is not in that message either */
+    assert_int_equal(
+        load_text("admin = { token = \"hunter2\";\n  listen = \"nowhere\"; };", path, &c, err),
+        -EINVAL);
+    rp_file_config_free(&c);
+    assert_null(strstr(err, "hunter2"));
+    assert_int_equal(load_text("admin = { token = \"hunter2\"; };", path, &c, err), -EINVAL);
+    rp_file_config_free(&c);
+    assert_null(strstr(err, "hunter2"));
+}
+
+/* A failure deep inside a cache rule leaves a partly filled struct; freeing it is clean. */
+static void test_free_after_cache_failure(void **state)
+{
+    struct rp_file_config c, zero;
+    char path[64], err[ERRLEN];
+
+    (void)state;
+    memset(&zero, 0, sizeof(zero));
+    assert_int_equal(load_text("admin = { listen = \"127.0.0.1:9901\"; token = \"t\"; };\n"
+                               "cache = { rules = (\n"
+                               "  { path_prefix = \"/a/\"; methods = [\"GET\"]; },\n"
+                               "  { path_prefix = \"/b/\"; methods = [\"HEAD\", \"GET\"];\n"
+                               "    status_only = [200, 301, 700]; } ); };\n",
+                               path, &c, err),
+                     -EINVAL);
+    assert_true(c.has_cache);
+    assert_int_equal(c.cache.n_rules, 2);
+    assert_int_equal(c.cache.rules[1].n_methods, 2);
+    assert_int_equal(c.cache.rules[1].n_status_only, 2);
+    rp_file_config_free(&c);
+    assert_memory_equal(&c, &zero, sizeof(c));
 }
 
 static void test_errors_types(void **state)
@@ -731,16 +1136,24 @@ int main(void)
         cmocka_unit_test(test_domain_fields),
         cmocka_unit_test(test_backend_addresses_accepted),
         cmocka_unit_test(test_load_string),
+        cmocka_unit_test(test_cache_defaults),
+        cmocka_unit_test(test_cache_fields),
+        cmocka_unit_test(test_domain_cache),
+        cmocka_unit_test(test_admin_fields),
         cmocka_unit_test(test_errors_top_level),
-        cmocka_unit_test(test_errors_unsupported),
+        cmocka_unit_test(test_errors_tls),
         cmocka_unit_test(test_errors_domains),
         cmocka_unit_test(test_errors_backend_addresses),
         cmocka_unit_test(test_errors_routes),
+        cmocka_unit_test(test_errors_cache),
+        cmocka_unit_test(test_errors_admin),
+        cmocka_unit_test(test_admin_token_not_echoed),
         cmocka_unit_test(test_errors_types),
         cmocka_unit_test(test_errors_syntax),
         cmocka_unit_test(test_errors_files),
         cmocka_unit_test(test_error_buffer_limits),
         cmocka_unit_test(test_free_after_failure),
+        cmocka_unit_test(test_free_after_cache_failure),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
     };
