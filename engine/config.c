@@ -1081,6 +1081,7 @@ static const struct key cache_keys[] = {
     CACHE_FIELD("compress_min_len", K_SIZE32, compress_min_len, 1, UINT32_MAX),
     CACHE_FIELD("stale_while_revalidate", K_DURATION64, stale_while_revalidate_ms, 0, 0),
     CACHE_FIELD("compress_threads", K_INT, compress_threads, 0, 64),
+    CACHE_FIELD("lock_timeout", K_DURATION, lock_timeout_ms, 0, 0),
     FUNC("x_cache", parse_x_cache),
     FUNC("rules", parse_cache_rules),
     {0},

@@ -164,12 +164,19 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
  * its end. */
 void conn_queue_bytes(struct conn *c, const void *p, uint32_t n)
 {
+    if (c->ghost)
+        return; /* a background refresh: nobody to send to */
     if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
         conn_close(c);
 }
 
 void conn_flush_out(struct conn *c)
 {
+    if (c->ghost) { /* its exchange over, a background refresh has nothing left to do */
+        if (!c->ex->active && !c->sk.dead)
+            conn_close(c);
+        return;
+    }
     if (!c->sk.dead)
         sock_flush(c->w, &c->sk);
 }
@@ -705,14 +712,17 @@ static void local_feed_body(struct conn *c)
 
 /* Consults the cache (a hit is answered here), then writes the upstream head: `edited` is
  * the request with the hooks' edits (r itself without hooks), `ctx` their context or NULL.
- * Returns 1 to go upstream, 0 when answered from the cache, -1 when out of memory (the
- * caller closes). Either way but 1, the exchange has ended. */
+ * Returns 1 to go upstream, 2 to wait for another request's cache fill first, 0 when
+ * answered from the cache, -1 when out of memory (the caller closes). After 0 or -1 the
+ * exchange has ended. */
 static int ex_upstream_head(struct conn *c, const struct h1_request *r,
                             const struct h1_request *edited, const struct rp_hook_ctx *ctx)
 {
     struct exchange *ex = c->ex;
 
-    if (c->w->s->cache && !ex->t->no_cache && pc_request(c, r) == PC_SERVED) {
+    enum pc_result pr = PC_BYPASS;
+
+    if (c->w->s->cache && !ex->t->no_cache && (pr = pc_request(c, r)) == PC_SERVED) {
         atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
         ex_end(c);
         return 0;
@@ -721,7 +731,7 @@ static int ex_upstream_head(struct conn *c, const struct h1_request *r,
         ex_end(c);
         return -1;
     }
-    return 1;
+    return pr == PC_WAIT ? 2 : 1;
 }
 
 /* Runs the request hooks, then ex_upstream_head with their edits. Returns as that, and 0
@@ -851,7 +861,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex->method_id = r->method_id;
     ex->client_minor = r->minor;
     ex->idempotent = is_idempotent(r->method_id);
-    ex->close_client = !r->keep_alive || c->w->draining;
+    ex->close_client = !r->keep_alive || c->w->draining || c->ghost;
     ex->req_body = r->body;
     ex->req_left = r->content_length;
     ex->req_done = r->body == H1_BODY_NONE;
@@ -865,6 +875,10 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         conn_close(c);
     if (rc <= 0)
         return;
+    if (rc == 2) { /* parked behind a cache fill: conn_cache_resume goes on */
+        conn_update_timer(c);
+        return;
+    }
     ex->req_bytes = 0;
     if (!ex_connect(c, false)) {
         conn_close(c);
@@ -874,6 +888,55 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex_feed_body(c);
     if (c->ex == ex && ex->up) /* the head, with any body bytes that came along, at once */
         sock_flush(c->w, &ex->up->sk);
+}
+
+bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
+                        struct cache_fill *fill)
+{
+    struct conn *g = slab_alloc(&w->conn_slab);
+
+    if (!g)
+        return false;
+    sock_init(&g->sk, -1, &conn_ops);
+    g->w = w;
+    g->ghost = true;
+    g->ghost_fill = fill;
+    g->peer = from->peer;
+    g->ex = &w->no_ex;
+    g->sk.tm.fn = conn_timeout;
+    g->next = w->conns;
+    if (w->conns)
+        w->conns->prev = g;
+    w->conns = g;
+    w->nconns++;
+    g->nreq = 1;
+    ex_start(g, r, NULL, 0);
+    /* the request went upstream holding the fill, or failed and the ghost closed (its
+     * exchange's end released the fill) */
+    if (g->ghost_fill) /* never reached the cache's path (no route, no backend) */
+        return false;
+    if (!g->ex->active && !g->sk.dead)
+        conn_close(g);
+    return true;
+}
+
+void conn_cache_resume(struct conn *c, bool served)
+{
+    struct exchange *ex = c->ex;
+
+    if (served) {
+        atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
+        ex_end(c);
+        conn_process(c); /* a pipelined request may be waiting */
+        conn_flush_out(c);
+        return;
+    }
+    if (!ex_connect(c, false)) {
+        conn_close(c);
+        return;
+    }
+    sock_flush(c->w, &ex->up->sk);
+    conn_update_timer(c);
 }
 
 /* ---- failures and retries ---------------------------------------------------------------- */
@@ -1006,6 +1069,11 @@ struct buf *conn_head_buf(struct conn *c)
 
 void conn_head_done(struct conn *c, bool ok)
 {
+    if (c->ghost) {
+        struct buf *b = conn_head_buf(c);
+        b->off = b->len = 0;
+        return;
+    }
     struct buf *b = &c->w->scratch;
 
     if (ok && c->tls)
@@ -1500,7 +1568,7 @@ static void conn_update_timer(struct conn *c)
     else if (ex->active && !ex->req_done)
         deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
     else if (ex->active)
-        deadline = 0; /* waiting for the backend: its own timers run */
+        deadline = pc_wait_deadline(ex); /* 0: waiting for the backend, whose timers run */
     else if (buf_used(&c->sk.in) || !c->nreq)
         deadline = c->head_start_ms + cfg->header_timeout_ms;
     else
@@ -1519,6 +1587,10 @@ static void conn_timeout(struct timer *t, uint64_t now)
     if (c->tls && !tls_handshake_done(c->tls)) { /* a handshake that never finished */
         c->w->tls_failures++;
         conn_close(c);
+        return;
+    }
+    if (c->ex->active && pc_wait_deadline(c->ex)) { /* waited long enough for a cache fill */
+        pc_wait_expired(c);
         return;
     }
     if (c->ex->active && !c->ex->req_done && !c->ex->resp_started && !outq_bytes(&c->sk.out)) {

@@ -70,6 +70,7 @@ enum op {
     OP_SOCKET,
     OP_CONNECT,
     OP_SHUTDOWN,
+    OP_WAKE, /* a message from another worker's ring: a cache fill this request waited for */
 };
 #define OP_BITS 4
 #define OP_MASK ((uint64_t)((1u << OP_BITS) - 1))
@@ -152,6 +153,8 @@ struct conn {
     bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
     bool admin;        /* accepted on the admin listener: only the admin API answers */
+    bool ghost;        /* no socket: a background cache refresh; what it is sent is dropped */
+    struct cache_fill *ghost_fill; /* the refresh's claim on its URL, until pc_request takes it */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
@@ -264,6 +267,7 @@ struct rp_server {
     char *admin_token;           /* NULL: none required */
     struct cache *cache;         /* the response cache, NULL when off (cache/cache.h) */
     int cache_threads;           /* compression threads to start with the server */
+    uint32_t cache_lock_ms;      /* how long a miss waits for another request's fill */
     bool x_cache;                /* send X-Cache on responses that went through the cache */
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
@@ -284,6 +288,8 @@ struct start_gate {
 
 /* Runs one worker on the calling thread until the server has drained. */
 void worker_run(struct worker *w, struct start_gate *g);
+/* The worker the calling thread runs, NULL on other threads. */
+extern __thread struct worker *worker_self;
 
 /* ---- worker.c: ring plumbing -------------------------------------------------------------- */
 
@@ -335,6 +341,14 @@ void conn_queue_bytes(struct conn *c, const void *p, uint32_t n);
 void conn_flush_out(struct conn *c);
 /* Sends an answer the proxy made; `close` ends the connection after it. */
 void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close);
+/* A request parked behind a cache fill goes on: answered from the cache (`served`), or sent
+ * to its backend. */
+void conn_cache_resume(struct conn *c, bool served);
+/* Sends request r again from a connection of its own that has no client (stale-while-
+ * revalidate's background refresh), holding `fill` for its URL. Returns false when it could
+ * not start (the caller then ends the fill). */
+bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
+                        struct cache_fill *fill);
 
 /* Called by upstream.c as the backend side progresses. */
 void ex_upstream_ready(struct conn *c);
@@ -347,10 +361,12 @@ void ex_upstream_failed(struct conn *c, int err, const char *what);
 
 /* ---- pcache.c: the request path's use of the cache ------------------------------------------ */
 
-enum pc_result { PC_BYPASS, PC_FORWARD, PC_SERVED };
+enum pc_result { PC_BYPASS, PC_FORWARD, PC_SERVED, PC_WAIT };
 /* After the request hooks, for a domain that uses the cache: answers a hit (PC_SERVED: the
  * caller ends the exchange), or sets c->ex->pc to revalidate, store or invalidate
- * (PC_FORWARD), or leaves the request alone (PC_BYPASS). */
+ * (PC_FORWARD), or parks the request behind another one filling the same URL (PC_WAIT: the
+ * caller builds the upstream head and waits for conn_cache_resume), or leaves the request
+ * alone (PC_BYPASS). */
 enum pc_result pc_request(struct conn *c, const struct h1_request *r);
 /* Writing the upstream head: the client's conditionals are dropped when the cache answers
  * them itself; ours are added when revalidating. */
@@ -370,6 +386,12 @@ void pc_store_body(struct exchange *ex, const char *p, size_t n);
 char *pc_dechunk_buf(struct exchange *ex, uint32_t n);
 void pc_store_end(struct conn *c);
 void pc_free(struct exchange *ex);
+/* A parked request: when it gives up waiting (0: not waiting), worker clock. */
+uint64_t pc_wait_deadline(const struct exchange *ex);
+/* The OP_WAKE completion: the fill ended; the request is served or sent upstream. */
+void pc_on_wake(struct worker *w, void *arg);
+/* The wait's deadline passed: the request goes upstream itself. */
+void pc_wait_expired(struct conn *c);
 /* Registers the admin API's endpoints in s->admin. 0 or -ENOMEM. */
 int pc_admin_setup(rp_server *s);
 /* Whether a request to the admin listener carries the token (always, without one). */

@@ -104,6 +104,7 @@ int rp_set_proxy_cache(rp_server *s, const rp_cache_config *cfg)
     cache_free(s->cache);
     s->cache = c;
     s->cache_threads = cfg->compress_threads ? cfg->compress_threads : 1;
+    s->cache_lock_ms = cfg->lock_timeout_ms ? cfg->lock_timeout_ms : 5000;
     s->x_cache = !cfg->no_x_cache;
 out:
     free(rules);
@@ -154,6 +155,15 @@ void rp_proxy_cache_stats(rp_server *s, rp_cache_stats *st)
 
 #define PC_FIELDS_MAX 256
 
+/* A request waiting for another request's fill of the same URL (request collapsing). The
+ * filler's thread wakes it by posting a CQE to its worker's ring (IORING_OP_MSG_RING); if the
+ * exchange ends first, the record is orphaned and freed when that CQE arrives. */
+struct pc_wait {
+    struct cache_waiter w;
+    struct conn *c;
+    bool orphan;
+} __attribute__((aligned(1 << OP_BITS)));
+
 /* What one exchange keeps for the cache while its request is upstream. */
 struct pc_state {
     struct cache_req_meta rq;   /* parsed client request; rq.fields points at `fields` */
@@ -168,7 +178,11 @@ struct pc_state {
     int64_t request_ms;
     bool invalidate; /* an unsafe method: drop the URL's entries after a success */
     bool head;       /* a HEAD request */
-    char *dechunk;   /* scratch for decoding a chunked body into the builder */
+    struct cache *cache;
+    struct cache_fill *fill;   /* this request fills the URL for others waiting on it */
+    struct pc_wait *wait;      /* this request waits for another's fill */
+    uint64_t wait_deadline_ms; /* worker clock: then it goes to the origin itself */
+    char *dechunk;             /* scratch for decoding a chunked body into the builder */
     uint32_t dechunk_cap;
 };
 
@@ -204,12 +218,36 @@ static uint32_t key_host_len(const char *host, uint32_t n, bool tls)
     return n;
 }
 
+/* Stops waiting for a fill: the record is freed now, or when its wake-up CQE arrives. */
+static void stop_waiting(struct pc_state *p)
+{
+    struct pc_wait *pw = p->wait;
+
+    p->wait = NULL;
+    p->wait_deadline_ms = 0;
+    if (cache_fill_cancel_wait(p->cache, &pw->w))
+        free(pw);
+    else
+        pw->orphan = true; /* the filler already called back: the CQE is on its way */
+}
+
+static void end_fill(struct pc_state *p, enum cache_fill_result res)
+{
+    if (p->fill) {
+        cache_fill_end(p->cache, p->fill, res); /* wakes the waiters (wake_waiter) */
+        p->fill = NULL;
+    }
+}
+
 void pc_free(struct exchange *ex)
 {
     struct pc_state *p = ex->pc;
 
     if (!p)
         return;
+    if (p->wait)
+        stop_waiting(p);
+    end_fill(p, CACHE_FILL_ABANDONED);
     cache_entry_abort(p->b);
     cache_entry_unref(p->stale);
     free(p->fields);
@@ -387,6 +425,22 @@ static void answer_504(struct conn *c, bool close)
     resp_fini(&a);
 }
 
+static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read_timeout_ms);
+
+/* stale-while-revalidate: one request refreshes the entry while everyone is served the stale
+ * one. It claims the URL's fill (nobody else is refreshing it) and goes out from a
+ * connection of its own (conn_ghost_request), conditionally, like a revalidation. */
+static void refresh_in_background(struct conn *c, const struct h1_request *r, uint32_t hl)
+{
+    struct cache_fill *fill = NULL;
+
+    if (c->ghost || cache_fill_begin(c->w->s->cache, CACHE_M_GET, r->host, hl, r->path, r->path_len,
+                                     NULL, &fill) != CACHE_FILLER)
+        return; /* already being refreshed (or filled) */
+    if (!conn_ghost_request(c->w, c, r, fill))
+        cache_fill_end(c->w->s->cache, fill, CACHE_FILL_ABANDONED);
+}
+
 /* ---- before the request goes upstream --------------------------------------------------- */
 
 static bool unsafe(uint8_t m)
@@ -425,10 +479,12 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
     cache_req_meta_parse(&rq, bit, fields, n);
     struct cache_req req = {bit, r->host, hl, r->path, r->path_len, &rq};
     e = cache_lookup(cache, &req, wall_ms(), &d);
+    if (c->ghost && e && d.serve != CACHE_MUST_REVALIDATE)
+        d.serve = CACHE_MUST_REVALIDATE; /* a background refresh: always ask the origin */
     if (e && d.serve != CACHE_MUST_REVALIDATE &&
         pc_serve(c, &rq, e, d.age_ms, d.stale ? "STALE" : "HIT", bit == CACHE_M_HEAD, close)) {
-        /* CACHE_STALE_SWR: served stale; the refresh happens on the first request past the
-         * window (no background request yet) */
+        if (d.serve == CACHE_STALE_SWR && r->body == H1_BODY_NONE && bit == CACHE_M_GET)
+            refresh_in_background(c, r, hl);
         cache_entry_unref(e);
         return PC_SERVED;
     }
@@ -449,7 +505,104 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
     ex->pc->request_ms = wall_ms();
     ex->pc->stale = e; /* revalidate it (the reference moves here) */
     ex->pc->dec = d;
+    ex->pc->cache = cache;
+    if (c->ghost) { /* the fill was claimed for it */
+        ex->pc->fill = c->ghost_fill;
+        c->ghost_fill = NULL;
+        return PC_FORWARD;
+    }
+    if (bit == CACHE_M_GET && r->body == H1_BODY_NONE)
+        return collapse(c, ex->pc, ex->t->read_timeout_ms);
     return PC_FORWARD;
+}
+
+/* ---- request collapsing ------------------------------------------------------------------ */
+
+/* The filler's thread (inside cache_fill_end): posts the wake-up to the waiter's worker. */
+static void wake_waiter(void *arg, unsigned worker, int result)
+{
+    struct pc_wait *pw = arg;
+    struct worker *self = worker_self, *to;
+    struct io_uring_sqe *sqe;
+
+    if (!self || worker >= (unsigned)self->s->nworkers)
+        return; /* not a worker thread: the waiter's own deadline sends it on */
+    to = &self->s->workers[worker];
+    sqe = w_sqe(self);
+    io_uring_prep_msg_ring(sqe, to->ring.ring_fd, (unsigned)result, ud_of(pw, OP_WAKE), 0);
+    sqe->user_data = 0; /* our own completion of the message: nothing to do */
+}
+
+/* The first miss on a URL fills it; later ones wait (bounded) for that fill. */
+static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read_timeout_ms)
+{
+    struct pc_wait *pw = calloc(1, sizeof(*pw));
+    uint32_t lock_ms = c->w->s->cache_lock_ms;
+    struct cache_fill *fill = NULL;
+    int rc;
+
+    if (!pw)
+        return PC_FORWARD;
+    pw->w.fn = wake_waiter;
+    pw->w.arg = pw;
+    pw->w.worker = (unsigned)c->w->id;
+    pw->c = c;
+    rc = cache_fill_begin(p->cache, CACHE_M_GET, p->host, p->host_len, p->path, p->path_len, &pw->w,
+                          &fill);
+    if (rc == CACHE_WAIT) {
+        p->wait = pw;
+        p->wait_deadline_ms =
+            c->w->now_ms + (lock_ms < read_timeout_ms ? lock_ms : read_timeout_ms);
+        return PC_WAIT;
+    }
+    free(pw);
+    if (rc == CACHE_FILLER)
+        p->fill = fill;
+    return PC_FORWARD;
+}
+
+uint64_t pc_wait_deadline(const struct exchange *ex)
+{
+    return ex->pc && ex->pc->wait ? ex->pc->wait_deadline_ms : 0;
+}
+
+/* Serves the waiting request from the cache if the fill left a usable entry. */
+static bool serve_after_wait(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+    struct pc_state *p = ex->pc;
+    uint32_t bit = p->head ? CACHE_M_HEAD : CACHE_M_GET;
+    struct cache_req req = {bit, p->host, p->host_len, p->path, p->path_len, &p->rq};
+    struct cache_decision d;
+    const struct cache_entry *e = cache_lookup(p->cache, &req, wall_ms(), &d);
+    bool ok = e && d.serve != CACHE_MUST_REVALIDATE &&
+              pc_serve(c, &p->rq, e, d.age_ms, d.stale ? "STALE" : "HIT", p->head,
+                       ex->close_client || c->w->draining);
+
+    cache_entry_unref(e);
+    return ok;
+}
+
+void pc_on_wake(struct worker *w, void *arg)
+{
+    struct pc_wait *pw = arg;
+    struct conn *c = pw->c;
+
+    (void)w;
+    if (pw->orphan) {
+        free(pw);
+        return;
+    }
+    c->ex->pc->wait = NULL;
+    c->ex->pc->wait_deadline_ms = 0;
+    free(pw);
+    conn_cache_resume(c, serve_after_wait(c));
+}
+
+void pc_wait_expired(struct conn *c)
+{
+    stop_waiting(c->ex->pc);
+    conn_cache_resume(c, false);
 }
 
 bool pc_skip_request_field(const struct exchange *ex, const struct h1_header *h)
@@ -503,6 +656,7 @@ bool pc_intercept_response(struct conn *c, const struct h1_response *r)
             return false;
         }
         cache_entry_unref(fresh);
+        end_fill(p, CACHE_FILL_DONE);
         return true;
     }
     if (r->status >= 500 && p->dec.sie_ok &&
@@ -610,8 +764,9 @@ void pc_store_end(struct conn *c)
     struct pc_state *p = c->ex->pc;
 
     if (p && p->b) {
-        cache_insert(c->w->s->cache, p->b, NULL);
+        int rc = cache_insert(c->w->s->cache, p->b, NULL);
         p->b = NULL;
+        end_fill(p, rc ? CACHE_FILL_ABANDONED : CACHE_FILL_DONE);
     }
 }
 

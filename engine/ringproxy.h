@@ -193,8 +193,10 @@ typedef struct rp_cache_config {
     uint64_t stale_while_revalidate_ms; /* 0: only the response's own directive */
     const rp_cache_rule *rules;
     size_t n_rules;
-    int compress_threads; /* 1 */
-    bool no_x_cache;      /* leave out the X-Cache header */
+    int compress_threads;     /* 1 */
+    uint32_t lock_timeout_ms; /* 5 s: concurrent misses on one URL wait this long for the
+                                 first one's response, then go to the backend themselves */
+    bool no_x_cache;          /* leave out the X-Cache header */
 } rp_cache_config;
 
 /* Turns the cache on with `cfg` (copied; NULL: all defaults). 0, -EINVAL (reason logged),

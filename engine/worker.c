@@ -424,6 +424,10 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
         ((struct sock *)p)->shutting = false;
         sock_put(w, p, true);
         break;
+    case OP_WAKE: /* posted by another ring: this ring never counted it as its own op */
+        w->ops++;
+        pc_on_wake(w, p);
+        break;
     case OP_CONNECT:
         ((struct sock *)p)->connecting = false;
         if (sock_put(w, p, true))
@@ -482,7 +486,7 @@ static int probe_ops(struct worker *w)
         {IORING_OP_ACCEPT, "accept"},     {IORING_OP_RECV, "recv"},
         {IORING_OP_SEND, "send"},         {IORING_OP_CONNECT, "connect"},
         {IORING_OP_CLOSE, "close"},       {IORING_OP_ASYNC_CANCEL, "cancel"},
-        {IORING_OP_SHUTDOWN, "shutdown"},
+        {IORING_OP_SHUTDOWN, "shutdown"}, {IORING_OP_MSG_RING, "msg_ring"},
     };
     struct io_uring_probe *pr = io_uring_get_probe_ring(&w->ring);
 
@@ -683,8 +687,11 @@ static void gate_report(struct start_gate *g)
 }
 
 /* The ring is created here because SINGLE_ISSUER binds it to the thread that creates it. */
+__thread struct worker *worker_self;
+
 void worker_run(struct worker *w, struct start_gate *g)
 {
+    worker_self = w;
     w->start_err = worker_init(w);
     gate_report(g);
     if (!w->start_err && !atomic_load(&w->s->stopping)) {

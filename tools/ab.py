@@ -17,12 +17,14 @@ import json
 import os
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import wait_port  # noqa: E402
 
 PORT, BACKEND = 18600, 18601
 CONF = """listen = "127.0.0.1:{port}";
@@ -30,16 +32,6 @@ workers = 1;
 domains = ( {{ domain = "bench.local"; backends = ( {{ addr = "http://127.0.0.1:{backend}"; }} );
                max_idle_conns = 64; }} );
 """
-
-
-def wait_port(port, timeout=5.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def cpu_ticks(pid):

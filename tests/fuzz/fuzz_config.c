@@ -44,6 +44,16 @@ static size_t walk(const struct rp_file_config *c)
         n += strlen(r->path_prefix) + strlen(r->backend);
         n += r->host_header ? strlen(r->host_header) : 0;
     }
+    for (size_t i = 0; c->has_cache && i < c->cache.n_rules; i++) {
+        const rp_cache_rule *r = &c->cache.rules[i];
+        n += strlen(r->path_prefix);
+        for (size_t j = 0; j < r->n_methods; j++)
+            n += strlen(r->methods[j]);
+        for (size_t j = 0; j < r->n_status_only; j++)
+            n += (size_t)r->status_only[j];
+    }
+    n += c->server.admin_listen ? strlen(c->server.admin_listen) : 0;
+    n += c->server.admin_token ? strlen(c->server.admin_token) : 0;
     return n;
 }
 

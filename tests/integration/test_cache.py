@@ -390,3 +390,87 @@ def test_budget_holds_and_workers_share_one_cache(P):
         assert 0 < st["bytes"] <= 64 * 1024 and st["hits"] > 0, st
     finally:
         o.stop()
+
+
+def slow(delay, headers, body=b"slow body\n"):
+    def fn(h):
+        time.sleep(delay)
+        return 200, list(headers), body
+    return fn
+
+
+def concurrently(px, path, n):
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        return list(ex.map(lambda _: fetch(px, path), range(n)))
+
+
+@with_origin({"/slow": slow(0.6, [("Cache-Control", "max-age=60")]),
+              "/nostore": slow(0.4, [("Cache-Control", "no-store")]),
+              "/veryslow": slow(1.5, [("Cache-Control", "max-age=60")])})
+def test_concurrent_misses_send_one_request(P, o):
+    px = cached_proxy(P, o, 'lock_timeout = "5s";', workers=2)
+    rs = concurrently(px, "/slow", 8)
+    assert all(r.status == 200 and r.body == b"slow body\n" for r in rs), rs
+    assert o.hits("/slow") == 1
+    assert sorted(r.header("X-Cache") for r in rs) == ["HIT"] * 7 + ["MISS"]
+    # the first response cannot be stored: the others, woken, each go to the origin
+    t0 = time.time()
+    rs = concurrently(px, "/nostore", 4)
+    assert all(r.status == 200 for r in rs) and o.hits("/nostore") == 4
+    assert time.time() - t0 < 3
+
+
+@with_origin({"/veryslow": slow(1.5, [("Cache-Control", "max-age=60")])})
+def test_waiting_for_a_fill_is_bounded(P, o):
+    px = cached_proxy(P, o, 'lock_timeout = "300ms";', workers=2)
+    t0 = time.time()
+    rs = concurrently(px, "/veryslow", 4)
+    took = time.time() - t0
+    assert all(r.status == 200 and r.body == b"slow body\n" for r in rs), rs
+    # each waiter gave up after 300 ms and asked the origin itself
+    assert o.hits("/veryslow") == 4 and took < 3, (o.hits("/veryslow"), took)
+
+
+def versioned(delay):
+    n = {"v": 0}
+
+    def fn(h):
+        time.sleep(delay)
+        n["v"] += 1
+        return 200, [("Cache-Control", "max-age=2, stale-while-revalidate=30")], \
+            f"version {n['v']}\n".encode()
+    return fn
+
+
+@with_origin({"/swr": versioned(0.5)})
+def test_stale_while_revalidate_refreshes_in_the_background(P, o):
+    px = cached_proxy(P, o, workers=2)
+    assert fetch(px, "/swr").body == b"version 1\n"
+    time.sleep(2.2)
+    # stale within the window: answered at once (the origin takes 0.5 s), refreshed once behind
+    t0 = time.time()
+    rs = concurrently(px, "/swr", 5)
+    took = time.time() - t0
+    assert all(r.status == 200 and r.body == b"version 1\n" and r.header("X-Cache") == "STALE"
+               for r in rs), [(r.status, r.body, r.header("X-Cache")) for r in rs]
+    assert took < 0.4, took
+    deadline = time.time() + 3
+    while o.hits("/swr") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.8)  # the origin counts a request when it starts: let it answer
+    assert o.hits("/swr") == 2  # one background request for the five stale answers
+    r = fetch(px, "/swr")
+    assert r.body == b"version 2\n" and r.header("X-Cache") == "HIT", (r.body, r.header("X-Cache"))
+
+
+@with_origin({"/cfg": fixed(headers=[("Cache-Control", "max-age=1")], body=b"from config\n")})
+def test_stale_while_revalidate_from_the_config(P, o):
+    px = cached_proxy(P, o, 'stale_while_revalidate = "30s";')
+    fetch(px, "/cfg")
+    time.sleep(1.2)
+    r = fetch(px, "/cfg")  # the response named no window: the config's applies
+    assert r.header("X-Cache") == "STALE" and r.body == b"from config\n", r
+    deadline = time.time() + 3
+    while o.hits("/cfg") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert o.hits("/cfg") == 2
