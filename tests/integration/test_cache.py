@@ -474,3 +474,42 @@ def test_stale_while_revalidate_from_the_config(P, o):
     while o.hits("/cfg") < 2 and time.time() < deadline:
         time.sleep(0.05)
     assert o.hits("/cfg") == 2
+
+
+def http_date(offset_s):
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + offset_s))
+
+
+def flaky_after_first(headers):
+    n = {"v": 0}
+
+    def fn(h):
+        n["v"] += 1
+        return (200, list(headers), b"first\n") if n["v"] == 1 else (503, [], b"down\n")
+    return fn
+
+
+@with_origin({"/exp": lambda h: (200, [("Date", http_date(0)), ("Expires", http_date(60))], b"e\n"),
+              "/expired": lambda h: (200, [("Date", http_date(0)), ("Expires", http_date(-60))], b"x\n"),
+              "/ms": fixed(headers=[("Cache-Control", "max-age=1")]),
+              "/mf": fixed(headers=[("Cache-Control", "max-age=60")]),
+              "/mr": flaky_after_first([("Cache-Control", "max-age=1, must-revalidate, stale-if-error=60")])})
+def test_expires_and_request_directives(P, o):
+    px = cached_proxy(P, o)
+    fetch(px, "/exp")
+    assert fetch(px, "/exp").header("X-Cache") == "HIT" and o.hits("/exp") == 1
+    fetch(px, "/expired")
+    assert fetch(px, "/expired").header("X-Cache") == "MISS" and o.hits("/expired") == 2
+    fetch(px, "/ms")
+    fetch(px, "/mf")
+    fetch(px, "/mr")
+    time.sleep(1.2)
+    # max-stale: the client accepts a stale answer
+    r = fetch(px, "/ms", [("Cache-Control", "max-stale=30")])
+    assert r.header("X-Cache") == "STALE" and o.hits("/ms") == 1, r
+    # min-fresh: not fresh enough for this client: ask the origin
+    assert fetch(px, "/mf", [("Cache-Control", "min-fresh=120")]).header("X-Cache") == "MISS"
+    assert o.hits("/mf") == 2
+    # must-revalidate: never served stale, not with max-stale, not on an origin error
+    r = fetch(px, "/mr", [("Cache-Control", "max-stale=30")])
+    assert r.status == 503 and o.hits("/mr") == 2, r
