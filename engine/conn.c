@@ -347,7 +347,9 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
     if (c->ex->pc)
         pc_put_conditionals(c->ex, b, &ok);
     put_forwarded_for(c, r, b, &ok);
-    put_str(b, &ok, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    put_str(b, &ok,
+            c->tls || c->ghost_tls ? "X-Forwarded-Proto: https\r\n"
+                                   : "X-Forwarded-Proto: http\r\n");
     if (r->host) {
         put_str(b, &ok, "X-Forwarded-Host: ");
         put(b, &ok, r->host, r->host_len);
@@ -901,6 +903,7 @@ bool conn_ghost_request(struct worker *w, const struct conn *from, const struct 
     g->w = w;
     g->ghost = true;
     g->ghost_fill = fill;
+    g->ghost_tls = from->tls != NULL; /* the refreshed request came over TLS */
     g->peer = from->peer;
     g->ex = &w->no_ex;
     g->sk.tm.fn = conn_timeout;

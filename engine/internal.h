@@ -154,6 +154,7 @@ struct conn {
     bool tls_notified; /* close_notify sent */
     bool admin;        /* accepted on the admin listener: only the admin API answers */
     bool ghost;        /* no socket: a background cache refresh; what it is sent is dropped */
+    bool ghost_tls;    /* the request it refreshes came over TLS (X-Forwarded-Proto) */
     struct cache_fill *ghost_fill; /* the refresh's claim on its URL, until pc_request takes it */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */

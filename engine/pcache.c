@@ -121,7 +121,14 @@ bool rp_purge_proxy_cache(rp_server *s, const char *method, const char *host, co
 
 size_t rp_purge_domain_cache(rp_server *s, const char *domain)
 {
-    return s && s->cache && domain ? (size_t)cache_purge_domain(s->cache, domain) : 0;
+    char name[256]; /* entries carry the domain as configured, lowercased */
+    size_t n;
+
+    if (!s || !s->cache || !domain || (n = strlen(domain)) >= sizeof(name))
+        return 0;
+    for (size_t i = 0; i <= n; i++)
+        name[i] = (char)(domain[i] >= 'A' && domain[i] <= 'Z' ? domain[i] + 32 : domain[i]);
+    return (size_t)cache_purge_domain(s->cache, name);
 }
 
 size_t rp_purge_all_proxy_cache(rp_server *s)
@@ -467,6 +474,7 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
         if (!(ex->pc = pc_new(NULL, 0, r->host, hl, r->path, r->path_len)))
             return PC_BYPASS;
         ex->pc->invalidate = true;
+        ex->pc->cache = cache;
         return PC_FORWARD;
     }
     if (r->method_id != H1_M_GET && r->method_id != H1_M_HEAD)

@@ -354,6 +354,8 @@ def test_admin_api_purge_and_stats(P, o):
     assert n >= 1
     r = admin_req(aport, "DELETE", f"/cache/{HOST}", "s3cret")
     assert json.loads(r.body) == {"domain": HOST, "purged": n}, r.body
+    fetch(px, "/p0")
+    assert json.loads(admin_req(aport, "DELETE", f"/cache/{HOST.upper()}", "s3cret").body)["purged"] == 1
     assert admin_req(aport, "DELETE", "/cache/other.host", "s3cret").body == \
         b'{"domain":"other.host","purged":0}\n'
     fetch(px, "/p1")
