@@ -501,6 +501,12 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
         answer_504(c, close);
         return PC_SERVED;
     }
+    if (e && e->gzip_body && !rq.accepts_gzip && !cache_entry_copy(e, &(size_t){0})) {
+        /* the origin's gzip, no identity copy yet, a client that refuses gzip: a 304 could
+         * not be answered from this entry, so ask for the whole response */
+        cache_entry_unref(e);
+        e = NULL;
+    }
     ex->pc = pc_new(fields, n, r->host, hl, r->path, r->path_len);
     if (!ex->pc) {
         cache_entry_unref(e);
