@@ -232,8 +232,7 @@ static void ex_end(struct conn *c)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
     pc_free(ex);
-    if (ex->mp != ex->mp_inline)
-        free(ex->mp);
+    free(ex->more);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
 }
@@ -393,7 +392,7 @@ static void ex_feed_body(struct conn *c)
 
     if (!n || !ex->active || ex->req_done || c->sk.dead)
         return;
-    if (ex->local) {
+    if (ex->more && ex->more->local) {
         local_feed_body(c);
         return;
     }
@@ -614,13 +613,14 @@ static bool local_start(struct conn *c, const struct h1_request *r, const char *
         respond_error(c, 413);
         return true;
     }
-    if (!(ex = ex_new(c)) || buf_append(&ex->replay, head, head_len)) {
+    if (!(ex = ex_new(c)) || buf_append(&ex->replay, head, head_len) ||
+        !(ex->more = calloc(1, sizeof(*ex->more)))) {
         conn_close(c);
         return true;
     }
     ex->active = true;
-    ex->local = lr;
-    ex->local_head_len = head_len;
+    ex->more->local = lr;
+    ex->more->local_head_len = head_len;
     ex->method_id = r->method_id;
     ex->client_minor = r->minor;
     ex->req_body = r->body;
@@ -662,7 +662,7 @@ static void local_feed_body(struct conn *c)
     struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
     struct rp_hook_ctx ctx;
     const struct local_route *lr = NULL;
-    uint32_t n = buf_used(in), plen;
+    uint32_t n = buf_used(in), plen, head_len = ex->more->local_head_len;
     size_t out = 0;
     bool done = false;
     char allow[8];
@@ -683,7 +683,7 @@ static void local_feed_body(struct conn *c)
         }
         n = (uint32_t)k;
     }
-    if (buf_used(&ex->replay) - ex->local_head_len + out > c->w->s->cfg.max_local_body_bytes) {
+    if (buf_used(&ex->replay) - head_len + out > c->w->s->cfg.max_local_body_bytes) {
         ex_end(c);
         respond_error(c, 413);
         return;
@@ -696,8 +696,7 @@ static void local_feed_body(struct conn *c)
     if (!done)
         return;
     /* the head was parsed and matched before; its copy parses and matches the same way */
-    if (h1_parse_request(buf_data(&ex->replay), ex->local_head_len, &r, &c->w->s->lim, &status) <=
-        0) {
+    if (h1_parse_request(buf_data(&ex->replay), head_len, &r, &c->w->s->lim, &status) <= 0) {
         conn_close(c);
         return;
     }
@@ -707,8 +706,8 @@ static void local_feed_body(struct conn *c)
                 sizeof(allow));
     r.body = H1_BODY_NONE; /* read: the connection can stay open */
     if (lr)
-        local_run(c, &r, lr, &ctx, buf_data(&ex->replay) + ex->local_head_len,
-                  buf_used(&ex->replay) - ex->local_head_len);
+        local_run(c, &r, lr, &ctx, buf_data(&ex->replay) + head_len,
+                  buf_used(&ex->replay) - head_len);
     ex_end(c);
 }
 
@@ -793,28 +792,28 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
 /* Keeps "METHOD PATH" for the response and error hooks, which run after the head is gone. */
 static bool keep_method_path(struct exchange *ex, const struct h1_request *r)
 {
-    size_t n = (size_t)r->method_len + r->path_len + 2;
+    struct ex_more *m = calloc(1, sizeof(*m) + (size_t)r->method_len + r->path_len + 2);
 
-    ex->mp = n <= sizeof(ex->mp_inline) ? ex->mp_inline : malloc(n);
-    if (!ex->mp)
+    if (!m)
         return false;
-    memcpy(ex->mp, r->method, r->method_len);
-    ex->mp[r->method_len] = ' ';
-    memcpy(ex->mp + r->method_len + 1, r->path, r->path_len);
-    ex->mp[r->method_len + 1 + r->path_len] = 0;
-    ex->m_len = r->method_len;
-    ex->p_len = r->path_len;
+    memcpy(m->mp, r->method, r->method_len);
+    m->mp[r->method_len] = ' ';
+    memcpy(m->mp + r->method_len + 1, r->path, r->path_len);
+    m->m_len = r->method_len;
+    m->p_len = r->path_len;
+    ex->more = m;
     return true;
 }
 
 static rp_str ex_method(const struct exchange *ex)
 {
-    return ex->mp ? (rp_str){ex->mp, ex->m_len} : (rp_str){"", 0};
+    return ex->more ? (rp_str){ex->more->mp, ex->more->m_len} : (rp_str){"", 0};
 }
 
 static rp_str ex_path(const struct exchange *ex)
 {
-    return ex->mp ? (rp_str){ex->mp + ex->m_len + 1, ex->p_len} : (rp_str){"", 0};
+    return ex->more ? (rp_str){ex->more->mp + ex->more->m_len + 1, ex->more->p_len}
+                    : (rp_str){"", 0};
 }
 
 static void ex_start(struct conn *c, const struct h1_request *r, const char *head,
@@ -902,7 +901,6 @@ bool conn_ghost_request(struct worker *w, const struct conn *from, const struct 
     sock_init(&g->sk, -1, &conn_ops);
     g->w = w;
     g->ghost = true;
-    g->ghost_fill = fill;
     g->ghost_tls = from->tls != NULL; /* the refreshed request came over TLS */
     g->peer = from->peer;
     g->ex = &w->no_ex;
@@ -913,11 +911,14 @@ bool conn_ghost_request(struct worker *w, const struct conn *from, const struct 
     w->conns = g;
     w->nconns++;
     g->nreq = 1;
+    w->ghost_fill = fill;
     ex_start(g, r, NULL, 0);
     /* the request went upstream holding the fill, or failed and the ghost closed (its
      * exchange's end released the fill) */
-    if (g->ghost_fill) /* never reached the cache's path (no route, no backend) */
+    if (w->ghost_fill) { /* never reached the cache's path (no route, no backend, rejected) */
+        w->ghost_fill = NULL;
         return false;
+    }
     if (!g->ex->active && !g->sk.dead)
         conn_close(g);
     return true;
@@ -1244,7 +1245,7 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
         if (pr.status < 200 || pr.status > 599 ||
             (was_empty != now_empty && ex->method_id != H1_M_HEAD)) {
             log_warn("a response hook's status %d for %.*s was ignored (the backend sent %u)",
-                     pr.status, (int)ex->p_len, ex_path(ex).p, r->status);
+                     pr.status, (int)ex_path(ex).len, ex_path(ex).p, r->status);
         } else {
             edited.status = (uint16_t)pr.status;
             edited.reason_len = 0;

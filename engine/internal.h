@@ -110,6 +110,15 @@ struct sock {
 #define REPLAY_MAX (64u * 1024)    /* requests up to this size can be retried */
 #define TLS_PLAIN_CAP (64u * 1024) /* the worker's buffer for decrypted bytes */
 
+/* What only some exchanges need, allocated when they do: every in-flight request carries
+ * a struct exchange, so it stays small. */
+struct ex_more {
+    const struct local_route *local; /* a local endpoint's request, reading its body */
+    uint32_t local_head_len;
+    uint32_t m_len, p_len; /* mp: "METHOD PATH", kept for response and error hooks */
+    char mp[];
+};
+
 /* One request/response exchange on a client connection. */
 struct exchange {
     bool active;
@@ -132,15 +141,10 @@ struct exchange {
     struct target *t;
     struct backend *be;
     struct upconn *up;
-    struct buf replay; /* upstream request head + body bytes, while replayable; for a local
-                          endpoint: the client's head, then the decoded body */
-    const struct local_route *local; /* a local endpoint's request, reading its body */
-    uint32_t local_head_len;
-    char *mp; /* "METHOD PATH" of the request, kept only for response and error hooks: in
-                 mp_inline when it fits */
-    uint32_t m_len, p_len;
-    char mp_inline[96];
-    struct pc_state *pc; /* the cache's view of this request (pcache.c), NULL: not cached */
+    struct buf replay;    /* upstream request head + body bytes, while replayable; for a local
+                             endpoint: the client's head, then the decoded body */
+    struct ex_more *more; /* what only some exchanges need, NULL for the others */
+    struct pc_state *pc;  /* the cache's view of this request (pcache.c), NULL: not cached */
 };
 
 struct conn {
@@ -155,7 +159,6 @@ struct conn {
     bool admin;        /* accepted on the admin listener: only the admin API answers */
     bool ghost;        /* no socket: a background cache refresh; what it is sent is dropped */
     bool ghost_tls;    /* the request it refreshes came over TLS (X-Forwarded-Proto) */
-    struct cache_fill *ghost_fill; /* the refresh's claim on its URL, until pc_request takes it */
     uint32_t nreq;
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
@@ -229,12 +232,14 @@ struct worker {
     struct pool *pools;     /* one per backend */
     struct hcheck *hchecks; /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
-    struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
-    struct slab ex_slab;   /* exchanges: one per request in flight */
-    struct exchange no_ex; /* what an idle connection points at: inactive, never written */
-    char *plain;           /* decrypted bytes of the receive being handled (TLS) */
-    struct buf scratch;    /* a response head being composed for a TLS client */
-    uint64_t tls_failures; /* handshakes or records that failed */
+    struct slab conn_slab;         /* client connections (upstream ones churn: plain malloc) */
+    struct slab ex_slab;           /* exchanges: one per request in flight */
+    struct exchange no_ex;         /* what an idle connection points at: inactive, never written */
+    struct cache_fill *ghost_fill; /* a background refresh's claim on its URL, handed from
+                                      conn_ghost_request to its pc_request */
+    char *plain;                   /* decrypted bytes of the receive being handled (TLS) */
+    struct buf scratch;            /* a response head being composed for a TLS client */
+    uint64_t tls_failures;         /* handshakes or records that failed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;

@@ -521,8 +521,8 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
     ex->pc->dec = d;
     ex->pc->cache = cache;
     if (c->ghost) { /* the fill was claimed for it */
-        ex->pc->fill = c->ghost_fill;
-        c->ghost_fill = NULL;
+        ex->pc->fill = c->w->ghost_fill;
+        c->w->ghost_fill = NULL;
         return PC_FORWARD;
     }
     if (bit == CACHE_M_GET && r->body == H1_BODY_NONE)
