@@ -4,9 +4,9 @@
  * a release store. The I/O threads never compress: a full queue means "serve identity".
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 
 #include <libdeflate.h>
 
@@ -91,25 +91,43 @@ static void make_identity(struct cache *c, struct cache_entry *e, struct libdefl
     cache_attach_copy(c, e, out);
 }
 
-static void make_gzip(struct cache *c, struct cache_entry *e, struct libdeflate_compressor *z)
+/* A thread's output buffer for compression, kept between entries: compressing into a fresh
+ * bound-sized allocation each time faulted in (and grew the heap for) about 1 MiB per 1 MiB
+ * entry, work that competes with the I/O threads for the process's memory map. */
+struct scratch {
+    char *p;
+    size_t cap;
+};
+
+static void make_gzip(struct cache *c, struct cache_entry *e, struct libdeflate_compressor *z,
+                      struct scratch *s)
 {
     const struct cache_body *in = e->body;
     size_t bound = libdeflate_gzip_compress_bound(z, in->len);
-    struct cache_body *out = cache_body_new(bound);
+    struct cache_body *out;
+    size_t n;
+
+    if (s->cap < bound) {
+        char *p = realloc(s->p, bound);
+        if (!p) {
+            cache_set_copy_state(e, CACHE_COPY_FAILED);
+            return;
+        }
+        s->p = p;
+        s->cap = bound;
+    }
+    /* one byte short of the input: a copy that is not smaller is not worth keeping */
+    n = libdeflate_gzip_compress(z, in->data, in->len, s->p, in->len > 1 ? in->len - 1 : 0);
+    if (n == 0) {
+        cache_set_copy_state(e, CACHE_COPY_NOT_WORTH);
+        return;
+    }
+    out = cache_body_new(n);
     if (!out) {
         cache_set_copy_state(e, CACHE_COPY_FAILED);
         return;
     }
-    size_t n = libdeflate_gzip_compress(z, in->data, in->len, out->data, bound);
-    if (n == 0 || n >= in->len) {
-        cache_body_unref(out);
-        cache_set_copy_state(e, CACHE_COPY_NOT_WORTH);
-        return;
-    }
-    struct cache_body *shrunk = realloc(out, sizeof(*out) + n);
-    if (shrunk)
-        out = shrunk;
-    out->len = n;
+    memcpy(out->data, s->p, n);
     cache_attach_copy(c, e, out);
 }
 
@@ -122,6 +140,7 @@ static void *worker_main(void *arg)
         libdeflate_alloc_compressor(level < 1 || level > 12 ? 6 : level);
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     struct cache_entry *batch[BATCH_MAX];
+    struct scratch scratch = {NULL, 0};
 
     /* Compression yields to the I/O threads: SCHED_IDLE takes the CPU they leave and is
      * preempted as soon as one of them wakes (nice 19 still held the CPU for whole slices:
@@ -157,7 +176,7 @@ static void *worker_main(void *arg)
             else if (e->gzip_body)
                 make_identity(c, e, d);
             else
-                make_gzip(c, e, z);
+                make_gzip(c, e, z, &scratch);
             cache_entry_unref(e);
         }
 
@@ -169,6 +188,7 @@ static void *worker_main(void *arg)
     }
     libdeflate_free_compressor(z);
     libdeflate_free_decompressor(d);
+    free(scratch.p);
     return NULL;
 }
 
