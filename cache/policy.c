@@ -9,16 +9,6 @@
 
 #include "cache.h"
 
-static inline char lc(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-}
-
-static inline bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 static inline bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -29,20 +19,9 @@ static bool ieq(const char *s, size_t n, const char *lower)
 {
     size_t i = 0;
     for (; i < n; i++)
-        if (lower[i] == '\0' || lc(s[i]) != lower[i])
+        if (lower[i] == '\0' || cache_lc(s[i]) != lower[i])
             return false;
     return lower[i] == '\0';
-}
-
-/* Case-insensitive equality of two spans. */
-static bool ieq_span(const char *a, size_t an, const char *b, size_t bn)
-{
-    if (an != bn)
-        return false;
-    for (size_t i = 0; i < an; i++)
-        if (lc(a[i]) != lc(b[i]))
-            return false;
-    return true;
 }
 
 static bool istarts(const char *s, size_t n, const char *lower)
@@ -53,9 +32,9 @@ static bool istarts(const char *s, size_t n, const char *lower)
 
 static void trim(const char **s, size_t *n)
 {
-    while (*n && is_ows(**s))
+    while (*n && cache_is_ows(**s))
         (*s)++, (*n)--;
-    while (*n && is_ows((*s)[*n - 1]))
+    while (*n && cache_is_ows((*s)[*n - 1]))
         (*n)--;
 }
 
@@ -178,18 +157,18 @@ void cache_cc_parse(struct cache_cc *cc, const char *v, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        while (i < n && (v[i] == ',' || is_ows(v[i])))
+        while (i < n && (v[i] == ',' || cache_is_ows(v[i])))
             i++;
         size_t ns = i;
-        while (i < n && v[i] != '=' && v[i] != ',' && !is_ows(v[i]))
+        while (i < n && v[i] != '=' && v[i] != ',' && !cache_is_ows(v[i]))
             i++;
         size_t nn = i - ns, j = i, vs = 0, vn = 0;
         bool has_val = false;
-        while (j < n && is_ows(v[j]))
+        while (j < n && cache_is_ows(v[j]))
             j++;
         if (j < n && v[j] == '=') {
             has_val = true;
-            for (j++; j < n && is_ows(v[j]); j++)
+            for (j++; j < n && cache_is_ows(v[j]); j++)
                 ;
             if (j < n && v[j] == '"') { /* quoted-string: commas inside do not split */
                 vs = ++j;
@@ -199,7 +178,7 @@ void cache_cc_parse(struct cache_cc *cc, const char *v, size_t n)
                 if (j < n)
                     j++;
             } else {
-                for (vs = j; j < n && v[j] != ',' && !is_ows(v[j]); j++)
+                for (vs = j; j < n && v[j] != ',' && !cache_is_ows(v[j]); j++)
                     ;
                 vn = j - vs;
             }
@@ -354,7 +333,7 @@ static void ae_feed(struct ae_state *st, const char *v, size_t n)
         int q = 1000;
         trim(&el, &tn);
         trim(&pp, &pn); /* parameters: only q matters; an unreadable weight is not a yes */
-        if (pn >= 2 && lc(pp[0]) == 'q') {
+        if (pn >= 2 && cache_lc(pp[0]) == 'q') {
             const char *qv = pp + 1;
             size_t qn = pn - 1;
             trim(&qv, &qn);
@@ -721,7 +700,7 @@ static bool inm_matches(const char *v, size_t n, const char *etag, size_t etag_l
     size_t i = 0;
     opaque(&etag, &etag_len);
     while (i < n) {
-        while (i < n && (v[i] == ',' || is_ows(v[i])))
+        while (i < n && (v[i] == ',' || cache_is_ows(v[i])))
             i++;
         if (i >= n)
             break;
@@ -854,7 +833,7 @@ int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host
         return -ENOSPC;
     out[0] = 'G';
     for (size_t i = 0; i < host_len; i++)
-        out[1 + i] = lc(host[i]);
+        out[1 + i] = cache_lc(host[i]);
     out[1 + host_len] = ' ';
     memcpy(out + 2 + host_len, path, path_len);
     return (int)need;
@@ -867,7 +846,7 @@ int64_t cache_vary_norm(const struct cache_field *f, uint32_t n, const char *nam
     for (uint32_t i = 0; i < n; i++) {
         const char *el;
         size_t en, j = 0;
-        if (!ieq_span(f[i].name, f[i].name_len, name, nlen))
+        if (!cache_ieq_span(f[i].name, f[i].name_len, name, nlen))
             continue;
         len = len < 0 ? 0 : len;
         while (next_elem(f[i].value, f[i].value_len, &j, &el, &en)) {
@@ -875,10 +854,10 @@ int64_t cache_vary_norm(const struct cache_field *f, uint32_t n, const char *nam
                 out[len] = ',';
             len += len > 0;
             for (size_t k = 0; k < en; k++) {
-                if (k && is_ows(el[k]) && is_ows(el[k - 1]))
+                if (k && cache_is_ows(el[k]) && cache_is_ows(el[k - 1]))
                     continue;
                 if (out)
-                    out[len] = is_ows(el[k]) ? ' ' : el[k];
+                    out[len] = cache_is_ows(el[k]) ? ' ' : el[k];
                 len++;
             }
         }
@@ -891,8 +870,8 @@ static int span_cmp(const void *a, const void *b)
     const struct cache_span *x = a, *y = b;
     size_t n = (size_t)(x->n < y->n ? x->n : y->n);
     for (size_t i = 0; i < n; i++)
-        if (lc(x->p[i]) != lc(y->p[i]))
-            return (unsigned char)lc(x->p[i]) - (unsigned char)lc(y->p[i]);
+        if (cache_lc(x->p[i]) != cache_lc(y->p[i]))
+            return (unsigned char)cache_lc(x->p[i]) - (unsigned char)cache_lc(y->p[i]);
     return (x->n > y->n) - (x->n < y->n);
 }
 

@@ -182,21 +182,12 @@ void conn_flush_out(struct conn *c)
 }
 
 /* Answers the current request locally. `close` ends the connection after the answer. */
+static void write_answer(struct conn *c, int status, const struct h1_header *f, uint32_t n,
+                         const char *body, uint32_t blen, bool head_only, bool close);
+
 static void respond(struct conn *c, int status, const char *body, bool head_only, bool close)
 {
-    char hdr[512];
-    size_t blen = body ? strlen(body) : 0;
-    int n = snprintf(hdr, sizeof(hdr),
-                     "HTTP/1.1 %d %s\r\nServer: ringproxy\r\nContent-Type: text/plain\r\n"
-                     "Content-Length: %zu\r\n%s\r\n",
-                     status, h1_reason(status), blen, close ? "Connection: close\r\n" : "");
-
-    if (close)
-        c->close_after = true;
-    conn_queue_bytes(c, hdr, (uint32_t)n);
-    if (!c->sk.dead && blen && !head_only)
-        conn_queue_bytes(c, body, (uint32_t)blen);
-    conn_flush_out(c);
+    write_answer(c, status, NULL, 0, body, body ? (uint32_t)strlen(body) : 0, head_only, close);
 }
 
 static void respond_error(struct conn *c, int status)
@@ -243,23 +234,17 @@ static bool is_idempotent(uint8_t m)
            m == H1_M_OPTIONS || m == H1_M_TRACE;
 }
 
-static void put(struct buf *b, bool *ok, const void *p, uint32_t n)
-{
-    if (*ok && buf_append(b, p, n))
-        *ok = false;
-}
-
 static void put_str(struct buf *b, bool *ok, const char *s)
 {
-    put(b, ok, s, (uint32_t)strlen(s));
+    buf_put(b, ok, s, (uint32_t)strlen(s));
 }
 
 static void put_header(struct buf *b, bool *ok, const struct h1_header *h)
 {
-    put(b, ok, h->name, h->name_len);
-    put(b, ok, ": ", 2);
-    put(b, ok, h->value, h->value_len);
-    put(b, ok, "\r\n", 2);
+    buf_put(b, ok, h->name, h->name_len);
+    buf_put(b, ok, ": ", 2);
+    buf_put(b, ok, h->value, h->value_len);
+    buf_put(b, ok, "\r\n", 2);
 }
 
 /* Dotted quad without inet_ntop's generality: this runs for every proxied request. */
@@ -298,13 +283,13 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
     for (uint32_t i = 0; i < r->n_headers; i++) {
         const struct h1_header *h = &r->headers[i];
         if (h->kind == H1_H_X_FORWARDED_FOR && !h->hop && h->value_len) {
-            put(b, ok, h->value, h->value_len);
-            put(b, ok, ", ", 2);
+            buf_put(b, ok, h->value, h->value_len);
+            buf_put(b, ok, ", ", 2);
         }
     }
     format_peer(c, peer, sizeof(peer));
     put_str(b, ok, peer);
-    put(b, ok, "\r\n", 2);
+    buf_put(b, ok, "\r\n", 2);
 }
 
 /* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
@@ -315,19 +300,19 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
     const struct target *t = c->ex->t;
     bool ok = true;
 
-    put(b, &ok, r->method, r->method_len);
-    put(b, &ok, " ", 1);
-    put(b, &ok, r->path, r->path_len);
+    buf_put(b, &ok, r->method, r->method_len);
+    buf_put(b, &ok, " ", 1);
+    buf_put(b, &ok, r->path, r->path_len);
     put_str(b, &ok, " HTTP/1.1\r\nHost: ");
     if (ctx && ctx->host_set) /* a request hook's */
-        put(b, &ok, ctx->host, ctx->host_len);
+        buf_put(b, &ok, ctx->host, ctx->host_len);
     else if (t->host_header)
-        put(b, &ok, t->host_header, t->host_header_len);
+        buf_put(b, &ok, t->host_header, t->host_header_len);
     else if (t->preserve_host && r->host)
-        put(b, &ok, r->host, r->host_len);
+        buf_put(b, &ok, r->host, r->host_len);
     else
-        put(b, &ok, c->ex->be->authority, c->ex->be->authority_len);
-    put(b, &ok, "\r\n", 2);
+        buf_put(b, &ok, c->ex->be->authority, c->ex->be->authority_len);
+    buf_put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++) {
         const struct h1_header *h = &r->headers[i];
         switch (h->kind) {
@@ -351,8 +336,8 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
                                    : "X-Forwarded-Proto: http\r\n");
     if (r->host) {
         put_str(b, &ok, "X-Forwarded-Host: ");
-        put(b, &ok, r->host, r->host_len);
-        put(b, &ok, "\r\n", 2);
+        buf_put(b, &ok, r->host, r->host_len);
+        buf_put(b, &ok, "\r\n", 2);
     }
     if (r->body == H1_BODY_CHUNKED) {
         put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
@@ -362,7 +347,7 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
         snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
         put_str(b, &ok, cl);
     }
-    put(b, &ok, "\r\n", 2);
+    buf_put(b, &ok, "\r\n", 2);
     return ok;
 }
 
@@ -482,58 +467,76 @@ static bool ex_pick(struct conn *c)
     return true;
 }
 
-static void local_answer(struct conn *c, const struct h1_request *r, int status, const char *body)
+/* Answers request r here, before its body (if any) was read: the body is discarded with a
+ * close, since it would otherwise be parsed as the next request. */
+static void answer_unread_with(struct conn *c, const struct h1_request *r, int status,
+                               const struct h1_header *f, uint32_t n, const char *body,
+                               uint32_t blen)
 {
-    /* A body we do not read would be parsed as the next request: close instead. */
     bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
 
-    respond(c, status, body, r->method_id == H1_M_HEAD, close);
+    write_answer(c, status, f, n, body, blen, r->method_id == H1_M_HEAD, close);
     if (r->body != H1_BODY_NONE)
         c->linger = true;
+}
+
+static void local_answer(struct conn *c, const struct h1_request *r, int status, const char *body)
+{
+    answer_unread_with(c, r, status, NULL, 0, body, (uint32_t)strlen(body));
 }
 
 /* ---- answers made here: local endpoints and request hooks' rejections -------------------- */
 
 /* Sends an answer the proxy made. `close` ends the connection after it. */
-void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
+/* Every answer the proxy makes itself (errors, local endpoints, rejections): status line,
+ * Server, the fields `f`, Content-Type text/plain unless `f` names one, Content-Length,
+ * Connection: close when `close`; then the body unless head_only. */
+static void write_answer(struct conn *c, int status, const struct h1_header *f, uint32_t n,
+                         const char *body, uint32_t blen, bool head_only, bool close)
 {
     struct buf *b = conn_head_buf(c);
-    uint32_t n;
-    const struct h1_header *f = hdrs_fields(&a->h, &n);
-    bool empty = a->status == 204 || a->status == 304;
+    bool empty = status == 204 || status == 304, typed = false;
     char line[96];
     bool ok = true;
 
-    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ringproxy\r\n", a->status,
-             h1_reason(a->status));
+    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ringproxy\r\n", status,
+             h1_reason(status));
     put_str(b, &ok, line);
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
         put_header(b, &ok, &f[i]);
+        typed |= h1_span_ieq(f[i].name, f[i].name_len, "content-type");
+    }
     if (!empty) {
-        if (!rp_headers_get(&a->h, "content-type", NULL))
+        if (!typed)
             put_str(b, &ok, "Content-Type: text/plain; charset=utf-8\r\n");
-        snprintf(line, sizeof(line), "Content-Length: %u\r\n", a->body_len);
+        snprintf(line, sizeof(line), "Content-Length: %u\r\n", blen);
         put_str(b, &ok, line);
     }
     if (close)
         put_str(b, &ok, "Connection: close\r\n");
-    put(b, &ok, "\r\n", 2);
-    if (!head_only && !empty && a->body_len)
-        put(b, &ok, a->body, a->body_len);
+    buf_put(b, &ok, "\r\n", 2);
+    if (!head_only && !empty && blen)
+        buf_put(b, &ok, body, blen);
     if (close)
         c->close_after = true;
     conn_head_done(c, ok);
     conn_flush_out(c);
 }
 
-/* Answers a request whose body (if any) has not been read: it is discarded, with a close. */
+void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
+{
+    uint32_t n;
+    const struct h1_header *f = hdrs_fields(&a->h, &n);
+
+    write_answer(c, a->status, f, n, a->body, a->body_len, head_only, close);
+}
+
 static void answer_unread(struct conn *c, const struct h1_request *r, const struct rp_response *a)
 {
-    bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
+    uint32_t n;
+    const struct h1_header *f = hdrs_fields(&a->h, &n);
 
-    conn_send_answer(c, a, r->method_id == H1_M_HEAD, close);
-    if (r->body != H1_BODY_NONE)
-        c->linger = true;
+    answer_unread_with(c, r, a->status, f, n, a->body, a->body_len);
 }
 
 static rp_str query_of(const struct h1_request *r, uint32_t *path_len)
@@ -1100,10 +1103,10 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
     snprintf(line, sizeof(line), "HTTP/1.1 %03u ", r->status);
     put_str(b, &ok, line);
     if (r->reason_len)
-        put(b, &ok, r->reason, r->reason_len);
+        buf_put(b, &ok, r->reason, r->reason_len);
     else
         put_str(b, &ok, h1_reason(r->status));
-    put(b, &ok, "\r\n", 2);
+    buf_put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!resp_skip_header(ex, &r->headers[i]))
             put_header(b, &ok, &r->headers[i]);
@@ -1115,7 +1118,7 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
         put_str(b, &ok, "Connection: keep-alive\r\n");
     if (ex->pc)
         pc_store_begin(c, r, hk, b, &ok);
-    put(b, &ok, "\r\n", 2);
+    buf_put(b, &ok, "\r\n", 2);
     conn_head_done(c, ok); /* sent with the body that follows: ex_response_data flushes */
 }
 
@@ -1132,7 +1135,7 @@ static void write_interim(struct conn *c, const struct h1_response *r)
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!r->headers[i].hop)
             put_header(b, &ok, &r->headers[i]);
-    put(b, &ok, "\r\n", 2);
+    buf_put(b, &ok, "\r\n", 2);
     conn_head_done(c, ok);
     conn_flush_out(c);
 }

@@ -570,12 +570,30 @@ enum local_match local_match(const struct hooks *hk, const char *method, uint32_
     return LOCAL_WRONG_METHOD;
 }
 
-int hexval(char ch)
+static int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')
         return ch - '0';
     ch = (char)(ch | 0x20);
     return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+size_t pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space)
+{
+    size_t k = 0;
+
+    for (size_t j = 0; j < n && k + 1 < cap; j++) {
+        int hi, lo;
+        if (s[j] == '%' && j + 2 < n && (hi = hexval(s[j + 1])) >= 0 &&
+            (lo = hexval(s[j + 2])) >= 0) {
+            out[k++] = (char)(hi * 16 + lo);
+            j += 2;
+        } else {
+            out[k++] = plus_is_space && s[j] == '+' ? ' ' : s[j];
+        }
+    }
+    out[k] = 0;
+    return k;
 }
 
 bool rp_request_param(const rp_request *req, const char *name, rp_str *value)
@@ -608,17 +626,7 @@ bool rp_request_param(const rp_request *req, const char *name, rp_str *value)
         *(char **)(void *)d = ctx->decoded;
         ctx->decoded = d;
         d += sizeof(char *);
-        for (size_t j = 0; j < raw.len; j++) {
-            int hi, lo;
-            if (raw.p[j] == '%' && j + 2 < raw.len && (hi = hexval(raw.p[j + 1])) >= 0 &&
-                (lo = hexval(raw.p[j + 2])) >= 0) {
-                d[k++] = (char)(hi * 16 + lo);
-                j += 2;
-            } else {
-                d[k++] = raw.p[j];
-            }
-        }
-        d[k] = 0;
+        k = pct_decode(raw.p, raw.len, d, raw.len + 1, false);
         if (value)
             *value = (rp_str){d, k};
         return true;

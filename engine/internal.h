@@ -46,6 +46,14 @@ int buf_append(struct buf *b, const void *data, uint32_t n);
 /* Makes room for n more bytes and returns where they go (commit with b->len += n). */
 char *buf_reserve(struct buf *b, uint32_t n);
 void buf_consume(struct buf *b, uint32_t n);
+
+/* Appends while *ok: a message is composed with a run of these and checked once at the end
+ * (*ok turns false on the first failure, -ENOMEM, and later appends do nothing). */
+static inline void buf_put(struct buf *b, bool *ok, const void *p, size_t n)
+{
+    if (*ok && buf_append(b, p, (uint32_t)n))
+        *ok = false;
+}
 void buf_free(struct buf *b);
 
 /* Output: `sending` is what the kernel holds (one send in flight), `pending` takes appends. */

@@ -301,18 +301,12 @@ static struct pc_state *pc_new(const struct cache_field *f, uint32_t n, const ch
 
 /* ---- answering from an entry ------------------------------------------------------------ */
 
-static void put(struct buf *b, bool *ok, const void *p, size_t n)
-{
-    if (*ok && buf_append(b, p, (uint32_t)n))
-        *ok = false;
-}
-
 static void put_field(struct buf *b, bool *ok, const char *n, size_t nl, const char *v, size_t vl)
 {
-    put(b, ok, n, nl);
-    put(b, ok, ": ", 2);
-    put(b, ok, v, vl);
-    put(b, ok, "\r\n", 2);
+    buf_put(b, ok, n, nl);
+    buf_put(b, ok, ": ", 2);
+    buf_put(b, ok, v, vl);
+    buf_put(b, ok, "\r\n", 2);
 }
 
 static bool name_is(const struct cache_field *f, const char *lower)
@@ -346,7 +340,7 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
     if (form != BODY_AS_STORED)
         body = cache_entry_copy(e, &blen);
     snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, h1_reason(status));
-    put(b, &ok, line, strlen(line));
+    buf_put(b, &ok, line, strlen(line));
     for (uint32_t i = 0; i < e->n_fields; i++) {
         const struct cache_field *f = &e->fields[i];
         if (name_is(f, "content-length") || name_is(f, "age") || name_is(f, "x-cache"))
@@ -364,33 +358,33 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
         }
         if (form == BODY_GZIP_COPY && name_is(f, "vary")) {
             has_vary = true;
-            put(b, &ok, f->name, f->name_len);
-            put(b, &ok, ": ", 2);
-            put(b, &ok, f->value, f->value_len);
-            put(b, &ok, ", Accept-Encoding\r\n", 19);
+            buf_put(b, &ok, f->name, f->name_len);
+            buf_put(b, &ok, ": ", 2);
+            buf_put(b, &ok, f->value, f->value_len);
+            buf_put(b, &ok, ", Accept-Encoding\r\n", 19);
             continue;
         }
         put_field(b, &ok, f->name, f->name_len, f->value, f->value_len);
     }
     if (form == BODY_GZIP_COPY) {
-        put(b, &ok, "Content-Encoding: gzip\r\n", 24);
+        buf_put(b, &ok, "Content-Encoding: gzip\r\n", 24);
         if (!has_vary)
-            put(b, &ok, "Vary: Accept-Encoding\r\n", 23);
+            buf_put(b, &ok, "Vary: Accept-Encoding\r\n", 23);
     }
     clen = blen;
     if (!not_modified && e->status != 204) {
         snprintf(line, sizeof(line), "Content-Length: %zu\r\n", clen);
-        put(b, &ok, line, strlen(line));
+        buf_put(b, &ok, line, strlen(line));
     }
     snprintf(line, sizeof(line), "Age: %lld\r\n", (long long)(age_ms / 1000));
-    put(b, &ok, line, strlen(line));
+    buf_put(b, &ok, line, strlen(line));
     if (c->w->s->x_cache) {
         snprintf(line, sizeof(line), "X-Cache: %s\r\n", xcache);
-        put(b, &ok, line, strlen(line));
+        buf_put(b, &ok, line, strlen(line));
     }
     if (close)
-        put(b, &ok, "Connection: close\r\n", 19);
-    put(b, &ok, "\r\n", 2);
+        buf_put(b, &ok, "Connection: close\r\n", 19);
+    buf_put(b, &ok, "\r\n", 2);
     if (close)
         c->close_after = true;
     conn_head_done(c, ok);
@@ -707,7 +701,7 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
     if (!p || p->invalidate)
         return;
     if (c->w->s->x_cache)
-        put(head, ok, "X-Cache: MISS\r\n", 15);
+        buf_put(head, ok, "X-Cache: MISS\r\n", 15);
     if (p->head || r->status == 206)
         return;
     n = to_fields(r->headers, r->n_headers, fields);
@@ -844,19 +838,7 @@ static bool query_param(rp_str q, const char *name, char *out, size_t cap, size_
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *e = amp ? amp : end;
         if ((size_t)(e - p) > nl && !memcmp(p, name, nl) && p[nl] == '=') {
-            size_t k = 0;
-            for (const char *v = p + nl + 1; v < e && k + 1 < cap; v++) {
-                int hi, lo;
-                if (*v == '%' && e - v > 2 && (hi = hexval(v[1])) >= 0 &&
-                    (lo = hexval(v[2])) >= 0) {
-                    out[k++] = (char)(hi * 16 + lo);
-                    v += 2;
-                } else {
-                    out[k++] = *v == '+' ? ' ' : *v;
-                }
-            }
-            out[k] = 0;
-            *len = k;
+            *len = pct_decode(p + nl + 1, (size_t)(e - p) - nl - 1, out, cap, true);
             return true;
         }
         p = e + 1;
