@@ -56,8 +56,10 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
     }
     hc->oks = 0;
     hc->fails++;
-    if (hc->fails >= (uint32_t)hs->t->hc.fail_threshold)
+    if (hc->fails >= (uint32_t)hs->t->hc.fail_threshold) {
+        atomic_store(&hs->passive_down, 0); /* the checks' verdict now, not a guess */
         mark_down(hs, "backend %s DOWN after %u failed checks: %s", hc->fails, why);
+    }
 }
 
 void health_report_failure(struct worker *w, struct backend *be, const char *why)
@@ -82,6 +84,27 @@ void health_report_success(struct worker *w, struct backend *be)
     /* read first: a shared cache line is written only when there is something to reset */
     if (atomic_load_explicit(&hs->consec_fail, memory_order_relaxed))
         atomic_store_explicit(&hs->consec_fail, 0, memory_order_relaxed);
+}
+
+struct backend *health_fallback(struct worker *w, const struct target *t, uint64_t exclude)
+{
+    struct backend *best = NULL;
+    uint64_t best_at = UINT64_MAX;
+
+    /* the one out the longest (its back-off ends first) is the likeliest to be back */
+    for (uint32_t i = 0; i < t->n_backends; i++) {
+        struct backend *be = t->backends[i];
+        struct health_state *hs = &w->s->health[be->index];
+        uint64_t at = atomic_load_explicit(&hs->retry_at_ms, memory_order_relaxed);
+        if ((i < 64 && (exclude >> i) & 1) ||
+            !atomic_load_explicit(&hs->passive_down, memory_order_relaxed))
+            continue;
+        if (at < best_at) {
+            best = be;
+            best_at = at;
+        }
+    }
+    return best;
 }
 
 /* ---- probes ------------------------------------------------------------------------------ */

@@ -57,4 +57,13 @@ void health_worker_fini(struct worker *w);
 void health_report_failure(struct worker *w, struct backend *be, const char *why);
 void health_report_success(struct worker *w, struct backend *be);
 
+/* When bal_pick finds no usable backend of t: one that only live traffic marked down (no
+ * active check failed it) and is not in `exclude`, the one marked down first (its back-off
+ * ends soonest); NULL when there is none. Passive
+ * marks are a guess from a few requests, and when every backend carries one, refusing all
+ * traffic is worse than trying them (nginx clears its fail counts when all peers failed;
+ * Envoy's panic threshold routes to all hosts). A backend an active check took out is never
+ * returned. Worker thread. */
+struct backend *health_fallback(struct worker *w, const struct target *t, uint64_t exclude);
+
 #endif /* RP_HEALTH_H */

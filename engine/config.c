@@ -23,6 +23,7 @@
 #define MAX_HEADER_BYTES (1 << 20)
 #define MAX_HEADER_COUNT 10000
 #define MAX_TARGET_LEN (1 << 20)
+#define MAX_FILE_BYTES (16 << 20) /* a configuration file past this is not one */
 
 /* ---- arena: every block is one calloc, chained from rp_file_config.priv ---- */
 
@@ -200,29 +201,49 @@ static const char *file_of(const struct loader *ld, const config_setting_t *s)
     return f ? f : ld->path;
 }
 
+/* Writes "FILE:LINE: WHERE: message" ("FILE: " alone when line is 0, no "WHERE: " when
+ * where is empty) and returns -EINVAL. */
+static int vfail(struct loader *ld, const char *file, unsigned line, const char *where,
+                 const char *fmt, va_list ap)
+{
+    int n;
+
+    if (!ld->err || !ld->errlen)
+        return -EINVAL;
+    if (line)
+        n = snprintf(ld->err, ld->errlen, "%s:%u: ", file, line);
+    else
+        n = snprintf(ld->err, ld->errlen, "%s: ", file);
+    if (n >= 0 && (size_t)n < ld->errlen && where[0])
+        n += snprintf(ld->err + n, ld->errlen - (size_t)n, "%s: ", where);
+    if (n >= 0 && (size_t)n < ld->errlen)
+        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    return -EINVAL;
+}
+
 /* Writes "FILE:LINE: KEY: message" (line of `at`, key path of `key`) and returns -EINVAL. */
 static int fail(struct loader *ld, const config_setting_t *at, const config_setting_t *key,
                 const char *fmt, ...)
 {
     char where[256];
-    unsigned line = line_of(at);
     va_list ap;
-    int n;
 
-    if (!ld->err || !ld->errlen)
-        return -EINVAL;
     setting_path(key, where, sizeof(where));
-    if (line)
-        n = snprintf(ld->err, ld->errlen, "%s:%u: ", file_of(ld, at), line);
-    else
-        n = snprintf(ld->err, ld->errlen, "%s: ", file_of(ld, at));
-    if (n >= 0 && (size_t)n < ld->errlen && where[0])
-        n += snprintf(ld->err + n, ld->errlen - (size_t)n, "%s: ", where);
-    if (n >= 0 && (size_t)n < ld->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    vfail(ld, file_of(ld, at), line_of(at), where, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+/* The same for what belongs to no setting: "FILE:LINE: message", or "FILE: message" when
+ * line is 0. */
+static int fail_line(struct loader *ld, unsigned line, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vfail(ld, ld->path, line, "", fmt, ap);
+    va_end(ap);
     return -EINVAL;
 }
 
@@ -380,9 +401,8 @@ static int get_copy(struct loader *ld, const config_setting_t *s, const char **v
     return *v ? 0 : out_of_memory(ld);
 }
 
-/* Integers are range-checked as long long. libconfig 1.5 itself wraps decimal literals past
- * 32 bits (3000000000 reads as -1294967296) unless they carry an L suffix; we cannot see
- * that, so a range check is all the protection there is. */
+/* Every integer arrives here as libconfig's INT64 (promote_integers() saw to that), so the
+ * value checked is the value written, never one wrapped to 32 bits. */
 static int get_int(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
                    long long *v)
 {
@@ -394,7 +414,8 @@ static int get_int(struct loader *ld, const config_setting_t *s, long long lo, l
     return 0;
 }
 
-static int get_duration(struct loader *ld, const config_setting_t *s, uint32_t *ms)
+/* A duration string into *ms; "0s" is refused unless zero_ok (where 0 means "off"). */
+static int get_duration(struct loader *ld, const config_setting_t *s, bool zero_ok, uint32_t *ms)
 {
     const char *v;
 
@@ -404,7 +425,7 @@ static int get_duration(struct loader *ld, const config_setting_t *s, uint32_t *
     if (rp_parse_duration_ms(v, ms))
         return fail(ld, s, s, "\"%s\" is not a valid duration (e.g. \"250ms\", \"10s\", \"1m30s\")",
                     v);
-    if (*ms == 0)
+    if (*ms == 0 && !zero_ok)
         return fail(ld, s, s, "must be longer than 0");
     return 0;
 }
@@ -457,6 +478,7 @@ enum kind {
     K_U32,          /* uint32_t in [lo, hi] */
     K_DURATION,     /* uint32_t milliseconds from a duration string, more than 0 */
     K_DURATION64,   /* the same, stored as uint64_t milliseconds */
+    K_DURATION_OFF, /* as K_DURATION, but "0s" is accepted: it means off, as leaving it out does */
     K_SIZE32,       /* uint32_t bytes from a size, 1 to hi */
     K_SIZE64,       /* uint64_t bytes from a size, at least 1 */
     K_BOOL,         /* bool */
@@ -504,7 +526,7 @@ static int set_size(struct loader *ld, const config_setting_t *s, const struct k
 static int set_duration64(struct loader *ld, const config_setting_t *s, char *f)
 {
     uint32_t ms;
-    int rc = get_duration(ld, s, &ms);
+    int rc = get_duration(ld, s, false, &ms);
 
     if (!rc)
         *(uint64_t *)(void *)f = ms;
@@ -544,7 +566,8 @@ static int set_value(struct loader *ld, const config_setting_t *s, const struct 
     case K_U32:
         return set_int(ld, s, k, f);
     case K_DURATION:
-        return get_duration(ld, s, (uint32_t *)(void *)f);
+    case K_DURATION_OFF:
+        return get_duration(ld, s, k->kind == K_DURATION_OFF, (uint32_t *)(void *)f);
     case K_DURATION64:
         return set_duration64(ld, s, f);
     case K_SIZE32:
@@ -803,8 +826,28 @@ static const struct key domain_keys[] = {
     FUNC("tls_verify", parse_tls_verify),
     FUNC("tls_ca_file", parse_tls_ca_file),
     FUNC("cache", parse_domain_cache),
+    DOM_FIELD("try_timeout", K_DURATION_OFF, try_timeout_ms, 0, 0),
+    DOM_FIELD("hedge", K_BOOL, hedge, 0, 0),
     {0},
 };
+
+/* An attempt with no response for read_timeout has failed already, so a try_timeout that is
+ * not shorter would never fire. A hedge is sent when the try timeout fires: it needs one. */
+static int check_try_timeout(struct loader *ld, const config_setting_t *g,
+                             const rp_domain_config *d)
+{
+    const config_setting_t *tt = config_setting_get_member(g, "try_timeout");
+    const config_setting_t *rt = config_setting_get_member(g, "read_timeout");
+
+    if (d->try_timeout_ms && d->read_timeout_ms && d->try_timeout_ms >= d->read_timeout_ms)
+        return fail(ld, tt, tt, "must be shorter than read_timeout (\"%s\"), got \"%s\"",
+                    config_setting_get_string(rt), config_setting_get_string(tt));
+    if (d->hedge && !d->try_timeout_ms) {
+        const config_setting_t *h = config_setting_get_member(g, "hedge");
+        return fail(ld, h, h, "needs a try_timeout (a hedge is sent when it fires)");
+    }
+    return 0;
+}
 
 static int parse_domain(struct loader *ld, const config_setting_t *g, rp_domain_config *d)
 {
@@ -816,7 +859,7 @@ static int parse_domain(struct loader *ld, const config_setting_t *g, rp_domain_
         return missing(ld, g, "domain");
     if (!d->backends)
         return missing(ld, g, "backends");
-    return 0;
+    return check_try_timeout(ld, g, d);
 }
 
 /* Names are lowercase by now, so strcmp is the case-insensitive comparison. */
@@ -1318,6 +1361,191 @@ static const struct key top_keys[] = {
     {0},
 };
 
+/* ---- integer literals ----
+ *
+ * libconfig 1.5 reads an integer literal without an L suffix with atoi(): 4294967297 comes
+ * out as 1 and 3000000000 as -1294967296, and nothing in the tree says so. So the text is
+ * copied first, with an L after every integer literal that has none: each then reaches
+ * get_int() as the 64-bit value written, and the key's range check judges that. Tokens are
+ * read as libconfig's scanner reads them (comments, strings, names, floats, hex), so
+ * nothing else changes (but that an array may now mix 1 and 1L) and every line keeps its
+ * number. */
+
+struct scan {
+    struct loader *ld;
+    const char *p, *end;
+    char *o;
+    unsigned line;
+};
+
+static char peek(const struct scan *s, size_t i)
+{
+    return (size_t)(s->end - s->p) > i ? s->p[i] : 0; /* no NUL is left in the text */
+}
+
+static void copy1(struct scan *s)
+{
+    s->line += *s->p == '\n';
+    *s->o++ = *s->p++;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int xdigit(char c)
+{
+    return is_digit(c)            ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static bool name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '*';
+}
+
+static bool name_char(char c)
+{
+    return name_start(c) || is_digit(c) || c == '-' || c == '_';
+}
+
+static bool exponent_at(const struct scan *s)
+{
+    char e = peek(s, 0), n = peek(s, 1);
+
+    return (e == 'e' || e == 'E') &&
+           (is_digit(n) || ((n == '-' || n == '+') && is_digit(peek(s, 2))));
+}
+
+/* The rest of a float after its integer digits: [.digits][e[+-]digits]. */
+static void copy_fraction(struct scan *s)
+{
+    if (peek(s, 0) == '.')
+        copy1(s);
+    while (is_digit(peek(s, 0)))
+        copy1(s);
+    if (!exponent_at(s))
+        return;
+    copy1(s);
+    if (!is_digit(peek(s, 0)))
+        copy1(s);
+    while (is_digit(peek(s, 0)))
+        copy1(s);
+}
+
+/* "\"...\"" with its backslash escapes; a newline inside is allowed, as libconfig allows it. */
+static void copy_string(struct scan *s)
+{
+    copy1(s);
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\' && s->end - s->p > 1)
+            copy1(s);
+        copy1(s);
+    }
+    if (s->p < s->end)
+        copy1(s);
+}
+
+/* A block comment, its closing star-slash included (or to the end, where there is none). */
+static void copy_comment(struct scan *s)
+{
+    copy1(s);
+    copy1(s);
+    while (s->p < s->end && !(*s->p == '*' && peek(s, 1) == '/'))
+        copy1(s);
+    for (int i = 0; i < 2 && s->p < s->end; i++)
+        copy1(s);
+}
+
+/* A decimal [+-]digits or a hex 0xdigits (libconfig takes no sign on hex), L appended. */
+static int copy_integer(struct scan *s)
+{
+    const char *start = s->p;
+    bool neg = *s->p == '-', hex, big = false;
+    uint64_t v = 0, max;
+    unsigned base;
+
+    if (*s->p == '-' || *s->p == '+')
+        copy1(s);
+    hex = s->p == start && *s->p == '0' && (peek(s, 1) == 'x' || peek(s, 1) == 'X') &&
+          xdigit(peek(s, 2)) >= 0;
+    if (hex) {
+        copy1(s);
+        copy1(s);
+    }
+    base = hex ? 16 : 10;
+    max = neg ? (uint64_t)INT64_MAX + 1 : INT64_MAX;
+    while (s->p < s->end && (hex ? xdigit(*s->p) >= 0 : is_digit(*s->p))) {
+        unsigned d = (unsigned)xdigit(*s->p);
+        if (v > (max - d) / base)
+            big = true;
+        else
+            v = v * base + d;
+        copy1(s);
+    }
+    if (!hex && (peek(s, 0) == '.' || exponent_at(s))) {
+        copy_fraction(s);
+        return 0;
+    }
+    if (big) {
+        int n = (int)(s->p - start);
+        return fail_line(s->ld, s->line, "integer %.*s%s does not fit in 64 bits", n > 40 ? 40 : n,
+                         start, n > 40 ? "..." : "");
+    }
+    if (peek(s, 0) != 'L')
+        *s->o++ = 'L';
+    return 0;
+}
+
+/* Copies s->p..s->end to s->o (room for twice as many bytes), promoting integers. */
+static int promote_integers(struct scan *s)
+{
+    while (s->p < s->end) {
+        char c = *s->p, n = peek(s, 1);
+        int rc = 0;
+
+        if (c == '#' || (c == '/' && n == '/')) {
+            while (s->p < s->end && *s->p != '\n')
+                copy1(s);
+        } else if (c == '/' && n == '*') {
+            copy_comment(s);
+        } else if (c == '"') {
+            copy_string(s);
+        } else if (name_start(c)) {
+            while (s->p < s->end && name_char(*s->p))
+                copy1(s);
+        } else if (is_digit(c) || ((c == '-' || c == '+') && is_digit(n))) {
+            rc = copy_integer(s);
+        } else if (c == '.') {
+            copy_fraction(s);
+        } else if (c == '@' && (size_t)(s->end - s->p) >= 8 && !memcmp(s->p, "@include", 8)) {
+            /* libconfig would read that file itself, past promote_integers() */
+            rc = fail_line(s->ld, s->line, "@include is not supported: write one file");
+        } else {
+            copy1(s);
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* libconfig stops a string at a NUL (silently cutting the value short): refuse the file. */
+static int check_no_nul(struct loader *ld, const char *text, size_t len)
+{
+    const char *nul = memchr(text, 0, len);
+    unsigned line = 1;
+
+    if (!nul)
+        return 0;
+    for (const char *p = text; p < nul; p++)
+        line += *p == '\n';
+    return fail_line(ld, line, "contains a NUL byte: not a configuration file");
+}
+
 /* ---- entry points ---- */
 
 static int syntax_error(struct loader *ld, const config_t *cfg)
@@ -1332,7 +1560,10 @@ static int syntax_error(struct loader *ld, const config_t *cfg)
     return -EINVAL;
 }
 
-/* Runs after libconfig has read the file or string (read_ok says whether it could). */
+/* Runs after libconfig has read the text (read_ok says whether it could). The library
+ * would start a server with no domain and no route, answering 404 to everything; a
+ * daemon has no other way to add endpoints, so such a file is refused, as nginx and
+ * HAProxy refuse one with nothing to serve. */
 static int load_tree(struct loader *ld, config_t *cfg, bool read_ok)
 {
     int rc = read_ok ? parse_group(ld, config_root_setting(cfg), top_keys, ld->out)
@@ -1343,8 +1574,34 @@ static int load_tree(struct loader *ld, config_t *cfg, bool read_ok)
         rc = fail(ld, ltls, ltls, "TLS listeners need a tls = { cert = ...; key = ...; } block");
     if (!rc && read_ok && ld->out->server.admin_listen)
         rc = check_admin_overlap(ld, config_lookup(cfg, "admin.listen"));
+    if (!rc && read_ok && !ld->out->n_domains && !ld->out->n_routes)
+        rc = fail_line(ld, 0, "nothing to serve: no domains and no routes");
 
     config_destroy(cfg);
+    return rc;
+}
+
+/* text[0..len) through promote_integers() into libconfig, then into ld->out. */
+static int load_text(struct loader *ld, const char *text, size_t len)
+{
+    struct scan s = {.ld = ld, .p = text, .end = text + len, .line = 1};
+    config_t cfg;
+    char *buf;
+    int rc = check_no_nul(ld, text, len);
+
+    if (rc)
+        return rc;
+    buf = len < SIZE_MAX / 2 ? malloc(2 * len + 1) : NULL;
+    if (!buf)
+        return out_of_memory(ld);
+    s.o = buf;
+    rc = promote_integers(&s);
+    if (!rc) {
+        *s.o = 0;
+        config_init(&cfg);
+        rc = load_tree(ld, &cfg, config_read_string(&cfg, buf) == CONFIG_TRUE);
+    }
+    free(buf);
     return rc;
 }
 
@@ -1355,11 +1612,49 @@ static int cannot_read(struct loader *ld, int e)
     return -e;
 }
 
+/* The whole of f into a malloc'd *text (its length in *len); a directory, a read error or a
+ * file past MAX_FILE_BYTES is an error with its message written. */
+static int read_all(struct loader *ld, FILE *f, char **text, size_t *len)
+{
+    size_t cap = 64 << 10, n = 0, got;
+    struct stat st;
+    char *buf = NULL, *bigger;
+
+    if (fstat(fileno(f), &st))
+        return cannot_read(ld, errno);
+    if (S_ISDIR(st.st_mode))
+        return cannot_read(ld, EISDIR);
+    do {
+        if (n == cap || !buf) {
+            cap = buf ? cap * 2 : cap;
+            bigger = realloc(buf, cap);
+            if (!bigger) {
+                free(buf);
+                return out_of_memory(ld);
+            }
+            buf = bigger;
+        }
+        got = fread(buf + n, 1, cap - n, f);
+        n += got;
+    } while (got && n <= MAX_FILE_BYTES);
+    if (ferror(f) || n > MAX_FILE_BYTES) {
+        int e = errno;
+        free(buf);
+        if (n > MAX_FILE_BYTES)
+            return fail_line(ld, 0, "larger than %d MiB: not a configuration file",
+                             MAX_FILE_BYTES >> 20);
+        return cannot_read(ld, e ? e : EIO);
+    }
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
 int rp_file_config_load(const char *path, struct rp_file_config *out, char *err, size_t errlen)
 {
     struct loader ld = {.path = path, .err = err, .errlen = errlen, .out = out};
-    struct stat st;
-    config_t cfg;
+    char *text = NULL;
+    size_t len = 0;
     FILE *f;
     int rc;
 
@@ -1369,26 +1664,22 @@ int rp_file_config_load(const char *path, struct rp_file_config *out, char *err,
     f = fopen(path, "r");
     if (!f)
         return cannot_read(&ld, errno);
-    rc = fstat(fileno(f), &st) ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
-    if (rc) {
-        fclose(f);
-        return cannot_read(&ld, rc);
-    }
-    config_init(&cfg);
-    rc = config_read(&cfg, f);
+    rc = read_all(&ld, f, &text, &len);
     fclose(f);
-    return load_tree(&ld, &cfg, rc == CONFIG_TRUE);
+    if (rc)
+        return rc;
+    rc = load_text(&ld, text, len);
+    free(text);
+    return rc;
 }
 
 int rp_file_config_load_string(const char *text, const char *name, struct rp_file_config *out,
                                char *err, size_t errlen)
 {
     struct loader ld = {.path = name ? name : "(string)", .err = err, .errlen = errlen, .out = out};
-    config_t cfg;
 
     memset(out, 0, sizeof(*out));
     if (err && errlen)
         err[0] = 0;
-    config_init(&cfg);
-    return load_tree(&ld, &cfg, config_read_string(&cfg, text) == CONFIG_TRUE);
+    return load_text(&ld, text, strlen(text));
 }

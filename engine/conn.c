@@ -219,6 +219,11 @@ static void ex_end(struct conn *c)
 
     if (ex == &c->w->no_ex)
         return;
+    if (ex->up2) { /* a hedged attempt still racing: nobody waits for it now */
+        atomic_fetch_sub_explicit(&ex->up2->be->inflight, 1, memory_order_relaxed);
+        up_close(ex->up2);
+        ex->up2 = NULL;
+    }
     if (ex->be)
         atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
     buf_free(&ex->replay);
@@ -228,10 +233,21 @@ static void ex_end(struct conn *c)
     c->ex = &c->w->no_ex;
 }
 
-static bool is_idempotent(uint8_t m)
+/* RFC 9110 section 9.2.2's idempotent methods, and any request that carries an
+ * Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): its sender asked the server
+ * to recognise a repeat, so sending it twice is safe by the client's own contract. */
+static bool is_idempotent(const struct h1_request *r)
 {
-    return m == H1_M_GET || m == H1_M_HEAD || m == H1_M_PUT || m == H1_M_DELETE ||
-           m == H1_M_OPTIONS || m == H1_M_TRACE;
+    uint8_t m = r->method_id;
+
+    if (m == H1_M_GET || m == H1_M_HEAD || m == H1_M_PUT || m == H1_M_DELETE || m == H1_M_OPTIONS ||
+        m == H1_M_TRACE)
+        return true;
+    for (uint32_t i = 0; i < r->n_headers; i++)
+        if (r->headers[i].value_len &&
+            h1_span_ieq(r->headers[i].name, r->headers[i].name_len, "idempotency-key"))
+            return true;
+    return false;
 }
 
 static void put_str(struct buf *b, bool *ok, const char *s)
@@ -364,7 +380,7 @@ static void ex_forward(struct conn *c, const char *p, uint32_t n)
         }
     }
     if (ex->up && up_queue(ex->up, p, n))
-        ex_upstream_failed(c, -ENOMEM, "out of memory");
+        ex_upstream_failed(ex->up, -ENOMEM, "out of memory");
 }
 
 /* Moves request body bytes from the client's input to the backend. */
@@ -431,40 +447,61 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Starts an attempt at be: a pooled connection (unless `fresh`) or a new one, with the
+ * request so far queued. The caller stores the result in ex->up or ex->up2 before calling
+ * up_start, since a failure may be reported at once. NULL when out of memory. */
+static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh)
+{
+    struct exchange *ex = c->ex;
+    struct upconn *up = up_get(c->w, ex->t, be, c, fresh);
+
+    if (!up)
+        return NULL;
+    /* least_latency learns from the time to a response head; others need no clock read */
+    if (ex->t->lb == RP_LB_LEAST_LATENCY)
+        up->sent_ns = mono_ns();
+    if (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay))) {
+        up_close(up);
+        return NULL;
+    }
+    return up;
+}
+
 static bool ex_connect(struct conn *c, bool fresh)
 {
     struct exchange *ex = c->ex;
 
-    /* least_latency learns from the time to a response head; others need no clock read */
-    if (ex->t->lb == RP_LB_LEAST_LATENCY)
-        ex->sent_ns = mono_ns();
-    ex->up = up_get(c->w, ex->t, ex->be, c, fresh);
-    if (!ex->up)
-        return false;
-    if (buf_used(&ex->replay) && up_queue(ex->up, buf_data(&ex->replay), buf_used(&ex->replay)))
+    if (!(ex->up = attempt_new(c, ex->be, fresh)))
         return false;
     up_start(ex->up);
     return true;
 }
 
-static bool ex_pick(struct conn *c)
+/* Picks a backend not tried yet for this request and counts the attempt (in flight from
+ * now on); NULL when none is left. The caller makes it ex->be or a hedge's. */
+static struct backend *ex_pick(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct target *t = ex->t;
     struct backend *be = bal_pick(&c->w->bal, t, (const struct sockaddr *)&c->peer, ex->tried);
 
-    if (!be)
-        return false;
+    if (!be && !(be = health_fallback(c->w, t, ex->tried)))
+        return NULL;
     for (uint32_t i = 0; i < t->n_backends && i < 64; i++)
         if (t->backends[i] == be)
             ex->tried |= 1ull << i;
-    if (ex->be)
-        atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
-    ex->be = be;
     ex->attempts++;
     atomic_fetch_add_explicit(&be->inflight, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&be->requests, 1, memory_order_relaxed);
-    return true;
+    return be;
+}
+
+/* Makes be (counted in flight by ex_pick) the exchange's backend, releasing the last one. */
+static void ex_set_backend(struct exchange *ex, struct backend *be)
+{
+    if (ex->be)
+        atomic_fetch_sub_explicit(&ex->be->inflight, 1, memory_order_relaxed);
+    ex->be = be;
 }
 
 /* Answers request r here, before its body (if any) was read: the body is discarded with a
@@ -853,7 +890,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         local_answer(c, r, 404, "no route for this host and path\n");
         return;
     }
-    if (!ex_pick(c)) {
+    if (!(ex->be = ex_pick(c))) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);
         ex_end(c);
@@ -864,7 +901,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex->replayable = true;
     ex->method_id = r->method_id;
     ex->client_minor = r->minor;
-    ex->idempotent = is_idempotent(r->method_id);
+    ex->idempotent = is_idempotent(r);
     ex->close_client = !r->keep_alive || c->w->draining || c->ghost;
     ex->req_body = r->body;
     ex->req_left = r->content_length;
@@ -948,25 +985,19 @@ void conn_cache_resume(struct conn *c, bool served)
 
 /* ---- failures and retries ---------------------------------------------------------------- */
 
-static bool may_retry(struct conn *c, bool stale)
+/* Whether the request may go to another backend after an attempt failed: it must be held
+ * whole for replay and unanswered; after a connect failure nothing was sent, otherwise it
+ * must be safe to send twice. */
+static bool may_retry(struct conn *c, bool connecting)
 {
     struct exchange *ex = c->ex;
 
-    if (!ex->replayable || ex->resp_started || c->w->draining)
+    if (!ex->replayable || ex->resp_started || ex->attempts > (uint8_t)ex->t->max_retries)
         return false;
-    if (stale && !ex->reuse_retried)
-        return true;
-    return ex->idempotent && ex->attempts <= (uint8_t)ex->t->max_retries;
+    return connecting || (ex->idempotent && !c->w->draining);
 }
 
-static bool may_retry_connect(struct conn *c)
-{
-    struct exchange *ex = c->ex;
-
-    return ex->replayable && !ex->resp_started && ex->attempts <= (uint8_t)ex->t->max_retries;
-}
-
-static void report_error(struct conn *c, int err, const char *what)
+static void report_error(struct conn *c, const struct backend *be, int err, const char *what)
 {
     const struct exchange *ex = c->ex;
     const struct hook_list *l = &c->w->s->hooks.err;
@@ -976,7 +1007,7 @@ static void report_error(struct conn *c, int err, const char *what)
     snprintf(msg, sizeof(msg), "%s: %s", what, strerror(-err));
     e = (rp_proxy_error){
         .domain = ex->t->label,
-        .backend = ex->be->addr,
+        .backend = be->addr,
         .attempt = ex->attempts,
         .err = -err,
         .message = msg,
@@ -988,48 +1019,115 @@ static void report_error(struct conn *c, int err, const char *what)
         l->v[i].fn.err(&e, l->v[i].user);
 }
 
-void ex_upstream_failed(struct conn *c, int err, const char *what)
+/* A backend that hangs or resets must not look fast to least_latency. */
+static void observe_failure(const struct upconn *up)
+{
+    if (up->sent_ns) {
+        uint64_t now = mono_ns();
+        bal_observe(up->be, now, now - up->sent_ns);
+    }
+}
+
+/* One of two racing attempts ends (it failed, or lost): the other goes on alone. */
+static void hedge_drop(struct exchange *ex, struct upconn *up)
+{
+    if (up == ex->up) { /* the hedge becomes the attempt */
+        ex->up = ex->up2;
+        ex_set_backend(ex, ex->up->be);
+    } else {
+        atomic_fetch_sub_explicit(&up->be->inflight, 1, memory_order_relaxed);
+    }
+    ex->up2 = NULL;
+    up_close(up);
+}
+
+/* Starts an attempt at be (picked by ex_pick) beside ex->up, as the hedge ex->up2. */
+static void attempt_hedge(struct conn *c, struct backend *be)
 {
     struct exchange *ex = c->ex;
-    struct upconn *up = ex->up;
-    bool connecting = up && up->state == US_CONNECTING;
-    bool stale = up && up->reused && !up->got_bytes && err != -ETIMEDOUT;
-    bool retry;
+    struct upconn *up = attempt_new(c, be, false);
 
-    atomic_fetch_add_explicit(&ex->be->failures, 1, memory_order_relaxed);
-    log_warn("backend %s (%.*s): %s: %s (attempt %u)", ex->be->addr, (int)ex->t->name_len,
-             ex->t->name, what, strerror(-err), ex->attempts);
-    if (ex->sent_ns) { /* a backend that hangs or resets must not look fast */
-        uint64_t now = mono_ns();
-        bal_observe(ex->be, now, now - ex->sent_ns);
+    if (!up) { /* out of memory: the attempt in flight goes on alone */
+        atomic_fetch_sub_explicit(&be->inflight, 1, memory_order_relaxed);
+        return;
     }
-    /* passive health: connect failures, and resets of a fresh connection before any
-     * response byte (a stale pooled connection says nothing about the backend now) */
-    if (connecting || (!stale && !ex->resp_started && err != -ETIMEDOUT && err != -EBADMSG))
-        health_report_failure(c->w, ex->be, strerror(-err));
-    if (up)
-        up_close(up);
+    ex->up2 = up;
+    up_start(up);
+    if (ex->up2 == up) /* (a failure at once dropped it) */
+        sock_flush(c->w, &up->sk);
+}
+
+/* Replaces the attempt ex->up (closed, if any) by one at be (picked by ex_pick). Returns
+ * false when out of memory; on true, a failure reported at once may have answered. */
+static bool attempt_replace(struct conn *c, struct backend *be)
+{
+    struct exchange *ex = c->ex;
+
+    if (ex->up)
+        up_close(ex->up);
+    ex->up = NULL;
+    ex_set_backend(ex, be);
+    if (!ex_connect(c, false))
+        return false;
+    if (c->ex == ex && ex->up)
+        sock_flush(c->w, &ex->up->sk);
+    return true;
+}
+
+void ex_upstream_failed(struct upconn *up, int err, const char *what)
+{
+    struct conn *c = up->c;
+    struct exchange *ex = c->ex;
+    struct backend *be = up->be;
+    bool connecting = up->state == US_CONNECTING;
+    /* a pooled connection that died before answering says nothing about the backend now */
+    bool stale = up->reused && !up->got_bytes && err != -ETIMEDOUT;
+    /* ... and if no byte of the request reached the kernel, the backend cannot have read
+     * it: any request may then go again (its send, if queued, is taken back here) */
+    bool unsent = stale && !up->req_sent && (!up->sk.out.busy || sock_unsend(c->w, &up->sk));
+    struct backend *next;
+    bool refresh;
+
+    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    log_warn("backend %s (%.*s): %s: %s (attempt %u)", be->addr, (int)ex->t->name_len, ex->t->name,
+             what, strerror(-err), ex->attempts);
+    observe_failure(up);
+    /* passive health: refusals, resets and timeouts before any response (but not malformed
+     * responses, or a stale pooled connection) */
+    if (connecting || (!stale && !ex->resp_started && err != -EBADMSG))
+        health_report_failure(c->w, be, strerror(-err));
+    if (ex->up2) { /* hedging: the other attempt goes on */
+        if (c->w->s->hooks.err.n)
+            report_error(c, be, err, what);
+        hedge_drop(ex, up);
+        return;
+    }
+    up_close(up);
     ex->up = NULL;
     if (ex->resp_started) { /* the client has part of a response: only a close tells it */
         conn_close(c);
         return;
     }
-    retry = connecting ? may_retry_connect(c) : may_retry(c, stale);
-    /* a stale pooled connection retried on a fresh one is not an attempt that failed */
-    if (c->w->s->hooks.err.n && !(retry && stale && !ex->reuse_retried))
-        report_error(c, err, what);
-    if (retry && stale && !ex->reuse_retried) {
+    /* Once per request, a request that met a stale pooled connection goes again on a fresh
+     * connection to the same backend: not a failed attempt. A non-idempotent one only when
+     * it provably was not sent: it may have been read and acted on (HAProxy and nginx
+     * refuse the same replay). */
+    refresh = stale && !ex->reuse_retried && ex->replayable && (ex->idempotent || unsent) &&
+              !c->w->draining;
+    if (c->w->s->hooks.err.n && !refresh)
+        report_error(c, be, err, what);
+    if (refresh) {
         ex->reuse_retried = true; /* same backend, fresh connection */
         if (ex_connect(c, true)) {
-            sock_flush(c->w, &ex->up->sk);
+            if (ex->up)
+                sock_flush(c->w, &ex->up->sk);
             return;
         }
-    } else if (retry && ex_pick(c)) {
-        if (ex_connect(c, false)) {
-            sock_flush(c->w, &ex->up->sk);
-            return;
-        }
+    } else if (may_retry(c, connecting) && (next = ex_pick(c)) && attempt_replace(c, next)) {
+        return;
     }
+    if (c->sk.dead || c->ex != ex || ex->up)
+        return; /* a retry's failure reported at once already answered */
     if (ex->pc && pc_serve_stale_on_error(c)) { /* stale-if-error */
         ex_end(c);
         conn_update_timer(c);
@@ -1041,30 +1139,65 @@ void ex_upstream_failed(struct conn *c, int err, const char *what)
     conn_update_timer(c);
 }
 
-/* ---- the backend's side of the exchange -------------------------------------------------- */
-
-void ex_upstream_ready(struct conn *c)
+void ex_try_timeout(struct upconn *up)
 {
-    conn_update_timer(c);
+    struct conn *c = up->c;
+    struct exchange *ex = c->ex;
+    struct backend *be = up->be, *next;
+
+    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    log_warn("backend %s (%.*s): no response within try_timeout (attempt %u)", be->addr,
+             (int)ex->t->name_len, ex->t->name, ex->attempts);
+    observe_failure(up);
+    health_report_failure(c->w, be, "no response within try_timeout");
+    up_update_timer(up); /* the attempt goes on under read_timeout unless replaced */
+    /* only a whole request held for replay, safe to send twice, goes to another backend */
+    if (!ex->idempotent || !ex->replayable || !ex->req_done || ex->resp_started || c->w->draining ||
+        ex->attempts > (uint8_t)ex->t->max_retries)
+        return;
+    if (!(next = ex_pick(c)))
+        return; /* nowhere else to go */
+    if (ex->t->hedge) {
+        /* keep this attempt, the first response head of the two wins; if two already
+         * race, this one gives way to the new one */
+        if (ex->up2)
+            hedge_drop(ex, up);
+        attempt_hedge(c, next);
+        return;
+    }
+    if (c->w->s->hooks.err.n)
+        report_error(c, be, -ETIMEDOUT, "no response within try_timeout");
+    if (!attempt_replace(c, next) && !c->sk.dead && c->ex == ex && !ex->up) {
+        ex_end(c); /* out of memory */
+        respond_error(c, 502);
+        conn_update_timer(c);
+    }
 }
 
-void ex_upstream_sent(struct conn *c)
+/* ---- the backend's side of the exchange -------------------------------------------------- */
+
+void ex_upstream_ready(struct upconn *up)
 {
+    conn_update_timer(up->c);
+}
+
+void ex_upstream_sent(struct upconn *up)
+{
+    struct conn *c = up->c;
+
     /* The backend took our bytes: read more of the client's body if we held it back. */
-    if (c->recv_paused && c->ex->up && outq_bytes(&c->ex->up->sk.out) < WINDOW_BYTES / 2) {
+    if (c->recv_paused && c->ex->up == up && outq_bytes(&up->sk.out) < WINDOW_BYTES / 2) {
         c->recv_paused = false;
         sock_recv_start(c->w, &c->sk);
         conn_process(c);
     }
 }
 
-static bool resp_skip_header(const struct exchange *ex, const struct h1_header *h)
+/* Content-Length is always ours: one field with the parsed value (RFC 9110 section 8.6:
+ * "5, 5" or two equal fields must not be passed on as they came), none when re-framing. */
+static bool resp_skip_header(const struct h1_header *h)
 {
-    if (h->hop)
-        return true;
-    /* our framing replaces the backend's when we re-frame the body */
-    return h->kind == H1_H_CONTENT_LENGTH &&
-           (ex->resp_body == H1_BODY_CHUNKED || ex->resp_body == H1_BODY_UNTIL_CLOSE);
+    return h->hop || h->kind == H1_H_CONTENT_LENGTH;
 }
 
 /* Where a head is composed: straight into the output in the clear; on TLS into the worker's
@@ -1108,8 +1241,13 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
         put_str(b, &ok, h1_reason(r->status));
     buf_put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++)
-        if (!resp_skip_header(ex, &r->headers[i]))
+        if (!resp_skip_header(&r->headers[i]))
             put_header(b, &ok, &r->headers[i]);
+    if (r->has_length && r->status != 204) { /* 204 must not have one (RFC 9110 8.6) */
+        snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
+                 (unsigned long long)r->content_length);
+        put_str(b, &ok, line);
+    }
     if (ex->resp_body == H1_BODY_CHUNKED && !ex->resp_dechunk)
         put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
     if (ex->close_client)
@@ -1196,7 +1334,7 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
         char *dec = ex->resp_dechunk ? p : ex->pc ? pc_dechunk_buf(ex, n) : NULL;
         k = h1_chunked_feed(&ex->resp_ck, p, n, dec, &out_len, &done);
         if (k < 0) {
-            ex_upstream_failed(c, -EBADMSG, "bad chunked response body");
+            ex_upstream_failed(ex->up, -EBADMSG, "bad chunked response body");
             return 0;
         }
         ex->resp_done = done;
@@ -1267,9 +1405,9 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
 
     ex->resp_started = true;
     health_report_success(c->w, ex->be);
-    if (ex->sent_ns) {
+    if (ex->up->sent_ns) {
         uint64_t now = mono_ns();
-        bal_observe(ex->be, now, now - ex->sent_ns);
+        bal_observe(ex->be, now, now - ex->up->sent_ns);
     }
     ex->resp_body = r->body;
     ex->resp_left = r->content_length;
@@ -1296,6 +1434,16 @@ static void ex_begin_response(struct conn *c, const struct h1_response *r)
         write_response_head(c, r, NULL);
 }
 
+/* Whether the chunked body bytes that came with a response head are well framed so far:
+ * checked before the head is relayed, so a response that breaks at once is a 502. */
+static bool chunks_ok(const char *p, uint32_t n)
+{
+    struct h1_chunked ck = {0};
+    bool done = false;
+
+    return !n || h1_chunked_feed(&ck, p, n, NULL, NULL, &done) >= 0;
+}
+
 static bool ex_alive(const struct conn *c, const struct upconn *up)
 {
     return !c->sk.dead && c->ex->active && c->ex->up == up;
@@ -1315,16 +1463,21 @@ static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t 
             h1_parse_response(p + off, n - off, &r, &c->w->s->lim, (enum h1_method)ex->method_id);
         if (rc == -EAGAIN) {
             if (n - off > c->w->s->lim.max_head_bytes * 2u)
-                ex_upstream_failed(c, -E2BIG, "response head too large");
+                ex_upstream_failed(up, -E2BIG, "response head too large");
             return off;
         }
         if (rc < 0 || r.status == 101) {
-            ex_upstream_failed(c, rc < 0 ? -EBADMSG : -EPROTO,
+            ex_upstream_failed(up, rc < 0 ? -EBADMSG : -EPROTO,
                                rc < 0 ? "malformed response head"
                                       : "101 Switching Protocols is not supported");
             return off;
         }
         off += (uint32_t)rc;
+        if (r.status >= 200 && r.body == H1_BODY_CHUNKED && !chunks_ok(p + off, n - off)) {
+            /* nothing of this response reached the client yet: it gets a clean 502 */
+            ex_upstream_failed(up, -EBADMSG, "bad chunked response body");
+            return off;
+        }
         if (r.status < 200)
             write_interim(c, &r);
         else
@@ -1355,13 +1508,48 @@ static void ex_after_relay(struct conn *c)
     conn_update_timer(c);
 }
 
-void ex_response_data(struct conn *c, char *p, uint32_t n)
+/* While two attempts race (hedge), each one's bytes wait in its input until it holds a whole
+ * response head; the first to hold one wins and the other is closed. Returns true when `up`
+ * has just won (its bytes are in up->sk.in), false while undecided or when up failed. */
+static bool hedge_race(struct conn *c, struct upconn *up, const char *p, uint32_t n)
 {
-    struct upconn *up = c->ex->up;
+    struct exchange *ex = c->ex;
+    struct h1_header hdrs[MAX_HEADERS_CAP];
+    struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+    struct buf *in = &up->sk.in;
+    int rc;
+
+    if (buf_append(in, p, n)) {
+        ex_upstream_failed(up, -ENOMEM, "out of memory");
+        return false;
+    }
+    rc = h1_parse_response(buf_data(in), buf_used(in), &r, &c->w->s->lim,
+                           (enum h1_method)ex->method_id);
+    if (rc == -EAGAIN) {
+        if (buf_used(in) > c->w->s->lim.max_head_bytes * 2u)
+            ex_upstream_failed(up, -E2BIG, "response head too large");
+        return false;
+    }
+    if (rc < 0) { /* ex_consume would fail it too; let the other attempt go on */
+        ex_upstream_failed(up, -EBADMSG, "malformed response head");
+        return false;
+    }
+    hedge_drop(ex, up == ex->up ? ex->up2 : ex->up);
+    return true;
+}
+
+void ex_response_data(struct upconn *up, char *p, uint32_t n)
+{
+    struct conn *c = up->c;
     struct buf *in = &up->sk.in;
     uint32_t k;
 
     up->got_bytes = true;
+    if (c->ex->up2) {
+        if (!hedge_race(c, up, p, n))
+            return;
+        n = 0; /* up won: its bytes are all in `in` */
+    }
     if (!buf_used(in)) {
         /* the common case: heads parsed and bodies relayed straight from the receive buffer;
          * only a partial head (or bytes past the response) is kept */
@@ -1369,7 +1557,7 @@ void ex_response_data(struct conn *c, char *p, uint32_t n)
         if (ex_alive(c, up) && k < n && buf_append(in, p + k, n - k))
             conn_close(c);
     } else {
-        if (buf_append(in, p, n)) {
+        if (n && buf_append(in, p, n)) {
             conn_close(c);
             return;
         }
@@ -1382,17 +1570,18 @@ void ex_response_data(struct conn *c, char *p, uint32_t n)
     conn_flush_out(c); /* the head and the body that came with it, in one send */
 }
 
-void ex_response_eof(struct conn *c)
+void ex_response_eof(struct upconn *up)
 {
+    struct conn *c = up->c;
     struct exchange *ex = c->ex;
 
-    if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE) {
+    if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE && up == ex->up) {
         ex->resp_done = true;
         ex->up->reuse_ok = false;
         ex_finish(c);
         return;
     }
-    ex_upstream_failed(c, -ECONNRESET,
+    ex_upstream_failed(up, -ECONNRESET,
                        ex->resp_started ? "closed mid-response" : "closed before responding");
 }
 

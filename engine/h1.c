@@ -741,6 +741,7 @@ static int response_semantics(struct h1_response *res, enum h1_method req_method
     if (!cl_ok)
         return -1;
     res->content_length = cl;
+    res->has_length = have_cl;
     if (bodyless || (have_cl && cl == 0))
         res->body = H1_BODY_NONE;
     else if (have_cl)

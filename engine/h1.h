@@ -92,6 +92,8 @@ struct h1_response {
     uint8_t minor;
     uint8_t body;    /* enum h1_body_kind */
     bool keep_alive; /* the backend lets the connection be reused after this response */
+    bool has_length; /* framed by Content-Length (no Transfer-Encoding): content_length is
+                        its value, however many equal fields or list members carried it */
     uint64_t content_length;
     struct h1_header *headers;
     uint32_t headers_cap;

@@ -137,18 +137,18 @@ struct exchange {
     bool close_client;  /* close the client connection after this response */
     bool replayable;    /* `replay` holds the whole request so far */
     bool reuse_retried; /* already retried once after a stale pooled connection */
-    bool idempotent;
+    bool idempotent;    /* may be sent again: an idempotent method, or an Idempotency-Key */
     uint8_t method_id;
     uint8_t client_minor;
     uint8_t req_body, resp_body; /* enum h1_body_kind */
     uint8_t attempts;            /* backends tried so far */
     uint64_t tried;              /* bit i: the target's backend i was tried */
     uint64_t req_left, resp_left, req_bytes;
-    uint64_t sent_ns; /* when the request went to the backend (least_latency only) */
     struct h1_chunked req_ck, resp_ck;
     struct target *t;
-    struct backend *be;
+    struct backend *be; /* the backend of `up`, the attempt whose response is relayed */
     struct upconn *up;
+    struct upconn *up2;   /* hedge = true: a second attempt racing `up` (its backend up2->be) */
     struct buf replay;    /* upstream request head + body bytes, while replayable; for a local
                              endpoint: the client's head, then the decoded body */
     struct ex_more *more; /* what only some exchanges need, NULL for the others */
@@ -188,9 +188,12 @@ struct upconn {
     bool got_bytes;               /* a response byte arrived for the current request */
     bool reuse_ok;                /* the backend allows another request on this connection */
     bool needs_socket;            /* new: up_start() makes its socket and connects */
+    bool req_sent;                /* a send of the current request completed */
     struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
     struct buf tls_wait;          /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;
+    uint64_t try_deadline_ms; /* try_timeout of the current attempt; 0: none, or it fired */
+    uint64_t sent_ns;         /* when the attempt started (least_latency only) */
 };
 
 struct pool {
@@ -323,6 +326,10 @@ void sock_recv_stop(struct worker *w, struct sock *s);
 int sock_queue(struct sock *s, const void *p, uint32_t n);
 int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
 void sock_flush(struct worker *w, struct sock *s);
+/* Takes back the send in flight if its SQE has not been submitted yet: it becomes a no-op
+ * and no byte of it reaches the kernel. Returns whether it did (false: no send in flight, or
+ * the kernel has it). For a sock about to be killed: its output is lost either way. */
+bool sock_unsend(struct worker *w, struct sock *s);
 /* Shuts the write side (FIN after what was sent). Held like any op on the sock, so the fd is
  * closed only after it ran: io_uring may resolve the fd number late, in an io-wq worker. */
 void sock_shutdown_write(struct worker *w, struct sock *s);
@@ -364,14 +371,16 @@ void conn_cache_resume(struct conn *c, bool served);
 bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
                         struct cache_fill *fill);
 
-/* Called by upstream.c as the backend side progresses. */
-void ex_upstream_ready(struct conn *c);
-void ex_upstream_sent(struct conn *c);
-/* Response bytes from the backend; returns false if the exchange ended and `up` is gone. */
-void ex_response_data(struct conn *c, char *p, uint32_t n);
-void ex_response_eof(struct conn *c);
-/* The backend failed; err is a negative errno (-ETIMEDOUT for timeouts). */
-void ex_upstream_failed(struct conn *c, int err, const char *what);
+/* Called by upstream.c as an attempt (`up`, serving up->c) progresses. */
+void ex_upstream_ready(struct upconn *up);
+void ex_upstream_sent(struct upconn *up);
+/* Response bytes from the backend; the exchange may end (and `up` go) before this returns. */
+void ex_response_data(struct upconn *up, char *p, uint32_t n);
+void ex_response_eof(struct upconn *up);
+/* The attempt failed; err is a negative errno (-ETIMEDOUT for timeouts). */
+void ex_upstream_failed(struct upconn *up, int err, const char *what);
+/* The attempt's try_timeout passed without a response head. */
+void ex_try_timeout(struct upconn *up);
 
 /* ---- pcache.c: the request path's use of the cache ------------------------------------------ */
 

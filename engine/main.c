@@ -51,13 +51,15 @@ static int parse_args(int argc, char **argv, const char **path, bool *test, int 
         case 't':
             *test = true;
             break;
-        case 'w':
-            *workers = (int)strtol(optarg, &end, 10);
-            if (*end || *workers < 1 || *workers > 1024) {
+        case 'w': {
+            long n = strtol(optarg, &end, 10); /* checked before it is narrowed */
+            *workers = n >= 1 && n <= 1024 ? (int)n : 0;
+            if (*end || end == optarg || !*workers) {
                 fprintf(stderr, "ringproxy: -w wants a number from 1 to 1024, got '%s'\n", optarg);
                 return 2;
             }
             break;
+        }
         case 'h':
             usage(stdout);
             exit(0);

@@ -83,6 +83,12 @@ typedef struct rp_domain_config {
     const char *tls_ca_file;
     bool tls_no_verify;
     bool no_cache; /* never use the response cache for this domain (config: cache = false) */
+    /* try_timeout: an attempt at an idempotent request (or one with an Idempotency-Key) that
+     * has no response head this long after it started is retried on another backend, and
+     * counts as a failure for passive health. 0 (the default): off. With `hedge`, the slow
+     * attempt is kept and the first response head of the two wins (the other is closed). */
+    uint32_t try_timeout_ms;
+    bool hedge;
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */

@@ -251,6 +251,8 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
     t->write_timeout_ms = or_default(d->write_timeout_ms, DEF_WRITE_MS);
     t->idle_timeout_ms = or_default(d->idle_timeout_ms, DEF_IDLE_MS);
     t->max_retries = d->max_retries == 0 ? DEF_RETRIES : d->max_retries < 0 ? 0 : d->max_retries;
+    t->try_timeout_ms = d->try_timeout_ms;
+    t->hedge = d->hedge;
     t->max_idle = d->max_idle_conns == 0  ? DEF_MAX_IDLE
                   : d->max_idle_conns < 0 ? 0
                                           : d->max_idle_conns;

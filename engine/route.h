@@ -42,8 +42,10 @@ struct target {
     uint32_t n_backends;
     rp_lb_strategy lb;
     uint32_t connect_timeout_ms, read_timeout_ms, write_timeout_ms, idle_timeout_ms;
-    int max_retries; /* resolved: 0 means none */
-    int max_idle;    /* resolved: 0 means no pooling */
+    int max_retries;         /* resolved: 0 means none */
+    uint32_t try_timeout_ms; /* 0: off */
+    bool hedge;
+    int max_idle; /* resolved: 0 means no pooling */
     bool preserve_host;
     char *host_header;         /* NULL: not set */
     rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */

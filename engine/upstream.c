@@ -72,6 +72,10 @@ void up_update_timer(struct upconn *up)
         else
             deadline = w->now_ms + up->t->read_timeout_ms;
     }
+    /* an attempt's try_timeout runs from its start until the first response byte */
+    if (up->try_deadline_ms && !up->got_bytes && up->state != US_IDLE &&
+        (!deadline || up->try_deadline_ms < deadline))
+        deadline = up->try_deadline_ms;
     if (!deadline)
         timer_disarm(w->tw, &up->sk.tm);
     else if (!timer_armed(&up->sk.tm) || up->sk.tm.deadline_ms != deadline)
@@ -123,6 +127,8 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, st
     up->c = c;
     up->got_bytes = false;
     up->reuse_ok = false;
+    up->req_sent = false;
+    up->try_deadline_ms = t->try_timeout_ms ? w->now_ms + t->try_timeout_ms : 0;
     up_update_timer(up);
     up->needs_socket = new_conn;
     return up;
@@ -141,7 +147,7 @@ void up_on_socket(struct upconn *up, int res)
     int one = 1;
 
     if (res < 0) {
-        ex_upstream_failed(up->c, res, "cannot create a socket");
+        ex_upstream_failed(up, res, "cannot create a socket");
         return;
     }
     up->sk.fd = res;
@@ -198,18 +204,18 @@ static int up_start_tls(struct upconn *up)
 void up_on_connect(struct upconn *up, int res)
 {
     if (res < 0) {
-        ex_upstream_failed(up->c, res == -ECANCELED ? -ETIMEDOUT : res, "connect failed");
+        ex_upstream_failed(up, res == -ECANCELED ? -ETIMEDOUT : res, "connect failed");
         return;
     }
     up->state = US_READY;
     if (up->be->tls && (res = up_start_tls(up))) {
-        ex_upstream_failed(up->c, res, "TLS set-up failed");
+        ex_upstream_failed(up, res, "TLS set-up failed");
         return;
     }
     sock_recv_start(up->w, &up->sk);
     sock_flush(up->w, &up->sk);
     up_update_timer(up);
-    ex_upstream_ready(up->c);
+    ex_upstream_ready(up);
 }
 
 static void up_plain_data(struct upconn *up, char *p, uint32_t n)
@@ -219,8 +225,9 @@ static void up_plain_data(struct upconn *up, char *p, uint32_t n)
         up_close(up);
         return;
     }
+    up->got_bytes = true; /* before the timer: try_timeout stops at the first byte */
     up_update_timer(up);
-    ex_response_data(up->c, p, n);
+    ex_response_data(up, p, n);
 }
 
 /* Once the handshake is done, the request held back during it goes out. */
@@ -256,7 +263,7 @@ static void up_tls_data(struct upconn *up, const char *p, uint32_t n)
     if (k < 0 || up_release_wait(up)) {
         snprintf(why, sizeof(why), "TLS: %s", tls_error(up->tls));
         if (up->c && up->state == US_READY)
-            ex_upstream_failed(up->c, -EPROTO, why);
+            ex_upstream_failed(up, -EPROTO, why);
         else
             up_close(up);
         return;
@@ -279,15 +286,16 @@ void up_on_eof(struct upconn *up, int err)
         return;
     }
     if (err)
-        ex_upstream_failed(up->c, err, up->got_bytes ? "failed mid-response" : "failed");
+        ex_upstream_failed(up, err, up->got_bytes ? "failed mid-response" : "failed");
     else
-        ex_response_eof(up->c);
+        ex_response_eof(up);
 }
 
 void up_on_sent(struct upconn *up)
 {
+    up->req_sent = true;
     if (up->c)
-        ex_upstream_sent(up->c);
+        ex_upstream_sent(up);
     up_update_timer(up);
 }
 
@@ -338,16 +346,21 @@ static void up_timeout(struct timer *t, uint64_t now)
 {
     struct upconn *up = (struct upconn *)((char *)t - offsetof(struct sock, tm));
 
-    (void)now;
+    if (up->try_deadline_ms && !up->got_bytes && up->state != US_IDLE &&
+        now >= up->try_deadline_ms) {
+        up->try_deadline_ms = 0; /* once per attempt */
+        ex_try_timeout(up);
+        return;
+    }
     switch (up->state) {
     case US_IDLE:
         up_close(up);
         break;
     case US_CONNECTING:
-        ex_upstream_failed(up->c, -ETIMEDOUT, "connect timed out");
+        ex_upstream_failed(up, -ETIMEDOUT, "connect timed out");
         break;
     default:
-        ex_upstream_failed(up->c, -ETIMEDOUT,
+        ex_upstream_failed(up, -ETIMEDOUT,
                            up->sk.out.busy ? "write timed out"
                            : up->got_bytes ? "read timed out mid-response"
                                            : "no response within read_timeout");

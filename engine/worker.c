@@ -167,6 +167,26 @@ void sock_flush(struct worker *w, struct sock *s)
     s->inflight++;
 }
 
+bool sock_unsend(struct worker *w, struct sock *s)
+{
+    struct io_uring_sq *sq = &w->ring.sq;
+    uint64_t ud = ud_of(s, OP_SEND);
+
+    if (!s->out.busy)
+        return false;
+    /* liburing hands out SQEs from sqe_head to sqe_tail and gives them to the kernel only
+     * when it submits: one in that range has not been read by the kernel yet */
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+        if (sqe->user_data != ud || sqe->opcode != IORING_OP_SEND)
+            continue;
+        io_uring_prep_nop(sqe); /* completes with 0, as the send would have: on_send frees */
+        sqe->user_data = ud;
+        return true;
+    }
+    return false;
+}
+
 void sock_open(struct worker *w, struct sock *s, int family)
 {
     struct io_uring_sqe *sqe;
@@ -468,6 +488,8 @@ static void force_close_all(struct worker *w)
         next = c->next;
         if (c->ex->up)
             up_close(c->ex->up);
+        if (c->ex->up2)
+            up_close(c->ex->up2);
         sock_kill(w, &c->sk);
     }
     pools_close_all(w);

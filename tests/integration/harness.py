@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -262,20 +263,44 @@ class Procs:
         return bad
 
 
-class ScriptedBackend:
-    """A backend on a thread that answers each connection's first request with fixed bytes
-    (then closes, or keeps reading if keep=True): for framings ringorigin does not make."""
+class Req:
+    def __init__(self, conn, n, method, path, headers, body):
+        self.conn = conn  # backend connection number, from 1
+        self.n = n        # request number on that connection, from 1
+        self.method = method
+        self.path = path
+        self.headers = headers  # list of (name lowercased, value)
+        self.body = body
 
-    def __init__(self, reply, keep=False):
-        self.reply = reply if isinstance(reply, bytes) else reply.encode()
-        self.keep = keep
-        self.requests = []
+    def header(self, name):
+        for k, v in self.headers:
+            if k == name.lower():
+                return v
+        return None
+
+    def __repr__(self):
+        return f"<Req {self.method} {self.path} conn={self.conn} n={self.n} body={len(self.body)}>"
+
+
+class ScriptBackend:
+    """A backend for what ringorigin will not do (misbehave, hang, reset after reading): a
+    socket server on a thread (127.0.0.1, port 0). Each request it reads (the head, and
+    the body by its framing when read_body) goes to script(req), which returns a list of
+    actions: bytes are sent, a float sleeps that long, "close" closes, "reset" closes with an
+    RST, "drain" reads until EOF and closes. The connection then reads its next request."""
+
+    def __init__(self, script, read_body=True):
+        self.script = script
+        self.read_body = read_body
+        self.log = []
+        self.errors = []
+        self.conns = 0
+        self.lock = threading.Lock()
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(64)
         self.port = self.ls.getsockname()[1]
-        self.t = threading.Thread(target=self._serve, daemon=True)
-        self.t.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
         while True:
@@ -283,30 +308,111 @@ class ScriptedBackend:
                 c, _ = self.ls.accept()
             except OSError:
                 return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+            with self.lock:
+                self.conns += 1
+                no = self.conns
+            threading.Thread(target=self._one, args=(c, no), daemon=True).start()
 
-    def _one(self, c):
-        data = b""
+    @staticmethod
+    def _recv_until(c, buf, cond):
+        while not cond(buf):
+            chunk = c.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _read_body(self, c, headers, buf):
+        h = dict(headers)
+        if "chunked" in h.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                buf = self._recv_until(c, buf, lambda b: b"\r\n" in b)
+                line, buf = buf.split(b"\r\n", 1)
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    buf = self._recv_until(c, buf, lambda b: b"\r\n" in b)
+                    while not buf.startswith(b"\r\n"):  # trailers
+                        buf = buf.split(b"\r\n", 1)[1]
+                        buf = self._recv_until(c, buf, lambda b: b"\r\n" in b)
+                    return body, buf[2:]
+                buf = self._recv_until(c, buf, lambda b: len(b) >= size + 2)
+                body, buf = body + buf[:size], buf[size + 2:]
+        n = int(h.get("content-length", "0"))
+        buf = self._recv_until(c, buf, lambda b: len(b) >= n)
+        return buf[:n], buf[n:]
+
+    def _one(self, c, no):
         c.settimeout(5)
+        buf = b""
+        n = 0
         try:
             while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                self.requests.append(head)
-                c.sendall(self.reply)
-                if not self.keep:
+                try:
+                    buf = self._recv_until(c, buf, lambda b: b"\r\n\r\n" in b)
+                except EOFError:
                     return
-        except OSError:
-            pass
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = []
+                for line in lines[1:]:
+                    k, v = line.split(":", 1)
+                    headers.append((k.strip().lower(), v.strip()))
+                body = b""
+                if self.read_body:
+                    body, buf = self._read_body(c, headers, buf)
+                n += 1
+                req = Req(no, n, method, path, headers, body)
+                with self.lock:
+                    self.log.append(req)
+                for a in self.script(req):
+                    if isinstance(a, bytes):
+                        c.sendall(a)
+                    elif isinstance(a, float):
+                        time.sleep(a)
+                    elif a == "close":
+                        return
+                    elif a == "reset":
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        return
+                    elif a == "drain":
+                        while c.recv(65536):
+                            pass
+                        return
+                    else:
+                        raise ValueError(a)
+        except (OSError, EOFError):
+            pass  # the proxy gave up on this connection: expected for most scripts
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(e))
         finally:
             c.close()
 
+    def requests_for(self, path):
+        with self.lock:
+            return [r for r in self.log if r.path == path]
+
+    def conns_of(self, path):
+        return {r.conn for r in self.requests_for(path)}
+
     def close(self):
         self.ls.close()
+
+
+class ScriptedBackend(ScriptBackend):
+    """Answers each connection's first request with fixed bytes, then closes (or, with
+    keep=True, answers every request on it the same way): framings ringorigin does not make.
+    `requests` lists the requests seen."""
+
+    def __init__(self, reply, keep=False):
+        reply = reply if isinstance(reply, bytes) else reply.encode()
+        super().__init__(lambda req: [reply] if keep else [reply, "close"], read_body=False)
+
+    @property
+    def requests(self):
+        with self.lock:
+            return list(self.log)
 
 
 def origin_stats(port):

@@ -258,8 +258,8 @@ def test_garbage_from_backend_is_502(P):
 
 def test_broken_body_from_backend_cuts_the_response(P):
     # the head went out already: the only honest signal left is closing before the end
-    for reply in (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-                  b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"):
+    # (a bad chunk that comes with the head is a 502 instead: test_misbehave)
+    for reply in (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",):
         be = ScriptedBackend(reply)
         px = P.proxy(domain_conf("test.local", [be.port], "max_retries = 0;"))
         c = Client(px.port)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -19,11 +20,14 @@
 
 #define ERRLEN 512
 
-/* Writes text to a fresh temp file, loads it, removes the file. path gets the file's name. */
-static int load_text(const char *text, char path[64], struct rp_file_config *c, char *err)
+/* A route, for files that test something else: a file with nothing to serve is refused. */
+#define R1 "routes = ( { path_prefix = \"/\"; backend = \"http://127.0.0.1:1\"; } );\n"
+
+/* Writes text[0..n) to a fresh temp file, loads it, removes the file. path gets its name. */
+static int load_bytes(const char *text, size_t n, char path[64], struct rp_file_config *c,
+                      char *err)
 {
     int fd, rc;
-    size_t n = strlen(text);
 
     strcpy(path, "/tmp/rp_test_config_XXXXXX");
     fd = mkstemp(path);
@@ -33,6 +37,11 @@ static int load_text(const char *text, char path[64], struct rp_file_config *c, 
     rc = rp_file_config_load(path, c, err, ERRLEN);
     unlink(path);
     return rc;
+}
+
+static int load_text(const char *text, char path[64], struct rp_file_config *c, char *err)
+{
+    return load_bytes(text, strlen(text), path, c, err);
 }
 
 static void load_ok(const char *text, struct rp_file_config *c)
@@ -175,16 +184,18 @@ static void test_design_example(void **state)
     assert_null(c.cache.rules);
 }
 
-static void test_empty_file_is_all_defaults(void **state)
+/* A file with one route and nothing else: every server field is the library's default. */
+static void test_routes_only_is_all_defaults(void **state)
 {
     struct rp_file_config c, zero;
 
     (void)state;
     memset(&zero, 0, sizeof(zero));
-    load_ok("# nothing but a comment\n", &c);
+    load_ok("# nothing but a comment and a route\n" R1, &c);
     assert_memory_equal(&c.server, &zero.server, sizeof(zero.server));
     assert_int_equal(c.n_domains, 0);
-    assert_int_equal(c.n_routes, 0);
+    assert_int_equal(c.n_routes, 1);
+    assert_string_equal(c.routes[0].backend, "http://127.0.0.1:1");
     assert_false(c.has_cache);
     assert_memory_equal(&c.cache, &zero.cache, sizeof(zero.cache));
     assert_null(c.server.admin_listen);
@@ -197,14 +208,14 @@ static void test_listen_forms(void **state)
     struct rp_file_config c;
 
     (void)state;
-    load_ok("listen = [\"0.0.0.0:80\", \"[::]:80\", \"127.0.0.1:65535\", \"[::1]:1\"];", &c);
+    load_ok("listen = [\"0.0.0.0:80\", \"[::]:80\", \"127.0.0.1:65535\", \"[::1]:1\"];\n" R1, &c);
     assert_int_equal(c.server.n_listen, 4);
     assert_string_equal(c.server.listen[0], "0.0.0.0:80");
     assert_string_equal(c.server.listen[1], "[::]:80");
     assert_string_equal(c.server.listen[2], "127.0.0.1:65535");
     assert_string_equal(c.server.listen[3], "[::1]:1");
     rp_file_config_free(&c);
-    load_ok("listen = ( \"10.1.2.3:8080\", \"[fe80::1:2]:9000\" );", &c);
+    load_ok("listen = ( \"10.1.2.3:8080\", \"[fe80::1:2]:9000\" );\n" R1, &c);
     assert_int_equal(c.server.n_listen, 2);
     assert_string_equal(c.server.listen[1], "[fe80::1:2]:9000");
     rp_file_config_free(&c);
@@ -220,7 +231,7 @@ static void test_server_fields(void **state)
             "shutdown_timeout = \"1h\";\n"
             "max_header_bytes = \"64KiB\"; max_body_size = 3000000000L;\n"
             "max_header_count = 200; max_target_len = 16384;\n"
-            "log_level = \"debug\";\n",
+            "log_level = \"debug\";\n" R1,
             &c);
     assert_int_equal(c.server.workers, 1024);
     assert_int_equal(c.server.header_timeout_ms, 250);
@@ -233,13 +244,13 @@ static void test_server_fields(void **state)
     assert_int_equal(c.server.log_level, 2);
     rp_file_config_free(&c);
 
-    load_ok("max_header_bytes = 8192; max_body_size = \"1GiB\"; log_level = \"warn\";", &c);
+    load_ok("max_header_bytes = 8192; max_body_size = \"1GiB\"; log_level = \"warn\";\n" R1, &c);
     assert_int_equal(c.server.max_header_bytes, 8192);
     assert_int_equal(c.server.max_body_bytes, 1ULL << 30);
     assert_int_equal(c.server.log_level, 1);
     rp_file_config_free(&c);
 
-    load_ok("log_level = \"info\"; max_body_size = \"10MB\";", &c);
+    load_ok("log_level = \"info\"; max_body_size = \"10MB\";\n" R1, &c);
     assert_int_equal(c.server.log_level, 0);
     assert_int_equal(c.server.max_body_bytes, 10000000);
     rp_file_config_free(&c);
@@ -321,7 +332,8 @@ static void test_load_string(void **state)
     char err[ERRLEN];
 
     (void)state;
-    assert_int_equal(rp_file_config_load_string("workers = 3;", "mem.conf", &c, err, ERRLEN), 0);
+    assert_int_equal(rp_file_config_load_string("workers = 3;\n" R1, "mem.conf", &c, err, ERRLEN),
+                     0);
     assert_int_equal(c.server.workers, 3);
     rp_file_config_free(&c);
     assert_int_equal(rp_file_config_load_string("\nworkers = 0;", "mem.conf", &c, err, ERRLEN),
@@ -330,6 +342,14 @@ static void test_load_string(void **state)
     rp_file_config_free(&c);
     assert_int_equal(rp_file_config_load_string("a = ;", "mem.conf", &c, err, ERRLEN), -EINVAL);
     assert_string_equal(err, "mem.conf:1: syntax error");
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load_string("workers = 3;", "mem.conf", &c, err, ERRLEN),
+                     -EINVAL);
+    assert_string_equal(err, "mem.conf: nothing to serve: no domains and no routes");
+    rp_file_config_free(&c);
+    assert_int_equal(rp_file_config_load_string("\nworkers = 4294967297;", NULL, &c, err, ERRLEN),
+                     -EINVAL);
+    assert_string_equal(err, "(string):2: workers: must be 1-1024, got 4294967297");
     rp_file_config_free(&c);
 }
 
@@ -340,19 +360,19 @@ static void test_cache_defaults(void **state)
 
     (void)state;
     memset(&zero, 0, sizeof(zero));
-    load_ok("cache = {};", &c);
+    load_ok("cache = {};\n" R1, &c);
     assert_true(c.has_cache);
     assert_memory_equal(&c.cache, &zero, sizeof(zero)); /* every field: the library's default */
     rp_file_config_free(&c);
     assert_false(c.has_cache);
 
-    load_ok("cache = { rules = (); };", &c);
+    load_ok("cache = { rules = (); };\n" R1, &c);
     assert_true(c.has_cache);
     assert_int_equal(c.cache.n_rules, 0);
     rp_file_config_free(&c);
 
     /* a rule with nothing but its prefix leaves the rest to the defaults */
-    load_ok("cache = { rules = ( { path_prefix = \"/\"; } ); };", &c);
+    load_ok("cache = { rules = ( { path_prefix = \"/\"; } ); };\n" R1, &c);
     assert_int_equal(c.cache.n_rules, 1);
     assert_string_equal(c.cache.rules[0].path_prefix, "/");
     assert_int_equal(c.cache.rules[0].max_age_ms, 0);
@@ -378,7 +398,7 @@ static void test_cache_fields(void **state)
             "    { path_prefix = \"/api/v1/\"; methods = ( \"HEAD\" );\n"
             "      status_only = ( 599, 404, 200 ); max_age = \"1193h\"; },\n"
             "    { path_prefix = \"/static/img/\"; max_bytes = 1; }\n"
-            "  ); };\n",
+            "  ); };\n" R1,
             &c);
     assert_true(c.has_cache);
     assert_int_equal(c.cache.default_max_age_ms, 5400000);
@@ -420,7 +440,7 @@ static void test_cache_fields(void **state)
 
     load_ok("cache = { x_cache = true; pre_compress = false; compress_threads = 0;\n"
             "  compress_level = 1; max_entries = 1; max_total_bytes = 1;\n"
-            "  max_entry_size = \"1k\"; compress_min_len = \"4294967295\"; };",
+            "  max_entry_size = \"1k\"; compress_min_len = \"4294967295\"; };\n" R1,
             &c);
     assert_false(c.cache.no_x_cache);
     assert_false(c.cache.pre_compress);
@@ -465,28 +485,28 @@ static void test_admin_fields(void **state)
     struct rp_file_config c;
 
     (void)state;
-    load_ok(
-        "admin = { listen = \"127.0.0.1:9901\"; token = \"s3cr3t-T0ken_~!#$%&'()*+,./:;<=>?@\"; };",
-        &c);
+    load_ok("admin = { listen = \"127.0.0.1:9901\"; token = "
+            "\"s3cr3t-T0ken_~!#$%&'()*+,./:;<=>?@\"; };\n" R1,
+            &c);
     assert_string_equal(c.server.admin_listen, "127.0.0.1:9901");
     assert_string_equal(c.server.admin_token, "s3cr3t-T0ken_~!#$%&'()*+,./:;<=>?@");
     rp_file_config_free(&c);
     assert_null(c.server.admin_listen);
 
-    load_ok("admin = { listen = \"[::1]:9901\"; };", &c);
+    load_ok("admin = { listen = \"[::1]:9901\"; };\n" R1, &c);
     assert_string_equal(c.server.admin_listen, "[::1]:9901");
     assert_null(c.server.admin_token);
     rp_file_config_free(&c);
 
     /* the same port as a proxy listener on an address that does not overlap it */
     load_ok("listen = [\"127.0.0.1:80\", \"[::]:8080\"];\n"
-            "admin = { listen = \"127.0.0.2:80\"; };",
+            "admin = { listen = \"127.0.0.2:80\"; };\n" R1,
             &c);
     assert_string_equal(c.server.admin_listen, "127.0.0.2:80");
     rp_file_config_free(&c);
-    load_ok("admin = { listen = \"[::1]:8080\"; };", &c); /* default listen is IPv4 only */
+    load_ok("admin = { listen = \"[::1]:8080\"; };\n" R1, &c); /* default listen is IPv4 only */
     rp_file_config_free(&c);
-    load_ok("listen = \"[::1]:80\";\nadmin = { listen = \"0.0.0.0:80\"; };", &c);
+    load_ok("listen = \"[::1]:80\";\nadmin = { listen = \"0.0.0.0:80\"; };\n" R1, &c);
     rp_file_config_free(&c);
 }
 
@@ -1020,6 +1040,365 @@ static void test_free_after_failure(void **state)
     rp_file_config_free(NULL);
 }
 
+/* ---- nothing to serve ---- */
+
+/* No domain and no route: whatever else the file holds, the daemon would proxy nothing. */
+static void test_errors_nothing_to_serve(void **state)
+{
+    static const struct bad cases[] = {
+        {"", 0, "nothing to serve: no domains and no routes"},
+        {"\n\n", 0, "nothing to serve: no domains and no routes"},
+        {"# a comment\n// another\n/* and a block */\n", 0,
+         "nothing to serve: no domains and no routes"},
+        {"workers = 2;\n", 0, "nothing to serve: no domains and no routes"},
+        {"listen = \"127.0.0.1:8080\";\nworkers = 2;\nlog_level = \"warn\";\n", 0,
+         "nothing to serve: no domains and no routes"},
+        {"admin = { listen = \"127.0.0.1:9901\"; token = \"t\"; };\n", 0,
+         "nothing to serve: no domains and no routes"},
+        {"cache = { rules = ( { path_prefix = \"/\"; } ); };\n", 0,
+         "nothing to serve: no domains and no routes"},
+        {"domains = ();\n", 0, "nothing to serve: no domains and no routes"},
+        {"domains = ();\nroutes = [];\n", 0, "nothing to serve: no domains and no routes"},
+        /* the file's own errors come first */
+        {"workers = 0;\n", 1, "workers: must be 1-1024, got 0"},
+        {"listen_tls = \"0.0.0.0:8443\";\n", 1,
+         "listen_tls: TLS listeners need a tls = { cert = ...; key = ...; } block"},
+        {"admin = {\n  listen = \"0.0.0.0:8080\"; };", 2,
+         "admin.listen: \"0.0.0.0:8080\" overlaps the proxy listener \"0.0.0.0:8080\" (the "
+         "default listen)"},
+    };
+    struct rp_file_config c;
+
+    (void)state;
+    expect_errors(cases, N(cases));
+    /* one domain, or one route, is enough */
+    load_ok("domains = ( { domain = \"a\"; " B1 " } );", &c);
+    assert_int_equal(c.n_domains, 1);
+    assert_int_equal(c.n_routes, 0);
+    rp_file_config_free(&c);
+    load_ok("domains = ();\n" R1, &c);
+    assert_int_equal(c.n_domains, 0);
+    assert_int_equal(c.n_routes, 1);
+    rp_file_config_free(&c);
+}
+
+/* ---- integers ---- */
+
+/* libconfig 1.5 alone reads each of these as a 32-bit value that passes the range check
+ * (4294967297 as 1, 4294967296 as 0, 4294967496 as 200): the loader sees what is written. */
+static void test_errors_integers_past_32_bits(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 4294967297;", 1, "workers: must be 1-1024, got 4294967297"},
+        {"\nworkers = 3000000000;", 2, "workers: must be 1-1024, got 3000000000"},
+        {"workers = 2147483648;", 1, "workers: must be 1-1024, got 2147483648"},
+        {"workers = -4294967295;", 1, "workers: must be 1-1024, got -4294967295"},
+        {"workers = +4294967298;", 1, "workers: must be 1-1024, got 4294967298"},
+        {"workers = 0x100000001;", 1, "workers: must be 1-1024, got 4294967297"},
+        {"workers = 0XFFFFFFFF;", 1, "workers: must be 1-1024, got 4294967295"},
+        {"workers = 4294967297L;", 1, "workers: must be 1-1024, got 4294967297"},
+        {"workers = 4294967297LL;", 1, "workers: must be 1-1024, got 4294967297"},
+        {"workers = 9223372036854775807;", 1, "workers: must be 1-1024, got 9223372036854775807"},
+        {"workers = -9223372036854775808;", 1, "workers: must be 1-1024, got -9223372036854775808"},
+        {"workers = 0x7FFFFFFFFFFFFFFF;", 1, "workers: must be 1-1024, got 9223372036854775807"},
+        {"max_header_count = 4294967496;", 1, "max_header_count: must be 1-10000, got 4294967496"},
+        {"max_target_len = 4294975488;", 1, "max_target_len: must be 1-1048576, got 4294975488"},
+        {"max_header_bytes = 4294975488;", 1,
+         "max_header_bytes: must be 1-1048576 bytes, got 4294975488"},
+        {"max_body_size = -4294967295;", 1,
+         "max_body_size: must be 1-18446744073709551615 bytes, got -4294967295"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  max_idle_conns = 4294967296; } );", 2,
+         "domains[0].max_idle_conns: must be 0-100000, got 4294967296"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  max_retries = 4294967296; } );", 2,
+         "domains[0].max_retries: must be 0-10, got 4294967296"},
+        {"domains = ( { domain = \"a\";\n"
+         "  backends = ( { addr = \"http://h\"; weight = 4294967297; } ); } );",
+         2, "domains[0].backends[0].weight: must be 1-100, got 4294967297"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = {\n"
+         "    fail_threshold = 4294967299; }; } );",
+         3, "domains[0].health_check.fail_threshold: must be 1-100, got 4294967299"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  health_check = {\n"
+         "    success_threshold = -4294967294; }; } );",
+         3, "domains[0].health_check.success_threshold: must be 1-100, got -4294967294"},
+        {"cache = {\n  compress_level = 4294967302; };", 2,
+         "cache.compress_level: must be 1-12, got 4294967302"},
+        {"cache = {\n  compress_threads = 4294967297; };", 2,
+         "cache.compress_threads: must be 0-64, got 4294967297"},
+        {"cache = {\n  max_entries = 4294967297; };", 2,
+         "cache.max_entries: must be 1-4294967295, got 4294967297"},
+        {"cache = {\n  compress_min_len = 4294967297; };", 2,
+         "cache.compress_min_len: must be 1-4294967295 bytes, got 4294967297"},
+        {"cache = {\n  max_total_bytes = -4294967295; };", 2,
+         "cache.max_total_bytes: must be 1-18446744073709551615 bytes, got -4294967295"},
+        {"cache = {\n  max_entry_size = -4294967295; };", 2,
+         "cache.max_entry_size: must be 1-18446744073709551615 bytes, got -4294967295"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  max_bytes = -4294967295; } ); };", 2,
+         "cache.rules[0].max_bytes: must be 1-18446744073709551615 bytes, got -4294967295"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = [ 200, 4294967496 ]; } ); };",
+         2, "cache.rules[0].status_only[1]: must be 200-599, got 4294967496"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = (\n 4294967497 ); } ); };", 3,
+         "cache.rules[0].status_only[0]: must be 200-599, got 4294967497"},
+        /* lines stay right after multi-line strings and comments */
+        {"domains = ( { domain = \"a\"; " B1 "\n  /* two\n  lines */ host_header = \"x\";\n"
+         "  max_retries = 4294967297; } );",
+         4, "domains[0].max_retries: must be 0-10, got 4294967297"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+static void test_errors_integers_past_64_bits(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 99999999999999999999;", 1,
+         "integer 99999999999999999999 does not fit in 64 bits"},
+        {"\n\nworkers = 9223372036854775808;", 3,
+         "integer 9223372036854775808 does not fit in 64 bits"},
+        {"workers = 9223372036854775808L;", 1,
+         "integer 9223372036854775808 does not fit in 64 bits"},
+        {"workers = -9223372036854775809;", 1,
+         "integer -9223372036854775809 does not fit in 64 bits"},
+        {"workers = 0x8000000000000000;", 1, "integer 0x8000000000000000 does not fit in 64 bits"},
+        {"workers = 0x1FFFFFFFFFFFFFFFFL;", 1,
+         "integer 0x1FFFFFFFFFFFFFFFF does not fit in 64 bits"},
+        {"cache = { rules = ( { path_prefix = \"/\";\n  status_only = [ 200, 18446744073709551816 "
+         "]; } ); };",
+         2, "integer 18446744073709551816 does not fit in 64 bits"},
+        {"workers = 123456789012345678901234567890123456789012345678901234567890;", 1,
+         "integer 1234567890123456789012345678901234567890... does not fit in 64 bits"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+/* Only integer literals are touched: names, strings, comments and floats stay as written,
+ * and libconfig's own syntax errors stay its. */
+static void test_errors_integers_tokens(void **state)
+{
+    static const struct bad cases[] = {
+        {"a4294967297 = 1;", 1, "unknown key 'a4294967297'"},
+        {"*x-1_2 = 3;", 1, "unknown key '*x-1_2'"},
+        {"workers = 4294967297.0;", 1, "workers: must be an integer, got a float"},
+        {"workers = 99999999999999999999.5;", 1, "workers: must be an integer, got a float"},
+        {"workers = 1e3;", 1, "workers: must be an integer, got a float"},
+        {"workers = 5E+3;", 1, "workers: must be an integer, got a float"},
+        {"workers = .5;", 1, "workers: must be an integer, got a float"},
+        {"workers = 5.;", 1, "workers: must be an integer, got a float"},
+        {"workers = -1.5e-3;", 1, "workers: must be an integer, got a float"},
+        {"workers = \"4294967297\";", 1, "workers: must be an integer, got a string"},
+        {"workers = 4294967297abc;", 1, "syntax error"},
+        {"workers = 5e;", 1, "syntax error"},
+        {"workers = 1l;", 1, "syntax error"},
+        {"workers = -0x5;", 1, "syntax error"},
+        {"workers = 0x;", 1, "syntax error"},
+    };
+    struct rp_file_config c;
+
+    (void)state;
+    expect_errors(cases, N(cases));
+    load_ok("# 99999999999999999999 @include \"x\"\n"
+            "// 99999999999999999999\n"
+            "/* 4294967297\n 99999999999999999999 *//* 1 */\n"
+            "routes = ( { path_prefix = \"/4294967297/\"; backend = \"http://127.0.0.1:1\";\n"
+            "  host_header = \"a\\\"4294967297@include\"; } );\n"
+            "workers = 007; max_header_count = +12; max_target_len = 0x10;\n",
+            &c);
+    assert_string_equal(c.routes[0].path_prefix, "/4294967297/");
+    assert_string_equal(c.routes[0].host_header, "a\"4294967297@include");
+    assert_int_equal(c.server.workers, 7);
+    assert_int_equal(c.server.max_header_count, 12);
+    assert_int_equal(c.server.max_target_len, 16);
+    rp_file_config_free(&c);
+}
+
+/* Sizes past 32 bits given as integers now mean what they say (libconfig alone made
+ * 4294967296 a 0 and 8589934593 a 1); integers and 64-bit ones mix in an array. */
+static void test_integers_as_written(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("max_body_size = 4294967296;\n"
+            "cache = { max_total_bytes = 8589934593; max_entry_size = 9223372036854775807;\n"
+            "  max_entries = 4294967295; compress_min_len = 4294967295;\n"
+            "  rules = ( { path_prefix = \"/\"; max_bytes = 4294967297;\n"
+            "              status_only = [ 200L, 301, 0x194 ]; } ); };\n" R1,
+            &c);
+    assert_int_equal(c.server.max_body_bytes, 4294967296ULL);
+    assert_int_equal(c.cache.max_total_bytes, 8589934593ULL);
+    assert_int_equal(c.cache.max_entry_size, (uint64_t)INT64_MAX);
+    assert_int_equal(c.cache.max_entries, UINT32_MAX);
+    assert_int_equal(c.cache.compress_min_len, UINT32_MAX);
+    assert_int_equal(c.cache.rules[0].max_bytes, 4294967297ULL);
+    assert_int_equal(c.cache.rules[0].n_status_only, 3);
+    assert_int_equal(c.cache.rules[0].status_only[0], 200);
+    assert_int_equal(c.cache.rules[0].status_only[1], 301);
+    assert_int_equal(c.cache.rules[0].status_only[2], 404);
+    rp_file_config_free(&c);
+}
+
+/* libconfig would read an included file itself, where integers are not promoted; a NUL
+ * byte would end libconfig's reading of a string value early. */
+static void test_errors_include_and_nul(void **state)
+{
+    static const struct bad cases[] = {
+        {"workers = 2;\n@include \"/etc/hostname\"\n", 2,
+         "@include is not supported: write one file"},
+        {"@include \"/nonexistent.conf\"\n" R1, 1, "@include is not supported: write one file"},
+    };
+    static const char nul[] = "workers = 2;\n# a comment \0 with a NUL\n" R1;
+    static const char nul_in_string[] = R1 "\nlog_level = \"info\0debug\";\n";
+    struct rp_file_config c;
+    char path[64], err[ERRLEN], want[ERRLEN];
+
+    (void)state;
+    expect_errors(cases, N(cases));
+    assert_int_equal(load_bytes(nul, sizeof(nul) - 1, path, &c, err), -EINVAL);
+    rp_file_config_free(&c);
+    snprintf(want, sizeof(want), "%s:2: contains a NUL byte: not a configuration file", path);
+    assert_string_equal(err, want);
+    assert_int_equal(load_bytes(nul_in_string, sizeof(nul_in_string) - 1, path, &c, err), -EINVAL);
+    rp_file_config_free(&c);
+    snprintf(want, sizeof(want), "%s:3: contains a NUL byte: not a configuration file", path);
+    assert_string_equal(err, want);
+}
+
+/* ---- try_timeout and hedge ---- */
+
+static void test_domain_try_timeout_and_hedge(void **state)
+{
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("domains = (\n"
+            " { domain = \"a\"; " B1 " try_timeout = \"2s\"; read_timeout = \"3s\"; },\n"
+            " { domain = \"b\"; " B1 " hedge = true; try_timeout = \"250ms\"; },\n"
+            " { domain = \"c\"; " B1 " try_timeout = \"0s\"; hedge = false; },\n"
+            " { domain = \"d\"; " B1 " },\n"
+            " { domain = \"e\"; " B1 " read_timeout = \"1s\"; try_timeout = \"999ms\";\n"
+            "   hedge = true; }\n"
+            ");\n",
+            &c);
+    assert_int_equal(c.n_domains, 5);
+    assert_int_equal(c.domains[0].try_timeout_ms, 2000);
+    assert_int_equal(c.domains[0].read_timeout_ms, 3000);
+    assert_false(c.domains[0].hedge);
+    assert_int_equal(c.domains[1].try_timeout_ms, 250);
+    assert_true(c.domains[1].hedge);
+    assert_int_equal(c.domains[2].try_timeout_ms, 0); /* "0s": off, as leaving it out */
+    assert_false(c.domains[2].hedge);
+    assert_int_equal(c.domains[3].try_timeout_ms, 0);
+    assert_false(c.domains[3].hedge);
+    assert_int_equal(c.domains[4].try_timeout_ms, 999);
+    assert_true(c.domains[4].hedge);
+    rp_file_config_free(&c);
+}
+
+static void test_errors_try_timeout_and_hedge(void **state)
+{
+    static const struct bad cases[] = {
+        {"domains = ( { domain = \"a\"; " B1 " read_timeout = \"3s\";\n"
+         "  try_timeout = \"3s\"; } );",
+         2, "domains[0].try_timeout: must be shorter than read_timeout (\"3s\"), got \"3s\""},
+        {"domains = ( { domain = \"a\"; " B1 "\n  try_timeout = \"1m\";\n"
+         "  read_timeout = \"30s\"; } );",
+         2, "domains[0].try_timeout: must be shorter than read_timeout (\"30s\"), got \"1m\""},
+        {"domains = ( { domain = \"a\"; " B1 " },\n { domain = \"b\"; " B1
+         " read_timeout = \"1s\";\n  try_timeout = \"1s1ms\"; hedge = true; } );",
+         3, "domains[1].try_timeout: must be shorter than read_timeout (\"1s\"), got \"1s1ms\""},
+        {"domains = ( { domain = \"a\"; " B1 "\n  hedge = true; } );", 2,
+         "domains[0].hedge: needs a try_timeout (a hedge is sent when it fires)"},
+        {"domains = ( { domain = \"a\"; " B1 " try_timeout = \"0s\";\n  hedge = true; } );", 2,
+         "domains[0].hedge: needs a try_timeout (a hedge is sent when it fires)"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  try_timeout = 2; } );", 2,
+         "domains[0].try_timeout: must be a duration string such as \"10s\", got an integer"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  try_timeout = \"2\"; } );", 2,
+         "domains[0].try_timeout: \"2\" is not a valid duration (e.g. \"250ms\", \"10s\", "
+         "\"1m30s\")"},
+        {"domains = ( { domain = \"a\"; " B1 " try_timeout = \"1s\";\n  hedge = \"yes\"; } );", 2,
+         "domains[0].hedge: must be true or false, got a string"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"http://h\";\n  try_timeout = \"1s\"; } );",
+         2, "routes[0]: unknown key 'try_timeout'"},
+    };
+
+    (void)state;
+    expect_errors(cases, N(cases));
+}
+
+/* ---- the file itself ---- */
+
+/* 16 MiB is the most a configuration file may hold: one past it is refused unread. */
+static void test_errors_file_too_large(void **state)
+{
+    size_t max = 16 << 20;
+    char *text = malloc(max + 1), path[64], err[ERRLEN], want[ERRLEN];
+    struct rp_file_config c;
+
+    (void)state;
+    assert_non_null(text);
+    memset(text, ' ', max + 1);
+    memcpy(text, R1, strlen(R1));
+    assert_int_equal(load_bytes(text, max, path, &c, err), 0);
+    assert_int_equal(c.n_routes, 1);
+    rp_file_config_free(&c);
+    assert_int_equal(load_bytes(text, max + 1, path, &c, err), -EINVAL);
+    rp_file_config_free(&c);
+    free(text);
+    snprintf(want, sizeof(want), "%s: larger than 16 MiB: not a configuration file", path);
+    assert_string_equal(err, want);
+}
+
+/* A file that opens but cannot be read: /proc/self/mem fails with EIO at offset 0. */
+static void test_errors_file_read_fails(void **state)
+{
+    struct rp_file_config c;
+    char err[ERRLEN];
+
+    (void)state;
+    assert_int_equal(rp_file_config_load("/proc/self/mem", &c, err, ERRLEN), -EIO);
+    assert_string_equal(err, "/proc/self/mem: cannot read: Input/output error");
+    rp_file_config_free(&c);
+}
+
+/* A mode-000 file. Root reads any file, so as root the load runs in a child that has
+ * become nobody first; the child reports through its exit status. */
+static void test_errors_file_unreadable(void **state)
+{
+    char path[] = "/tmp/rp_test_config_XXXXXX";
+    int fd = mkstemp(path), status = -1;
+    pid_t pid;
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, R1, strlen(R1)), (ssize_t)strlen(R1));
+    assert_int_equal(fchmod(fd, 0), 0);
+    close(fd);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rp_file_config c;
+        char err[ERRLEN], want[ERRLEN];
+        int rc;
+
+        if (geteuid() == 0 && (setgid(65534) || setuid(65534)))
+            _exit(2);
+        rc = rp_file_config_load(path, &c, err, ERRLEN);
+        rp_file_config_free(&c);
+        snprintf(want, sizeof(want), "%s: cannot read: Permission denied", path);
+        if (rc != -EACCES || strcmp(err, want)) {
+            fprintf(stderr, "rc %d\n got: %s\nwant: %s\n", rc, err, want);
+            _exit(1);
+        }
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* ---- duration and size parsing ---- */
 
 static void test_parse_duration(void **state)
@@ -1130,7 +1509,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_design_example),
-        cmocka_unit_test(test_empty_file_is_all_defaults),
+        cmocka_unit_test(test_routes_only_is_all_defaults),
         cmocka_unit_test(test_listen_forms),
         cmocka_unit_test(test_server_fields),
         cmocka_unit_test(test_domain_fields),
@@ -1154,6 +1533,17 @@ int main(void)
         cmocka_unit_test(test_error_buffer_limits),
         cmocka_unit_test(test_free_after_failure),
         cmocka_unit_test(test_free_after_cache_failure),
+        cmocka_unit_test(test_errors_nothing_to_serve),
+        cmocka_unit_test(test_errors_integers_past_32_bits),
+        cmocka_unit_test(test_errors_integers_past_64_bits),
+        cmocka_unit_test(test_errors_integers_tokens),
+        cmocka_unit_test(test_integers_as_written),
+        cmocka_unit_test(test_errors_include_and_nul),
+        cmocka_unit_test(test_domain_try_timeout_and_hedge),
+        cmocka_unit_test(test_errors_try_timeout_and_hedge),
+        cmocka_unit_test(test_errors_file_too_large),
+        cmocka_unit_test(test_errors_file_read_fails),
+        cmocka_unit_test(test_errors_file_unreadable),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
     };

@@ -65,29 +65,36 @@ void sock_kill(struct worker *w, struct sock *s)
     killed++;
     up_release((struct upconn *)s); /* no completions pending in this test */
 }
-void ex_upstream_failed(struct conn *c, int err, const char *what)
+static int failed, try_timeouts;
+void ex_upstream_failed(struct upconn *up, int err, const char *what)
 {
-    (void)c;
+    (void)up;
     (void)err;
     (void)what;
+    failed++;
 }
-void ex_upstream_ready(struct conn *c)
+void ex_try_timeout(struct upconn *up)
 {
-    (void)c;
+    (void)up;
+    try_timeouts++;
 }
-void ex_upstream_sent(struct conn *c)
+void ex_upstream_ready(struct upconn *up)
 {
-    (void)c;
+    (void)up;
 }
-void ex_response_data(struct conn *c, char *p, uint32_t n)
+void ex_upstream_sent(struct upconn *up)
 {
-    (void)c;
+    (void)up;
+}
+void ex_response_data(struct upconn *up, char *p, uint32_t n)
+{
+    (void)up;
     (void)p;
     (void)n;
 }
-void ex_response_eof(struct conn *c)
+void ex_response_eof(struct upconn *up)
 {
-    (void)c;
+    (void)up;
 }
 
 static struct rp_server srv;
@@ -113,8 +120,9 @@ static int setup(void **state)
     w.pools = pools;
     w.now_ms = 1000;
     timer_wheel_init(&tw, 1000);
-    killed = connects_made = 0;
+    killed = connects_made = failed = try_timeouts = 0;
     tgt.max_idle = 3;
+    tgt.try_timeout_ms = 0;
     return 0;
 }
 
@@ -229,6 +237,52 @@ static void test_fresh_skips_pool(void **state)
     up_close(f);
 }
 
+/* A connection waiting for a response, as after the request was sent. */
+static struct upconn *waiting_conn(void)
+{
+    struct upconn *up = used_conn();
+
+    sock_recv_start(&w, &up->sk);
+    up_update_timer(up);
+    return up;
+}
+
+/* try_timeout runs from the attempt's start to its first response byte, once, and before
+ * the read timeout; without one the read timeout alone applies. */
+static void test_try_timeout(void **state)
+{
+    struct upconn *a;
+
+    (void)state;
+    tgt.try_timeout_ms = 100;
+    a = waiting_conn();
+    assert_int_equal(a->sk.tm.deadline_ms, 1100);
+    timer_run(&tw, 1099);
+    assert_int_equal(try_timeouts, 0);
+    timer_run(&tw, 1100);
+    assert_int_equal(try_timeouts, 1);
+    assert_int_equal(failed, 0);
+    assert_int_equal(a->try_deadline_ms, 0); /* fired: the attempt goes on */
+    up_update_timer(a);
+    assert_int_equal(a->sk.tm.deadline_ms, 1000 + 500); /* read_timeout, from w.now_ms */
+    up_close(a);
+
+    a = waiting_conn(); /* a response byte stops it */
+    w.now_ms = 1050;
+    up_on_data(a, "H", 1);
+    assert_true(a->got_bytes);
+    assert_int_equal(a->sk.tm.deadline_ms, 1550);
+    timer_run(&tw, 1200);
+    assert_int_equal(try_timeouts, 1);
+    up_close(a);
+
+    tgt.try_timeout_ms = 0;
+    a = waiting_conn();
+    assert_int_equal(a->try_deadline_ms, 0);
+    assert_int_equal(a->sk.tm.deadline_ms, 1050 + 500);
+    up_close(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +294,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backend_close_evicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_draining_pools_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fresh_skips_pool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_try_timeout, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
