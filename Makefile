@@ -171,7 +171,8 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ringproxy.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/ringproxy.pc
 
-FORMAT_SRC = $(filter-out engine/uring_compat.h,$(wildcard engine/*.[ch] balance/*.[ch] tools/*.c tests/unit/*.c tests/fuzz/*.c))
+FORMAT_SRC = $(filter-out engine/uring_compat.h,$(wildcard engine/*.[ch] balance/*.[ch] cache/*.[ch] tls/*.[ch] \
+                                             tools/*.[ch] tests/unit/*.c tests/fuzz/*.c))
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:

@@ -425,8 +425,11 @@ static void ex_feed_body(struct conn *c)
     buf_consume(in, n);
     if (done)
         ex->req_done = true;
-    if (ex->up)
+    if (ex->up) {
+        ex->up->req_whole = ex->req_done;
         sock_flush(c->w, &ex->up->sk);
+        up_update_timer(ex->up);
+    }
 }
 
 static void send_continue(struct conn *c, const struct h1_request *r)
@@ -460,6 +463,7 @@ static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh
     /* least_latency learns from the time to a response head; others need no clock read */
     if (ex->t->lb == RP_LB_LEAST_LATENCY)
         up->sent_ns = mono_ns();
+    up->req_whole = ex->req_done;
     if (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay))) {
         up_close(up);
         return NULL;
@@ -1587,6 +1591,22 @@ void ex_response_eof(struct upconn *up)
 
 /* ---- client events ----------------------------------------------------------------------- */
 
+/* Whether p[0..n) may hold the empty line that ends a head, looking only past `from` (the
+ * bytes before were searched when they arrived): a head trickled in small segments is then
+ * parsed once, not once per segment (picohttpparser's last_len). It only says when a parse
+ * is worth it; the parser decides, so a false alarm (leading empty lines) costs one parse. */
+static bool head_may_end(const char *p, uint32_t n, uint32_t from)
+{
+    const char *q = p + (from > 2 ? from - 2 : 0), *end = p + n;
+
+    while (q < end && (q = memchr(q, '\n', (size_t)(end - q)))) {
+        if (q + 1 < end && (q[1] == '\n' || (q[1] == '\r' && q + 2 < end && q[2] == '\n')))
+            return true;
+        q++;
+    }
+    return false;
+}
+
 /* Parses a request head from p[0..n) and starts its exchange. `in_buf`: p is the start of
  * c->in, whose head bytes are consumed here (they stay readable until the next append).
  * Otherwise p is a receive buffer and the bytes after the head go to c->in first, so the
@@ -1597,10 +1617,18 @@ static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
     struct h1_header hdrs[MAX_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
     int status = 400;
-    int rc = h1_parse_request(p, n, &r, &w->s->lim, &status);
+    int rc;
 
-    if (rc == -EAGAIN)
+    if (in_buf && n <= w->s->lim.max_head_bytes && !head_may_end(p, n, c->head_scanned)) {
+        c->head_scanned = n;
         return false;
+    }
+    rc = h1_parse_request(p, n, &r, &w->s->lim, &status);
+    if (rc == -EAGAIN) {
+        c->head_scanned = in_buf ? n : 0;
+        return false;
+    }
+    c->head_scanned = 0;
     if (rc < 0) {
         w->errors++;
         respond_error(c, status);

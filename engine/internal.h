@@ -168,6 +168,7 @@ struct conn {
     bool ghost;        /* no socket: a background cache refresh; what it is sent is dropped */
     bool ghost_tls;    /* the request it refreshes came over TLS (X-Forwarded-Proto) */
     uint32_t nreq;
+    uint32_t head_scanned;    /* bytes of a partial head in sk.in known to hold no end */
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
     struct sockaddr_in6 peer; /* v4 clients are stored as AF_INET in the same space */
     struct tls_conn *tls;     /* TLS state on a TLS listener's connection, else NULL */
@@ -189,6 +190,7 @@ struct upconn {
     bool reuse_ok;                /* the backend allows another request on this connection */
     bool needs_socket;            /* new: up_start() makes its socket and connects */
     bool req_sent;                /* a send of the current request completed */
+    bool req_whole;               /* all of the request is queued: read_timeout may run */
     struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
     struct buf tls_wait;          /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;

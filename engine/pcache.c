@@ -806,18 +806,54 @@ void rp_dont_cache(rp_proxy_response *pr)
 
 /* ---- the admin API (its own listener) -------------------------------------------------------- */
 
-/* Writes s as a JSON string body (quotes and escapes). */
+/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : 2;
+    unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+
+    if (s[0] < 0xc2 || s[0] > 0xf4 || n < len)
+        return 0;
+    if (s[0] == 0xe0)
+        lo = 0xa0; /* overlong */
+    else if (s[0] == 0xed)
+        hi = 0x9f; /* surrogates */
+    else if (s[0] == 0xf0)
+        lo = 0x90; /* overlong */
+    else if (s[0] == 0xf4)
+        hi = 0x8f; /* past U+10FFFF */
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* Writes s as a JSON string body: quotes and control characters escaped, well-formed UTF-8
+ * passed on, and each byte that is not part of it written as U+FFFD, so the answer is
+ * always valid JSON (RFC 8259 section 8.1) whatever bytes a client put in a domain. */
 static void json_str(rp_response *resp, const char *s, size_t n)
 {
+    const unsigned char *u = (const unsigned char *)s;
+
     rp_response_write(resp, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    for (size_t i = 0, k; i < n; i += k) {
+        unsigned char ch = u[i];
+        k = 1;
         if (ch == '"' || ch == '\\')
             rp_response_printf(resp, "\\%c", ch);
         else if (ch < 0x20 || ch == 0x7f)
             rp_response_printf(resp, "\\u%04x", ch);
-        else
+        else if (ch < 0x80)
             rp_response_write(resp, s + i, 1);
+        else if ((k = utf8_seq(u + i, n - i)))
+            rp_response_write(resp, s + i, k);
+        else {
+            rp_response_write(resp, "\xef\xbf\xbd", 3); /* U+FFFD for this one byte */
+            k = 1;
+        }
     }
     rp_response_write(resp, "\"", 1);
 }

@@ -67,8 +67,9 @@ void up_update_timer(struct upconn *up)
     default:
         if (up->sk.out.busy)
             deadline = w->now_ms + up->t->write_timeout_ms;
-        else if (!up->sk.want_recv)
-            deadline = 0; /* held back for a slow client: the client's timer runs */
+        else if (!up->sk.want_recv || !up->req_whole)
+            deadline = 0; /* held back for a slow client, or waiting for the client's body:
+                             the client's timer runs (a stalled body is the client's 408) */
         else
             deadline = w->now_ms + up->t->read_timeout_ms;
     }

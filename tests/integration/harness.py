@@ -17,6 +17,11 @@ _port_lock = threading.Lock()
 _next_port = [20000 + (os.getpid() % 50) * 200]
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here; run.py reports it as skipped, with the reason,
+    never as passed."""
+
+
 def free_port():
     """A loopback port nobody listens on (tests run one at a time)."""
     with _port_lock:

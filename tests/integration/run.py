@@ -4,6 +4,9 @@ each with its own processes, stopped afterwards. Prints one line per test and a 
 'N passed, N failed' line; exits 1 if any failed.
 
   run.py [--build DIR] [-k SUBSTRING]
+
+A test that cannot run here raises harness.Skip(reason): it is listed as skipped, never
+as passed.
 """
 import argparse
 import glob
@@ -40,14 +43,16 @@ def main():
     os.environ["RP_BUILD"] = args.build
     import harness  # noqa: E402 - after RP_BUILD is set
     harness.BUILD = args.build
-    passed = failed = 0
+    passed = failed = skipped = 0
     failures = []
     for name, fn in load_tests(args.k):
         procs = harness.Procs()
         t0 = time.time()
-        err = None
+        err = skip = None
         try:
             fn(procs)
+        except harness.Skip as e:
+            skip = str(e)
         except Exception:  # noqa: BLE001 - any failure fails the test
             err = traceback.format_exc()
         finally:
@@ -56,7 +61,10 @@ def main():
             err = "ringproxy exited badly: " + "\n".join(f"port {p} rc {rc}:\n{log}"
                                                          for p, rc, log in bad)
         dt = time.time() - t0
-        if err:
+        if skip and not err:
+            skipped += 1
+            print(f"skip {name}: {skip}", flush=True)
+        elif err:
             failed += 1
             failures.append((name, err))
             print(f"FAIL {name} ({dt:.1f}s)", flush=True)
@@ -65,7 +73,7 @@ def main():
             print(f"ok   {name} ({dt:.1f}s)", flush=True)
     for name, err in failures:
         print(f"\n==== {name}\n{err}")
-    print(f"\n{passed} passed, {failed} failed")
+    print(f"\n{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 

@@ -358,6 +358,11 @@ def test_admin_api_purge_and_stats(P, o):
     assert json.loads(admin_req(aport, "DELETE", f"/cache/{HOST.upper()}", "s3cret").body)["purged"] == 1
     assert admin_req(aport, "DELETE", "/cache/other.host", "s3cret").body == \
         b'{"domain":"other.host","purged":0}\n'
+    # the answer is valid JSON whatever bytes the domain holds: UTF-8 kept, the rest U+FFFD
+    r = admin_req(aport, "DELETE", "/cache/caf%C3%A9%FF%ED%A0%80.%22x%5C", "s3cret")
+    assert r.body == b'{"domain":"caf\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd' \
+        b'.\\"x\\\\","purged":0}\n', r.body
+    assert json.loads(r.body.decode("utf-8"))["domain"] == "caf\u00e9\ufffd\ufffd\ufffd\ufffd.\"x\\"
     fetch(px, "/p1")
     assert json.loads(admin_req(aport, "DELETE", "/cache", "s3cret").body) == {"purged": 1}
     st = json.loads(admin_req(aport, "GET", "/cache/stats", "s3cret").body)

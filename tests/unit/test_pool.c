@@ -242,9 +242,27 @@ static struct upconn *waiting_conn(void)
 {
     struct upconn *up = used_conn();
 
+    up->req_whole = true;
     sock_recv_start(&w, &up->sk);
     up_update_timer(up);
     return up;
+}
+
+/* While the client's body is still coming, the backend is not late: no read timeout runs
+ * (the client's own timer does), until the whole request is queued. */
+static void test_read_timeout_waits_for_the_whole_request(void **state)
+{
+    struct upconn *a = used_conn();
+
+    (void)state;
+    sock_recv_start(&w, &a->sk);
+    up_update_timer(a);
+    assert_false(timer_armed(&a->sk.tm));
+    a->req_whole = true;
+    up_update_timer(a);
+    assert_true(timer_armed(&a->sk.tm));
+    assert_int_equal(a->sk.tm.deadline_ms, 1000 + 500);
+    up_close(a);
 }
 
 /* try_timeout runs from the attempt's start to its first response byte, once, and before
@@ -295,6 +313,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_draining_pools_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fresh_skips_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_try_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_timeout_waits_for_the_whole_request, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
