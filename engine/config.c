@@ -800,6 +800,15 @@ static int parse_tls_verify(struct loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
+/* upgrade = false: stored inverted, like tls_verify, so the zero value means "tunnel" */
+static int parse_domain_upgrade(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((rp_domain_config *)obj)->no_upgrade = !config_setting_get_bool(s);
+    return 0;
+}
+
 /* cache = false: like tls_verify, the struct's zero value is the default ("use the cache") */
 static int parse_domain_cache(struct loader *ld, const config_setting_t *s, void *obj)
 {
@@ -826,6 +835,7 @@ static const struct key domain_keys[] = {
     FUNC("tls_verify", parse_tls_verify),
     FUNC("tls_ca_file", parse_tls_ca_file),
     FUNC("cache", parse_domain_cache),
+    FUNC("upgrade", parse_domain_upgrade),
     DOM_FIELD("try_timeout", K_DURATION_OFF, try_timeout_ms, 0, 0),
     DOM_FIELD("hedge", K_BOOL, hedge, 0, 0),
     {0},
@@ -1347,6 +1357,7 @@ static const struct key top_keys[] = {
     SRV_FIELD("header_timeout", K_DURATION, header_timeout_ms, 0, 0),
     SRV_FIELD("keepalive_timeout", K_DURATION, keepalive_timeout_ms, 0, 0),
     SRV_FIELD("shutdown_timeout", K_DURATION, shutdown_timeout_ms, 0, 0),
+    SRV_FIELD("tunnel_idle_timeout", K_DURATION, tunnel_idle_timeout_ms, 0, 0),
     SRV_FIELD("max_header_bytes", K_SIZE32, max_header_bytes, 1, MAX_HEADER_BYTES),
     SRV_FIELD("max_body_size", K_SIZE64, max_body_bytes, 1, 0),
     SRV_FIELD("max_header_count", K_U32, max_header_count, 1, MAX_HEADER_COUNT),

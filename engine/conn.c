@@ -19,7 +19,6 @@
 #define LINGER_MS 2000
 
 static void conn_process(struct conn *c);
-static void conn_update_timer(struct conn *c);
 static void conn_timeout(struct timer *t, uint64_t now);
 static void local_feed_body(struct conn *c);
 
@@ -27,7 +26,7 @@ static void local_feed_body(struct conn *c);
 
 static void ex_end(struct conn *c);
 
-static void conn_close(struct conn *c)
+void conn_close(struct conn *c)
 {
     struct worker *w = c->w;
 
@@ -255,14 +254,6 @@ static void put_str(struct buf *b, bool *ok, const char *s)
     buf_put(b, ok, s, (uint32_t)strlen(s));
 }
 
-static void put_header(struct buf *b, bool *ok, const struct h1_header *h)
-{
-    buf_put(b, ok, h->name, h->name_len);
-    buf_put(b, ok, ": ", 2);
-    buf_put(b, ok, h->value, h->value_len);
-    buf_put(b, ok, "\r\n", 2);
-}
-
 /* Dotted quad without inet_ntop's generality: this runs for every proxied request. */
 static void format_ipv4(const unsigned char *a, char *out)
 {
@@ -341,11 +332,13 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
             continue;
         default:
             if (!h->hop && (!c->ex->pc || !pc_skip_request_field(c->ex, h)))
-                put_header(b, &ok, h);
+                buf_put_header(b, &ok, h);
         }
     }
     if (c->ex->pc)
         pc_put_conditionals(c->ex, b, &ok);
+    if (c->ex->upgrade) /* a hook may have taken the Upgrade field away */
+        c->ex->upgrade = tunnel_put_request_fields(r, t, b, &ok);
     put_forwarded_for(c, r, b, &ok);
     put_str(b, &ok,
             c->tls || c->ghost_tls ? "X-Forwarded-Proto: https\r\n"
@@ -544,7 +537,7 @@ static void write_answer(struct conn *c, int status, const struct h1_header *f, 
              h1_reason(status));
     put_str(b, &ok, line);
     for (uint32_t i = 0; i < n; i++) {
-        put_header(b, &ok, &f[i]);
+        buf_put_header(b, &ok, &f[i]);
         typed |= h1_span_ieq(f[i].name, f[i].name_len, "content-type");
     }
     if (!empty) {
@@ -767,7 +760,8 @@ static int ex_upstream_head(struct conn *c, const struct h1_request *r,
 
     enum pc_result pr = PC_BYPASS;
 
-    if (c->w->s->cache && !ex->t->no_cache && (pr = pc_request(c, r)) == PC_SERVED) {
+    if (c->w->s->cache && !ex->t->no_cache && !ex->upgrade &&
+        (pr = pc_request(c, r)) == PC_SERVED) {
         atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
         ex_end(c);
         return 0;
@@ -906,6 +900,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex->method_id = r->method_id;
     ex->client_minor = r->minor;
     ex->idempotent = is_idempotent(r);
+    ex->upgrade = tunnel_wanted(r, ex->t) != NULL;
     ex->close_client = !r->keep_alive || c->w->draining || c->ghost;
     ex->req_body = r->body;
     ex->req_left = r->content_length;
@@ -1189,6 +1184,10 @@ void ex_upstream_sent(struct upconn *up)
 {
     struct conn *c = up->c;
 
+    if (c->ex->tunnel)
+        tunnel_sent(c);
+    if (c->sk.dead)
+        return;
     /* The backend took our bytes: read more of the client's body if we held it back. */
     if (c->recv_paused && c->ex->up == up && outq_bytes(&up->sk.out) < WINDOW_BYTES / 2) {
         c->recv_paused = false;
@@ -1246,7 +1245,7 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
     buf_put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!resp_skip_header(&r->headers[i]))
-            put_header(b, &ok, &r->headers[i]);
+            buf_put_header(b, &ok, &r->headers[i]);
     if (r->has_length && r->status != 204) { /* 204 must not have one (RFC 9110 8.6) */
         snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
                  (unsigned long long)r->content_length);
@@ -1276,7 +1275,7 @@ static void write_interim(struct conn *c, const struct h1_response *r)
     put_str(b, &ok, line);
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!r->headers[i].hop)
-            put_header(b, &ok, &r->headers[i]);
+            buf_put_header(b, &ok, &r->headers[i]);
     buf_put(b, &ok, "\r\n", 2);
     conn_head_done(c, ok);
     conn_flush_out(c);
@@ -1470,6 +1469,13 @@ static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t 
                 ex_upstream_failed(up, -E2BIG, "response head too large");
             return off;
         }
+        if (rc > 0 && r.status == 101 && ex->upgrade && tunnel_response_ok(&r)) {
+            off += (uint32_t)rc;
+            tunnel_begin(c, up, &r);
+            if (ex_alive(c, up) && off < n)
+                tunnel_backend_data(c, up, p + off, n - off);
+            return n;
+        }
         if (rc < 0 || r.status == 101) {
             ex_upstream_failed(up, rc < 0 ? -EBADMSG : -EPROTO,
                                rc < 0 ? "malformed response head"
@@ -1549,6 +1555,10 @@ void ex_response_data(struct upconn *up, char *p, uint32_t n)
     uint32_t k;
 
     up->got_bytes = true;
+    if (c->ex->tunnel) {
+        tunnel_backend_data(c, up, p, n);
+        return;
+    }
     if (c->ex->up2) {
         if (!hedge_race(c, up, p, n))
             return;
@@ -1579,6 +1589,10 @@ void ex_response_eof(struct upconn *up)
     struct conn *c = up->c;
     struct exchange *ex = c->ex;
 
+    if (ex->tunnel) {
+        tunnel_backend_eof(c);
+        return;
+    }
     if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE && up == ex->up) {
         ex->resp_done = true;
         ex->up->reuse_ok = false;
@@ -1678,6 +1692,10 @@ static void conn_process(struct conn *c)
 
 void conn_on_data(struct conn *c, const char *p, uint32_t n)
 {
+    if (c->ex->tunnel) {
+        tunnel_client_data(c, p, n);
+        return;
+    }
     if (c->linger)
         return; /* discarding input until the peer closes */
     if (!c->ex->active && !buf_used(&c->sk.in) && !c->close_after) {
@@ -1703,6 +1721,10 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 void conn_on_eof(struct conn *c, int err)
 {
     c->peer_eof = true;
+    if (c->ex->tunnel) {
+        tunnel_client_eof(c, err);
+        return;
+    }
     if (err || c->linger || !c->ex->active || !c->ex->req_done) {
         /* idle, aborted mid-request, or a reset: nothing more can be delivered */
         conn_close(c);
@@ -1743,6 +1765,11 @@ void conn_on_sent(struct conn *c)
         sock_recv_start(c->w, &ex->up->sk); /* the client caught up: read the backend again */
         up_update_timer(ex->up);
     }
+    if (ex->tunnel) {
+        tunnel_sent(c);
+        conn_update_timer(c); /* the write timeout gives way to the idle one */
+        return;
+    }
     if (!ex->active && !buf_used(&c->sk.out.sending) && !buf_used(&c->sk.out.pending))
         conn_process(c);
 }
@@ -1776,7 +1803,7 @@ static uint32_t conn_idle(struct conn *c)
     return c->w->s->cfg.keepalive_timeout_ms;
 }
 
-static void conn_update_timer(struct conn *c)
+void conn_update_timer(struct conn *c)
 {
     struct worker *w = c->w;
     const rp_server_config *cfg = &w->s->cfg;
@@ -1789,6 +1816,8 @@ static void conn_update_timer(struct conn *c)
         deadline = w->now_ms + LINGER_MS;
     else if (outq_bytes(&c->sk.out))
         deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
+    else if (ex->tunnel) /* either side's bytes move it on */
+        deadline = w->now_ms + cfg->tunnel_idle_timeout_ms;
     else if (ex->active && !ex->req_done)
         deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
     else if (ex->active)
@@ -1808,6 +1837,10 @@ static void conn_timeout(struct timer *t, uint64_t now)
     struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
 
     (void)now;
+    if (c->ex->tunnel) { /* idle for tunnel_idle_timeout, or a side stopped reading */
+        conn_close(c);
+        return;
+    }
     if (c->tls && !tls_handshake_done(c->tls)) { /* a handshake that never finished */
         c->w->tls_failures++;
         conn_close(c);

@@ -296,6 +296,19 @@ static bool list_next(const char *v, size_t n, size_t *i, const char **el, size_
     return true;
 }
 
+bool h1_list_has(const char *v, size_t n, const char *lower)
+{
+    size_t i = 0, len;
+    const char *el;
+
+    while (list_next(v, n, &i, &el, &len)) {
+        const char *slash = memchr(el, '/', len); /* "websocket/13": the protocol's name */
+        if (h1_span_ieq(el, slash ? (size_t)(slash - el) : len, lower))
+            return true;
+    }
+    return false;
+}
+
 /* Content-Length: a list of 1*DIGIT values, all equal (RFC 9110 8.6), below 2^63. Several
  * fields chain through have and val. Returns false if malformed or differing. */
 static bool cl_merge(const char *v, size_t n, bool *have, uint64_t *val)

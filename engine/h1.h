@@ -141,6 +141,10 @@ ssize_t h1_chunked_feed(struct h1_chunked *c, const char *buf, size_t len, char 
 /* The kind of a field name (H1_H_OTHER for any name the engine does not treat specially). */
 uint8_t h1_header_kind(const char *name, size_t len);
 
+/* Whether the comma-separated field value v[0..n) lists `lower` (a lowercase token),
+ * ignoring case, whitespace and a "/version" after the token (Upgrade's protocol form). */
+bool h1_list_has(const char *v, size_t n, const char *lower);
+
 /* Case-insensitive comparison of a span with a NUL-terminated lowercase literal. */
 bool h1_span_ieq(const char *s, size_t n, const char *lower);
 

@@ -56,6 +56,15 @@ static inline void buf_put(struct buf *b, bool *ok, const void *p, size_t n)
 }
 void buf_free(struct buf *b);
 
+/* "Name: value\r\n" */
+static inline void buf_put_header(struct buf *b, bool *ok, const struct h1_header *h)
+{
+    buf_put(b, ok, h->name, h->name_len);
+    buf_put(b, ok, ": ", 2);
+    buf_put(b, ok, h->value, h->value_len);
+    buf_put(b, ok, "\r\n", 2);
+}
+
 /* Output: `sending` is what the kernel holds (one send in flight), `pending` takes appends. */
 struct outq {
     struct buf sending;
@@ -138,6 +147,9 @@ struct exchange {
     bool replayable;    /* `replay` holds the whole request so far */
     bool reuse_retried; /* already retried once after a stale pooled connection */
     bool idempotent;    /* may be sent again: an idempotent method, or an Idempotency-Key */
+    bool upgrade;       /* the request asks to switch protocols and the domain tunnels */
+    bool tunnel;        /* switched (a 101 went to the client): bytes relayed both ways */
+    uint8_t tun;        /* tunnel.c's record of half-closes */
     uint8_t method_id;
     uint8_t client_minor;
     uint8_t req_body, resp_body; /* enum h1_body_kind */
@@ -191,6 +203,7 @@ struct upconn {
     bool needs_socket;            /* new: up_start() makes its socket and connects */
     bool req_sent;                /* a send of the current request completed */
     bool req_whole;               /* all of the request is queued: read_timeout may run */
+    bool tunnel;                  /* carries a tunnel: the client's idle timer governs */
     struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
     struct buf tls_wait;          /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;
@@ -263,6 +276,7 @@ struct worker {
     int start_err;
     /* counters (worker-local, read at exit) */
     uint64_t accepted, requests, errors;
+    uint64_t tunnels, tunnel_bytes_in, tunnel_bytes_out; /* in: client to backend */
 };
 
 struct cache;
@@ -354,6 +368,10 @@ void conn_on_eof(struct conn *c, int err);
 void conn_on_sent(struct conn *c);
 void conn_release(struct conn *c);
 void conn_drain(struct conn *c);
+/* Closes the connection and whatever backend connection its exchange holds. */
+void conn_close(struct conn *c);
+/* Re-arms the connection's timer for the state it is in. */
+void conn_update_timer(struct conn *c);
 
 /* Writing to the client: a head is composed in conn_head_buf() and handed over with
  * conn_head_done() (which encrypts it on TLS, or closes the connection when !ok); bodies go
@@ -383,6 +401,28 @@ void ex_response_eof(struct upconn *up);
 void ex_upstream_failed(struct upconn *up, int err, const char *what);
 /* The attempt's try_timeout passed without a response head. */
 void ex_try_timeout(struct upconn *up);
+
+/* ---- tunnel.c: Upgrade tunnels ------------------------------------------------------------ */
+
+/* The Upgrade field of a request that asks for a protocol switch t tunnels, else NULL. */
+const struct h1_header *tunnel_wanted(const struct h1_request *r, const struct target *t);
+/* Writes Connection: upgrade and the Upgrade field to an upstream head; false (nothing
+ * written) when r is not a tunnelled request. */
+bool tunnel_put_request_fields(const struct h1_request *r, const struct target *t, struct buf *b,
+                               bool *ok);
+/* Whether a 101 may start a tunnel: it names the protocol (an Upgrade field). */
+bool tunnel_response_ok(const struct h1_response *r);
+/* The backend switched (101 head r on up): the 101 goes to the client and the exchange
+ * relays bytes from now on. May close the connection. */
+void tunnel_begin(struct conn *c, struct upconn *up, const struct h1_response *r);
+/* Bytes one side sent; each queues them to the other, bounded by the window. */
+void tunnel_client_data(struct conn *c, const char *p, uint32_t n);
+void tunnel_backend_data(struct conn *c, struct upconn *up, const char *p, uint32_t n);
+/* An orderly end of one side (err: a reset, which closes both). */
+void tunnel_client_eof(struct conn *c, int err);
+void tunnel_backend_eof(struct conn *c);
+/* A send of either side completed: passes half-closes on, ends a tunnel done both ways. */
+void tunnel_sent(struct conn *c);
 
 /* ---- pcache.c: the request path's use of the cache ------------------------------------------ */
 

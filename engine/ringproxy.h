@@ -89,6 +89,10 @@ typedef struct rp_domain_config {
      * attempt is kept and the first response head of the two wins (the other is closed). */
     uint32_t try_timeout_ms;
     bool hedge;
+    /* Requests with Connection: upgrade and an Upgrade field (WebSocket) are forwarded with
+     * both, and a 101 from the backend turns the exchange into a byte tunnel; no_upgrade
+     * (config: upgrade = false) drops the Upgrade field instead, as for any hop-by-hop one. */
+    bool no_upgrade;
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */
@@ -101,16 +105,17 @@ typedef struct rp_http_route {
 typedef struct rp_server_config {
     const char *const *listen; /* addresses "ip:port" / "[ip6]:port"; default "0.0.0.0:8080" */
     size_t n_listen;
-    int workers;                   /* default: online CPUs */
-    uint32_t header_timeout_ms;    /* default 10s: deadline for a whole request head */
-    uint32_t keepalive_timeout_ms; /* default 60s: idle client connection between requests */
-    uint32_t shutdown_timeout_ms;  /* default 30s: how long a drain waits for in-flight work */
-    uint32_t max_header_bytes;     /* default 16 KiB: request head, else 431 */
-    uint32_t max_header_count;     /* default 100 fields, else 431 */
-    uint32_t max_target_len;       /* default 8 KiB, else 414 */
-    uint64_t max_body_bytes;       /* default 64 MiB request body, else 413 */
-    int log_level;                 /* 0 default (info), 1 warnings only, 2 debug */
-    const char *const *listen_tls; /* TLS listeners, beside the plain ones; none by default */
+    int workers;                     /* default: online CPUs */
+    uint32_t header_timeout_ms;      /* default 10s: deadline for a whole request head */
+    uint32_t keepalive_timeout_ms;   /* default 60s: idle client connection between requests */
+    uint32_t shutdown_timeout_ms;    /* default 30s: how long a drain waits for in-flight work */
+    uint32_t tunnel_idle_timeout_ms; /* default 1h: a tunnel (WebSocket) with no byte either way */
+    uint32_t max_header_bytes;       /* default 16 KiB: request head, else 431 */
+    uint32_t max_header_count;       /* default 100 fields, else 431 */
+    uint32_t max_target_len;         /* default 8 KiB, else 414 */
+    uint64_t max_body_bytes;         /* default 64 MiB request body, else 413 */
+    int log_level;                   /* 0 default (info), 1 warnings only, 2 debug */
+    const char *const *listen_tls;   /* TLS listeners, beside the plain ones; none by default */
     size_t n_listen_tls;
     const char *tls_cert; /* PEM certificate chain and key for the TLS listeners */
     const char *tls_key;

@@ -253,6 +253,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
     t->max_retries = d->max_retries == 0 ? DEF_RETRIES : d->max_retries < 0 ? 0 : d->max_retries;
     t->try_timeout_ms = d->try_timeout_ms;
     t->hedge = d->hedge;
+    t->no_upgrade = d->no_upgrade;
     t->max_idle = d->max_idle_conns == 0  ? DEF_MAX_IDLE
                   : d->max_idle_conns < 0 ? 0
                                           : d->max_idle_conns;

@@ -45,7 +45,8 @@ struct target {
     int max_retries;         /* resolved: 0 means none */
     uint32_t try_timeout_ms; /* 0: off */
     bool hedge;
-    int max_idle; /* resolved: 0 means no pooling */
+    bool no_upgrade; /* Upgrade requests are not tunnelled */
+    int max_idle;    /* resolved: 0 means no pooling */
     bool preserve_host;
     char *host_header;         /* NULL: not set */
     rp_health_check_config hc; /* resolved: defaults filled in, path owned ("" for TCP) */

@@ -34,6 +34,8 @@ static void apply_defaults(rp_server_config *c)
         c->keepalive_timeout_ms = 60000;
     if (!c->shutdown_timeout_ms)
         c->shutdown_timeout_ms = 30000;
+    if (!c->tunnel_idle_timeout_ms)
+        c->tunnel_idle_timeout_ms = 3600 * 1000;
     if (!c->max_header_bytes)
         c->max_header_bytes = 16 * 1024;
     if (!c->max_header_count)

@@ -67,7 +67,7 @@ void up_update_timer(struct upconn *up)
     default:
         if (up->sk.out.busy)
             deadline = w->now_ms + up->t->write_timeout_ms;
-        else if (!up->sk.want_recv || !up->req_whole)
+        else if (!up->sk.want_recv || !up->req_whole || up->tunnel)
             deadline = 0; /* held back for a slow client, or waiting for the client's body:
                              the client's timer runs (a stalled body is the client's 408) */
         else

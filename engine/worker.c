@@ -725,9 +725,11 @@ void worker_run(struct worker *w, struct start_gate *g)
             log_error("worker %d: cannot start health checks: out of memory", w->id);
         run_loop(w);
         log_info("worker %d: %llu connections, %llu requests, %llu errors, %llu failed TLS "
-                 "handshakes or records",
+                 "handshakes or records, %llu tunnels (%llu bytes in, %llu out)",
                  w->id, (unsigned long long)w->accepted, (unsigned long long)w->requests,
-                 (unsigned long long)w->errors, (unsigned long long)w->tls_failures);
+                 (unsigned long long)w->errors, (unsigned long long)w->tls_failures,
+                 (unsigned long long)w->tunnels, (unsigned long long)w->tunnel_bytes_in,
+                 (unsigned long long)w->tunnel_bytes_out);
     }
     worker_fini(w);
 }

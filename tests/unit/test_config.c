@@ -1296,6 +1296,30 @@ static void test_domain_try_timeout_and_hedge(void **state)
     rp_file_config_free(&c);
 }
 
+static void test_upgrade_and_tunnel_idle_timeout(void **state)
+{
+    struct rp_file_config c;
+    static const struct bad bad[] = {
+        {"domains = ( { domain = \"a\"; " B1 " upgrade = \"no\"; } );\n", 1,
+         "domains[0].upgrade: must be true or false, got a string"},
+        {"tunnel_idle_timeout = 5;\n" R1, 1,
+         "tunnel_idle_timeout: must be a duration string such as \"10s\", got an integer"},
+    };
+
+    (void)state;
+    load_ok("tunnel_idle_timeout = \"90s\";\n"
+            "domains = ( { domain = \"a\"; " B1 " upgrade = false; },\n"
+            "            { domain = \"b\"; " B1 " upgrade = true; },\n"
+            "            { domain = \"c\"; " B1 " } );\n",
+            &c);
+    assert_int_equal(c.server.tunnel_idle_timeout_ms, 90000);
+    assert_true(c.domains[0].no_upgrade);
+    assert_false(c.domains[1].no_upgrade);
+    assert_false(c.domains[2].no_upgrade); /* tunnels by default */
+    rp_file_config_free(&c);
+    expect_errors(bad, N(bad));
+}
+
 static void test_errors_try_timeout_and_hedge(void **state)
 {
     static const struct bad cases[] = {
@@ -1540,6 +1564,7 @@ int main(void)
         cmocka_unit_test(test_integers_as_written),
         cmocka_unit_test(test_errors_include_and_nul),
         cmocka_unit_test(test_domain_try_timeout_and_hedge),
+        cmocka_unit_test(test_upgrade_and_tunnel_idle_timeout),
         cmocka_unit_test(test_errors_try_timeout_and_hedge),
         cmocka_unit_test(test_errors_file_too_large),
         cmocka_unit_test(test_errors_file_read_fails),
