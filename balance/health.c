@@ -1,6 +1,6 @@
-/* health.c: active health checks as io_uring probes (socket, connect, send, receive, close
- * SQEs on the owning worker's ring, like any other connection), the passive verdicts of
- * live traffic, and the logged UP/DOWN transitions of health.h. */
+/* health.c: active health checks as requests of the upstream client (engine/upstream.c) on
+ * the owning worker's ring, plain or TLS like traffic to the backend; the passive verdicts
+ * of live traffic; and the logged UP/DOWN transitions of health.h. */
 #include "health.h"
 
 #include <errno.h>
@@ -12,10 +12,14 @@
 #include "../engine/internal.h"
 #include "../engine/log.h"
 
-/* One check in progress: a socket of its own, freed after the loop pass that ends it. */
+/* One check in progress: a connection of the upstream client's (plain or TLS, as traffic to
+ * the backend), never pooled, and the check's own timeout. */
 struct probe {
-    struct sock sk;
     struct hcheck *hc; /* NULL once the check has reported (or was abandoned) */
+    struct upconn *up;
+    struct timer tm;
+    char line[16]; /* the start of the status line */
+    uint32_t got;
 };
 
 static void hc_schedule(struct hcheck *hc, uint64_t delay_ms);
@@ -109,6 +113,14 @@ struct backend *health_fallback(struct worker *w, const struct target *t, uint64
 
 /* ---- probes ------------------------------------------------------------------------------ */
 
+static void probe_free(struct worker *w, struct probe *pr)
+{
+    timer_disarm(w->tw, &pr->tm);
+    if (pr->up)
+        up_close(pr->up); /* its callbacks stop here: the probe can go at once */
+    free(pr);
+}
+
 static void probe_done(struct probe *pr, bool ok, const char *why)
 {
     struct hcheck *hc = pr->hc;
@@ -118,47 +130,21 @@ static void probe_done(struct probe *pr, bool ok, const char *why)
     pr->hc = NULL;
     hc->running = NULL;
     hc_result(hc, ok, why);
-    sock_kill(hc->w, &pr->sk);
+    probe_free(hc->w, pr);
     hc_schedule(hc, hc->hs->t->hc.interval_ms);
 }
 
-static void p_on_socket(struct sock *s, int res)
+static void p_ready(struct upconn *up)
 {
-    struct probe *pr = (struct probe *)s;
-    struct backend *be = pr->hc->hs->be;
+    struct probe *pr = up->user;
 
-    if (res < 0) {
-        probe_done(pr, false, strerror(-res));
-        return;
-    }
-    s->fd = res;
-    sock_connect(pr->hc->w, s, &be->sa, be->salen);
-}
-
-static void p_on_connect(struct sock *s, int res)
-{
-    struct probe *pr = (struct probe *)s;
-    struct hcheck *hc = pr->hc;
-
-    if (res < 0) {
-        probe_done(pr, false, strerror(-res));
-        return;
-    }
-    if (!hc->req_len) { /* TCP check: the handshake is the answer */
+    if (!pr->hc->req_len) /* TCP check: the handshake is the answer */
         probe_done(pr, true, "");
-        return;
-    }
-    sock_recv_start(hc->w, s);
-    if (sock_write(hc->w, s, hc->req, hc->req_len))
-        probe_done(pr, false, "out of memory");
 }
 
 /* "HTTP/1.1 200 ..." -> 200, or -1 while the line is incomplete, 0 if it is not HTTP. */
-static int status_of(const struct buf *in)
+static int status_of(const char *p, uint32_t n)
 {
-    const char *p = buf_data(in);
-    uint32_t n = buf_used(in);
-
     if (n < 12)
         return memchr(p, '\n', n) ? 0 : -1;
     if (memcmp(p, "HTTP/1.", 7) || p[8] != ' ' || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
@@ -167,59 +153,55 @@ static int status_of(const struct buf *in)
     return (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
 }
 
-static void p_on_data(struct sock *s, char *data, uint32_t n)
+static void p_data(struct upconn *up, char *data, uint32_t n)
 {
-    struct probe *pr = (struct probe *)s;
+    struct probe *pr = up->user;
+    uint32_t k = n < sizeof(pr->line) - pr->got ? n : (uint32_t)sizeof(pr->line) - pr->got;
     char why[48];
     int st;
 
-    if (!pr->hc)
-        return;
-    if (buf_append(&s->in, data, n > 64 ? 64 : n)) {
-        probe_done(pr, false, "out of memory");
-        return;
-    }
-    st = status_of(&s->in);
+    memcpy(pr->line + pr->got, data, k);
+    pr->got += k;
+    st = status_of(pr->line, pr->got);
     if (st < 0)
         return;
     snprintf(why, sizeof(why), st ? "status %d" : "not an HTTP response", st);
     probe_done(pr, st >= 200 && st < 500, why);
 }
 
-static void p_on_eof(struct sock *s, int err)
+static void p_eof(struct upconn *up)
 {
-    struct probe *pr = (struct probe *)s;
-
-    probe_done(pr, false, err ? strerror(-err) : "closed before a status line");
+    probe_done(up->user, false, "closed before a status line");
 }
 
-static void p_on_sent(struct sock *s)
+static void p_failed(struct upconn *up, int err, const char *what)
 {
-    (void)s;
+    char why[160];
+
+    snprintf(why, sizeof(why), "%s: %s", what, strerror(-err));
+    probe_done(up->user, false, why);
 }
 
-static void p_release(struct sock *s)
+static void p_sent(struct upconn *up)
 {
-    free(s);
+    (void)up;
 }
 
-static const struct sock_ops probe_ops = {
-    .on_data = p_on_data,
-    .on_eof = p_on_eof,
-    .on_sent = p_on_sent,
-    .on_socket = p_on_socket,
-    .on_connect = p_on_connect,
-    .release = p_release,
+static const struct up_ops probe_ops = {
+    .ready = p_ready,
+    .sent = p_sent,
+    .data = p_data,
+    .eof = p_eof,
+    .failed = p_failed,
+    .try_timeout = p_sent, /* never armed: a check has its own timeout */
 };
 
 static void probe_timeout(struct timer *t, uint64_t now)
 {
-    struct probe *pr = (struct probe *)((char *)t - offsetof(struct sock, tm));
+    struct probe *pr = (struct probe *)((char *)t - offsetof(struct probe, tm));
     char why[48];
 
     (void)now;
-    if (!pr->hc)
-        return;
     snprintf(why, sizeof(why), "timed out after %u ms", pr->hc->hs->t->hc.timeout_ms);
     probe_done(pr, false, why);
 }
@@ -227,18 +209,24 @@ static void probe_timeout(struct timer *t, uint64_t now)
 static void hc_run(struct timer *t, uint64_t now)
 {
     struct hcheck *hc = (struct hcheck *)((char *)t - offsetof(struct hcheck, next));
+    struct health_state *hs = hc->hs;
     struct probe *pr = calloc(1, sizeof(*pr));
 
-    if (!pr) {
-        hc_schedule(hc, hc->hs->t->hc.interval_ms);
+    if (!pr || !(pr->up = up_get(hc->w, hs->t, hs->be, &probe_ops, pr, true))) {
+        free(pr);
+        hc_schedule(hc, hs->t->hc.interval_ms);
         return;
     }
-    sock_init(&pr->sk, -1, &probe_ops);
+    pr->up->try_deadline_ms = 0;
     pr->hc = hc;
     hc->running = pr;
-    pr->sk.tm.fn = probe_timeout;
-    timer_arm(hc->w->tw, &pr->sk.tm, now + hc->hs->t->hc.timeout_ms);
-    sock_open(hc->w, &pr->sk, hc->hs->be->sa.ss_family);
+    pr->tm.fn = probe_timeout;
+    timer_arm(hc->w->tw, &pr->tm, now + hs->t->hc.timeout_ms);
+    if (hc->req_len && up_queue(pr->up, hc->req, hc->req_len)) {
+        probe_done(pr, false, "out of memory");
+        return;
+    }
+    up_start(pr->up); /* a failure may report at once */
 }
 
 static void hc_schedule(struct hcheck *hc, uint64_t delay_ms)
@@ -265,22 +253,22 @@ int health_table_init(struct health_state **out, const struct route_table *rt)
     return 0;
 }
 
+/* The check's request, built once: over TLS too for https:// backends, with the same
+ * verification, SNI and CAs as traffic. */
 static void hc_build_request(struct hcheck *hc)
 {
     const struct target *t = hc->hs->t;
+    const char *host = t->hc.host       ? t->hc.host
+                       : t->host_header ? t->host_header
+                                        : hc->hs->be->authority;
     int n;
 
     if (!t->hc.path || !t->hc.path[0])
-        return;            /* TCP check */
-    if (hc->hs->be->tls) { /* checks do not speak TLS yet: the TCP handshake must do */
-        log_warn("backend %s: HTTP health checks of https:// backends are TCP connects for now",
-                 hc->hs->be->addr);
-        return;
-    }
+        return; /* TCP check */
     n = snprintf(hc->req, sizeof(hc->req),
                  "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ringproxy-health\r\n"
                  "Connection: close\r\n\r\n",
-                 t->hc.path, t->host_header ? t->host_header : hc->hs->be->authority);
+                 t->hc.path, host);
     hc->req_len = n > 0 && (size_t)n < sizeof(hc->req) ? (uint32_t)n : 0;
 }
 
@@ -334,7 +322,7 @@ void health_worker_stop(struct worker *w)
             struct probe *pr = hc->running;
             pr->hc = NULL;
             hc->running = NULL;
-            sock_kill(w, &pr->sk);
+            probe_free(w, pr);
         }
     }
 }

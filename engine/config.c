@@ -740,6 +740,7 @@ static const struct key health_keys[] = {
     HC_FIELD("timeout", K_DURATION, timeout_ms, 0, 0),
     HC_FIELD("fail_threshold", K_INT, fail_threshold, 1, 100),
     HC_FIELD("success_threshold", K_INT, success_threshold, 1, 100),
+    HC_FIELD("host", K_HEADER, host, 0, 0),
     {0},
 };
 

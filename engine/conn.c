@@ -19,6 +19,22 @@
 #define LINGER_MS 2000
 
 static void conn_process(struct conn *c);
+
+/* The exchange's side of its upstream connections (struct up_ops, user: the conn). */
+static void ex_upstream_ready(struct upconn *up);
+static void ex_upstream_sent(struct upconn *up);
+static void ex_response_data(struct upconn *up, char *p, uint32_t n);
+static void ex_response_eof(struct upconn *up);
+static void ex_upstream_failed(struct upconn *up, int err, const char *what);
+static void ex_try_timeout(struct upconn *up);
+static const struct up_ops ex_up_ops = {
+    .ready = ex_upstream_ready,
+    .sent = ex_upstream_sent,
+    .data = ex_response_data,
+    .eof = ex_response_eof,
+    .failed = ex_upstream_failed,
+    .try_timeout = ex_try_timeout,
+};
 static void conn_timeout(struct timer *t, uint64_t now);
 static void local_feed_body(struct conn *c);
 
@@ -449,7 +465,7 @@ static uint64_t mono_ns(void)
 static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh)
 {
     struct exchange *ex = c->ex;
-    struct upconn *up = up_get(c->w, ex->t, be, c, fresh);
+    struct upconn *up = up_get(c->w, ex->t, be, &ex_up_ops, c, fresh);
 
     if (!up)
         return NULL;
@@ -1073,9 +1089,9 @@ static bool attempt_replace(struct conn *c, struct backend *be)
     return true;
 }
 
-void ex_upstream_failed(struct upconn *up, int err, const char *what)
+static void ex_upstream_failed(struct upconn *up, int err, const char *what)
 {
-    struct conn *c = up->c;
+    struct conn *c = up->user;
     struct exchange *ex = c->ex;
     struct backend *be = up->be;
     bool connecting = up->state == US_CONNECTING;
@@ -1138,9 +1154,9 @@ void ex_upstream_failed(struct upconn *up, int err, const char *what)
     conn_update_timer(c);
 }
 
-void ex_try_timeout(struct upconn *up)
+static void ex_try_timeout(struct upconn *up)
 {
-    struct conn *c = up->c;
+    struct conn *c = up->user;
     struct exchange *ex = c->ex;
     struct backend *be = up->be, *next;
 
@@ -1175,14 +1191,14 @@ void ex_try_timeout(struct upconn *up)
 
 /* ---- the backend's side of the exchange -------------------------------------------------- */
 
-void ex_upstream_ready(struct upconn *up)
+static void ex_upstream_ready(struct upconn *up)
 {
-    conn_update_timer(up->c);
+    conn_update_timer(up->user);
 }
 
-void ex_upstream_sent(struct upconn *up)
+static void ex_upstream_sent(struct upconn *up)
 {
-    struct conn *c = up->c;
+    struct conn *c = up->user;
 
     if (c->ex->tunnel)
         tunnel_sent(c);
@@ -1548,9 +1564,9 @@ static bool hedge_race(struct conn *c, struct upconn *up, const char *p, uint32_
     return true;
 }
 
-void ex_response_data(struct upconn *up, char *p, uint32_t n)
+static void ex_response_data(struct upconn *up, char *p, uint32_t n)
 {
-    struct conn *c = up->c;
+    struct conn *c = up->user;
     struct buf *in = &up->sk.in;
     uint32_t k;
 
@@ -1584,9 +1600,9 @@ void ex_response_data(struct upconn *up, char *p, uint32_t n)
     conn_flush_out(c); /* the head and the body that came with it, in one send */
 }
 
-void ex_response_eof(struct upconn *up)
+static void ex_response_eof(struct upconn *up)
 {
-    struct conn *c = up->c;
+    struct conn *c = up->user;
     struct exchange *ex = c->ex;
 
     if (ex->tunnel) {

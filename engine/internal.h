@@ -189,12 +189,28 @@ struct conn {
 
 enum up_state { US_CONNECTING = 1, US_READY, US_IDLE };
 
+struct upconn;
+
+/* What a user of the upstream client (an exchange, a health probe) is told about its
+ * connection. Every callback may close `up` (up_close) before it returns. */
+struct up_ops {
+    void (*ready)(struct upconn *up); /* TCP is up (a TLS handshake has begun) */
+    void (*sent)(struct upconn *up);  /* a send completed */
+    void (*data)(struct upconn *up, char *p, uint32_t n); /* bytes (decrypted on TLS) */
+    void (*eof)(struct upconn *up);                       /* the backend closed in order */
+    /* The connection failed: err a negative errno (-ETIMEDOUT for timeouts), `what` says
+     * where; `up` is still open and the callee closes it. */
+    void (*failed)(struct upconn *up, int err, const char *what);
+    void (*try_timeout)(struct upconn *up); /* try_timeout passed without a byte */
+};
+
 struct upconn {
     struct sock sk;
     struct worker *w;
     struct backend *be;
     struct target *t;
-    struct conn *c;               /* client served, NULL while pooled */
+    const struct up_ops *ops;     /* its user's callbacks, NULL while pooled */
+    void *user;                   /* handed back through ops: an exchange's struct conn */
     struct upconn *pnext, *pprev; /* the backend's idle pool on this worker */
     uint8_t state;                /* enum up_state */
     bool reused;                  /* taken from the pool for the current request */
@@ -391,17 +407,6 @@ void conn_cache_resume(struct conn *c, bool served);
 bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
                         struct cache_fill *fill);
 
-/* Called by upstream.c as an attempt (`up`, serving up->c) progresses. */
-void ex_upstream_ready(struct upconn *up);
-void ex_upstream_sent(struct upconn *up);
-/* Response bytes from the backend; the exchange may end (and `up` go) before this returns. */
-void ex_response_data(struct upconn *up, char *p, uint32_t n);
-void ex_response_eof(struct upconn *up);
-/* The attempt failed; err is a negative errno (-ETIMEDOUT for timeouts). */
-void ex_upstream_failed(struct upconn *up, int err, const char *what);
-/* The attempt's try_timeout passed without a response head. */
-void ex_try_timeout(struct upconn *up);
-
 /* ---- tunnel.c: Upgrade tunnels ------------------------------------------------------------ */
 
 /* The Upgrade field of a request that asks for a protocol switch t tunnels, else NULL. */
@@ -464,9 +469,10 @@ bool pc_admin_authorized(const rp_server *s, const struct h1_request *r);
 
 /* ---- upstream.c: backend side ------------------------------------------------------------ */
 
-/* Returns a connection to `be` for client c (pooled or a new connect); NULL on ENOMEM. */
-struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
-                      bool fresh);
+/* Returns a connection to `be` for t's request, pooled (unless `fresh`) or a new one that
+ * up_start connects; its events go to ops with `user`. NULL on ENOMEM. Worker thread. */
+struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
+                      const struct up_ops *ops, void *user, bool fresh);
 /* Queues request bytes for the backend (encrypted on https://; held while the handshake
  * runs). 0 or -ENOMEM. Flush with sock_flush. */
 int up_queue(struct upconn *up, const void *p, uint32_t n);

@@ -56,6 +56,8 @@ typedef struct rp_health_check_config {
     uint32_t timeout_ms;   /* default 5s */
     int fail_threshold;    /* default 3 */
     int success_threshold; /* default 2 */
+    const char *host;      /* Host of an HTTP check; NULL: what traffic sends (host_header, or
+                              the backend's host:port) */
 } rp_health_check_config;
 
 /* max_retries: 0 means the default (2); RP_NO_RETRIES turns retries off. */

@@ -182,6 +182,7 @@ static void target_free(struct target *t)
     if (!t)
         return;
     free((char *)t->hc.path);
+    free((char *)t->hc.host);
     free(t->tls_cert);
     free(t->tls_key);
     free(t->tls_ca_file);
@@ -262,6 +263,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
     t->no_cache = d->no_cache;
     t->hc = d->health_check;
     t->hc.path = NULL;
+    t->hc.host = NULL;
     t->hc.interval_ms = or_default(t->hc.interval_ms, 10000);
     t->hc.timeout_ms = or_default(t->hc.timeout_ms, 5000);
     t->hc.fail_threshold = t->hc.fail_threshold > 0 ? t->hc.fail_threshold : 3;
@@ -317,6 +319,8 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
     if (!rc)
         rc = set_host_header(t, d->host_header);
     if (!rc && !(t->hc.path = strdup(d->health_check.path ? d->health_check.path : "")))
+        rc = -ENOMEM;
+    if (!rc && d->health_check.host && !(t->hc.host = strdup(d->health_check.host)))
         rc = -ENOMEM;
     if (!rc && (!d->tls_cert != !d->tls_key)) {
         log_error("domain %s: tls_cert and tls_key go together", d->domain);

@@ -110,8 +110,8 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
     return up;
 }
 
-struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, struct conn *c,
-                      bool fresh)
+struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
+                      const struct up_ops *ops, void *user, bool fresh)
 {
     struct upconn *up = fresh ? NULL : up_from_pool(w, be);
     bool new_conn = !up;
@@ -125,7 +125,8 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be, st
             return NULL;
     }
     up->t = t;
-    up->c = c;
+    up->ops = ops;
+    up->user = user;
     up->got_bytes = false;
     up->reuse_ok = false;
     up->req_sent = false;
@@ -148,7 +149,7 @@ void up_on_socket(struct upconn *up, int res)
     int one = 1;
 
     if (res < 0) {
-        ex_upstream_failed(up, res, "cannot create a socket");
+        up->ops->failed(up, res, "cannot create a socket");
         return;
     }
     up->sk.fd = res;
@@ -205,30 +206,30 @@ static int up_start_tls(struct upconn *up)
 void up_on_connect(struct upconn *up, int res)
 {
     if (res < 0) {
-        ex_upstream_failed(up, res == -ECANCELED ? -ETIMEDOUT : res, "connect failed");
+        up->ops->failed(up, res == -ECANCELED ? -ETIMEDOUT : res, "connect failed");
         return;
     }
     up->state = US_READY;
     if (up->be->tls && (res = up_start_tls(up))) {
-        ex_upstream_failed(up, res, "TLS set-up failed");
+        up->ops->failed(up, res, "TLS set-up failed");
         return;
     }
     sock_recv_start(up->w, &up->sk);
     sock_flush(up->w, &up->sk);
     up_update_timer(up);
-    ex_upstream_ready(up);
+    up->ops->ready(up);
 }
 
 static void up_plain_data(struct upconn *up, char *p, uint32_t n)
 {
-    if (up->state != US_READY || !up->c) {
+    if (up->state != US_READY || !up->ops) {
         /* bytes on an idle connection answer nothing we asked: it cannot be reused */
         up_close(up);
         return;
     }
     up->got_bytes = true; /* before the timer: try_timeout stops at the first byte */
     up_update_timer(up);
-    ex_response_data(up, p, n);
+    up->ops->data(up, p, n);
 }
 
 /* Once the handshake is done, the request held back during it goes out. */
@@ -263,8 +264,8 @@ static void up_tls_data(struct upconn *up, const char *p, uint32_t n)
     }
     if (k < 0 || up_release_wait(up)) {
         snprintf(why, sizeof(why), "TLS: %s", tls_error(up->tls));
-        if (up->c && up->state == US_READY)
-            ex_upstream_failed(up, -EPROTO, why);
+        if (up->ops && up->state == US_READY)
+            up->ops->failed(up, -EPROTO, why);
         else
             up_close(up);
         return;
@@ -282,21 +283,21 @@ void up_on_data(struct upconn *up, char *p, uint32_t n)
 
 void up_on_eof(struct upconn *up, int err)
 {
-    if (up->state != US_READY || !up->c) {
+    if (up->state != US_READY || !up->ops) {
         up_close(up);
         return;
     }
     if (err)
-        ex_upstream_failed(up, err, up->got_bytes ? "failed mid-response" : "failed");
+        up->ops->failed(up, err, up->got_bytes ? "failed mid-response" : "failed");
     else
-        ex_response_eof(up);
+        up->ops->eof(up);
 }
 
 void up_on_sent(struct upconn *up)
 {
     up->req_sent = true;
-    if (up->c)
-        ex_upstream_sent(up);
+    if (up->ops)
+        up->ops->sent(up);
     up_update_timer(up);
 }
 
@@ -306,7 +307,8 @@ void up_close(struct upconn *up)
         return;
     if (up->state == US_IDLE)
         pool_remove(up);
-    up->c = NULL;
+    up->ops = NULL;
+    up->user = NULL;
     sock_kill(up->w, &up->sk);
 }
 
@@ -314,7 +316,8 @@ void up_release_to_pool(struct upconn *up, bool reusable)
 {
     struct pool *p = pool_of(up);
 
-    up->c = NULL;
+    up->ops = NULL;
+    up->user = NULL;
     if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle) {
         up_close(up);
         return;
@@ -350,7 +353,7 @@ static void up_timeout(struct timer *t, uint64_t now)
     if (up->try_deadline_ms && !up->got_bytes && up->state != US_IDLE &&
         now >= up->try_deadline_ms) {
         up->try_deadline_ms = 0; /* once per attempt */
-        ex_try_timeout(up);
+        up->ops->try_timeout(up);
         return;
     }
     switch (up->state) {
@@ -358,13 +361,13 @@ static void up_timeout(struct timer *t, uint64_t now)
         up_close(up);
         break;
     case US_CONNECTING:
-        ex_upstream_failed(up, -ETIMEDOUT, "connect timed out");
+        up->ops->failed(up, -ETIMEDOUT, "connect timed out");
         break;
     default:
-        ex_upstream_failed(up, -ETIMEDOUT,
-                           up->sk.out.busy ? "write timed out"
-                           : up->got_bytes ? "read timed out mid-response"
-                                           : "no response within read_timeout");
+        up->ops->failed(up, -ETIMEDOUT,
+                        up->sk.out.busy ? "write timed out"
+                        : up->got_bytes ? "read timed out mid-response"
+                                        : "no response within read_timeout");
     }
 }
 

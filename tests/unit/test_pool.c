@@ -65,37 +65,38 @@ void sock_kill(struct worker *w, struct sock *s)
     killed++;
     up_release((struct upconn *)s); /* no completions pending in this test */
 }
+/* ---- the pool's user: counts what it is told ---- */
 static int failed, try_timeouts;
-void ex_upstream_failed(struct upconn *up, int err, const char *what)
+static void on_failed(struct upconn *up, int err, const char *what)
 {
     (void)up;
     (void)err;
     (void)what;
     failed++;
 }
-void ex_try_timeout(struct upconn *up)
+static void on_try_timeout(struct upconn *up)
 {
     (void)up;
     try_timeouts++;
 }
-void ex_upstream_ready(struct upconn *up)
+static void on_up(struct upconn *up)
 {
     (void)up;
 }
-void ex_upstream_sent(struct upconn *up)
-{
-    (void)up;
-}
-void ex_response_data(struct upconn *up, char *p, uint32_t n)
+static void on_data(struct upconn *up, char *p, uint32_t n)
 {
     (void)up;
     (void)p;
     (void)n;
 }
-void ex_response_eof(struct upconn *up)
-{
-    (void)up;
-}
+static const struct up_ops ops = {
+    .ready = on_up,
+    .sent = on_up,
+    .data = on_data,
+    .eof = on_up,
+    .failed = on_failed,
+    .try_timeout = on_try_timeout,
+};
 
 static struct rp_server srv;
 static struct worker w;
@@ -136,7 +137,7 @@ static int teardown(void **state)
 /* A connection as if it had just finished a request. */
 static struct upconn *used_conn(void)
 {
-    struct upconn *up = up_get(&w, &tgt, &be, &client, true);
+    struct upconn *up = up_get(&w, &tgt, &be, &ops, &client, true);
     up->state = US_READY; /* as after the connect completed */
     return up;
 }
@@ -149,9 +150,9 @@ static void test_mru_first(void **state)
     up_release_to_pool(a, true);
     up_release_to_pool(b, true);
     assert_int_equal(pools[0].n, 2);
-    assert_ptr_equal(up_get(&w, &tgt, &be, &client, false), b);
+    assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), b);
     assert_true(b->reused);
-    assert_ptr_equal(up_get(&w, &tgt, &be, &client, false), a);
+    assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), a);
     assert_int_equal(pools[0].n, 0);
     up_release_to_pool(a, true);
     up_release_to_pool(b, true);
@@ -228,7 +229,7 @@ static void test_fresh_skips_pool(void **state)
 
     (void)state;
     up_release_to_pool(a, true);
-    f = up_get(&w, &tgt, &be, &client, true);
+    f = up_get(&w, &tgt, &be, &ops, &client, true);
     assert_ptr_not_equal(f, a);
     assert_int_equal(f->state, US_CONNECTING);
     up_start(f);
