@@ -565,6 +565,8 @@ struct cache_cpool {
 struct cache_cpool *cache_cpool_of(struct cache *c);
 int cache_cpool_init(struct cache_cpool *p);
 void cache_cpool_fini(struct cache_cpool *p);
+/* Queues e for a compression thread (taking a reference); false when no thread runs. A
+ * full queue drops its oldest job (that entry's copy state goes back to NONE). */
 bool cache_compress_enqueue(struct cache *c, struct cache_entry *e);
 int cache_attach_copy(struct cache *c, struct cache_entry *e, struct cache_body *copy);
 struct cache_body *cache_body_new(size_t len);

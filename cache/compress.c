@@ -40,9 +40,18 @@ void cache_cpool_fini(struct cache_cpool *p)
 bool cache_compress_enqueue(struct cache *c, struct cache_entry *e)
 {
     struct cache_cpool *p = cache_cpool_of(c);
+    struct cache_entry *dropped = NULL;
     bool ok = false;
     pthread_mutex_lock(&p->mu);
-    if (p->nthreads && !p->stop && p->n < p->cap) {
+    if (p->nthreads && !p->stop) {
+        if (p->n == p->cap) {
+            /* the threads are behind (they yield to the I/O threads): the oldest job gives
+             * way, since the newest entries are the likeliest to be asked for (and still
+             * stored) by the time a thread gets to them */
+            dropped = p->q[p->head];
+            p->head = (p->head + 1) % p->cap;
+            p->n--;
+        }
         cache_entry_ref(e);
         p->q[(p->head + p->n) % p->cap] = e;
         p->n++;
@@ -50,6 +59,10 @@ bool cache_compress_enqueue(struct cache *c, struct cache_entry *e)
         pthread_cond_signal(&p->work_cv);
     }
     pthread_mutex_unlock(&p->mu);
+    if (dropped) {
+        cache_set_copy_state(dropped, CACHE_COPY_NONE);
+        cache_entry_unref(dropped);
+    }
     return ok;
 }
 
