@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """What a slow client costs (issue 12 point 4): 20 clients each trickle a 12 KiB request head
-one byte per write (TCP_NODELAY) into the proxy, which must parse it as it comes. For
+one byte per write (TCP_NODELAY, 1 ms apart, so that each byte is a segment of its own
+rather than coalescing while the proxy is busy) into the proxy, which must parse it as it
+comes. For
 ringproxy and nginx (if installed), both one worker in front of one ringorigin: the proxy's
 CPU time per connection, and the CPU of the last quarter of the bytes against the first
 (1.0: parsing is linear in the head's length; a parser that starts over on every segment
 grows with it).
 
-  tools/tricklebench.py [--build DIR] [--clients 20] [--head 12288] [--rounds 3]
+  tools/tricklebench.py [--build DIR] [--clients 20] [--head 12288] [--rounds 3] [--gap-ms 1]
 
 Uses ports 18640-18649 on 127.0.0.1 and a temporary folder; stops what it started.
 """
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from benchutil import wait_port
 
@@ -42,12 +45,12 @@ def head_of(size):
     head = b"GET / HTTP/1.1\r\nHost: bench.local\r\n"
     i = 0
     while len(head) < size - 40:
-        head += b"X-Pad-%04d: %s\r\n" % (i, b"v" * 40)
+        head += b"X-Pad-%04d: %s\r\n" % (i, b"v" * 400)  # 30 fields: under the 100-field limit
         i += 1
     return head + b"\r\n"
 
 
-def run(port, pid, clients, head):
+def run(port, pid, clients, head, gap):
     """Trickles `head` over `clients` connections; returns CPU seconds per quarter."""
     total = clients * len(head)
     sent = [0]
@@ -62,6 +65,7 @@ def run(port, pid, clients, head):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i in range(len(head)):
                 s.send(head[i:i + 1])
+                time.sleep(gap)  # so each byte arrives as a segment of its own
                 with lock:
                     sent[0] += 1
                     if marks and sent[0] >= marks[0]:
@@ -108,6 +112,7 @@ def main():
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--head", type=int, default=12288)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gap-ms", type=float, default=1.0, help="pause between writes")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rp-trickle-")
     log = open(os.path.join(tmp, "log"), "a")
@@ -137,9 +142,9 @@ def main():
         results = {name: [] for name in cands}
         for _ in range(args.rounds):  # interleaved rounds, medians reported
             for name, (port, pid) in cands.items():
-                results[name].append(run(port, pid, args.clients, head))
-        print(f"{args.clients} clients, a {len(head)}-byte head one byte per write, "
-              f"{args.rounds} rounds (median)")
+                results[name].append(run(port, pid, args.clients, head, args.gap_ms / 1000))
+        print(f"{args.clients} clients, a {len(head)}-byte head one byte per write "
+              f"{args.gap_ms:g} ms apart, {args.rounds} rounds (median)")
         print(f"{'proxy':<11}{'CPU ms/conn':>12}{'last/first quarter':>20}")
         for name, rs in results.items():
             per_conn = statistics.median(sum(q) for q in rs) * 1000 / args.clients
