@@ -61,8 +61,8 @@ FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
-RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/engine/h1.o \
-                $(BUILD)/obj/tls/tls.o
+RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/tools/ws.o \
+                $(BUILD)/obj/engine/h1.o $(BUILD)/obj/tls/tls.o
 
 .PHONY: all deps test unit integration asan demo fuzz fuzz-deps fuzz-run install format format-check clean bench
 all: $(BINS)
@@ -98,7 +98,7 @@ $(BUILD)/ringload: $(RINGLOAD_OBJ)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -lm -o $@
 
-$(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o
+$(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o $(BUILD)/obj/tools/ws.o
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
 
@@ -107,7 +107,7 @@ $(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o
 $(BUILD)/libconfigfile.a: $(BUILD)/obj/engine/config.o
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libtools.a: $(BUILD)/obj/tools/hist.o
+$(BUILD)/libtools.a: $(BUILD)/obj/tools/hist.o $(BUILD)/obj/tools/ws.o
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigfile.a $(BUILD)/libtools.a

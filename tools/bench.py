@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """`make bench`: ringproxy side by side with nginx and HAProxy, driven by ringload.
 
-Starts two ringorigin backends, then ringproxy, nginx and HAProxy (whichever are installed) with
-the same worker count and the same backends, and drives each with build/ringload in three
-scenarios: keep-alive small responses, 64 KiB responses, and a new connection per request.
-Candidates alternate over the rounds (A B C A B C ...) and the median is reported, so drift on
-the machine hits all alike. Prints one table: requests/s, p50, p99 and the ratio to the best peer
-(nginx or HAProxy). Uses ports 18500-18599 on 127.0.0.1, writes only to a temporary folder,
-and stops everything it started, whatever happens. Exit status: 0 when every ringproxy run was
-clean, 1 otherwise, 2 when something needed is missing.
+Starts two ringorigin backends (with --ws: WebSocket echo servers too), then ringproxy, nginx and
+HAProxy (whichever are installed) with the same worker count and the same backends, and drives
+each with build/ringload in four scenarios: keep-alive small responses, 64 KiB responses, a new
+connection per request, and WebSocket echoes (ringload --ws: 64-byte messages on 64 upgraded
+connections, one in flight each; there a "request" is a message). Candidates alternate over the
+rounds (A B C A B C ...) and the median is reported, so drift on the machine hits all alike.
+Prints one table: requests (or messages)/s, p50, p99, the proxy's CPU time per request (all its
+processes and threads, from /proc/PID/task/*/schedstat) and the ratio to the best peer (nginx or
+HAProxy). Uses ports 18500-18599 on 127.0.0.1, writes only to a temporary folder, and stops
+everything it started, whatever happens. Exit status: 0 when every ringproxy run was clean,
+1 otherwise, 2 when something needed is missing.
 
   tools/bench.py [--build DIR] [--workers N] [--rounds R] [--seconds S] [--scenarios a,b,c]
 """
@@ -32,6 +35,7 @@ SCENARIOS = {
     "small": ("/", 64, [], "keep-alive GET, small body"),
     "big": ("/?size=65536", 32, [], "keep-alive GET, 64 KiB body"),
     "newconn": ("/", 32, ["--close"], "new TCP connection per request"),
+    "ws": ("/ws", 64, ["--ws", "64"], "WebSocket echo, 64-byte messages"),
 }
 
 
@@ -62,6 +66,10 @@ class Procs:
         self.procs.append((name, p))
         return p
 
+    def session(self, name):
+        """The session id of the process started as `name` (its pid: each has its own)."""
+        return next(p.pid for n, p in self.procs if n == name)
+
     def stop_all(self):
         for _, p in self.procs:
             if p.poll() is None:
@@ -79,6 +87,35 @@ class Procs:
                 except ProcessLookupError:
                     pass
                 p.wait()
+
+
+def proc_cpu(pid):
+    """(session id, CPU seconds so far) of one process and all its threads, or None when it
+    is gone: the run time in /proc/PID/task/*/schedstat (nanoseconds), or utime + stime from
+    /proc/PID/stat (clock ticks) where there is no schedstat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is stat's third, state
+    except OSError:
+        return None
+    try:
+        ns = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                ns += int(f.read().split()[0])
+        return int(fields[3]), ns / 1e9
+    except OSError:
+        return int(fields[3]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(sid):
+    """CPU time used so far by every process of session `sid` (nginx's master and workers)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        got = proc_cpu(pid) if pid.isdigit() else None
+        if got and got[0] == sid:
+            total += got[1]
+    return total
 
 
 def write(path, text):
@@ -116,12 +153,15 @@ events {{ worker_connections 16384; }}
 http {{
   access_log off;
   keepalive_requests 10000000;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   upstream be {{
 {ups}
     keepalive 64;
   }}
   server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
-    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    # Upgrade passed on only when asked: the other scenarios keep their pooled connections
+    location / {{ proxy_pass http://be; proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; }}
   }}
 }}
 """
@@ -137,6 +177,7 @@ defaults
   timeout connect 10s
   timeout client 30s
   timeout server 30s
+  timeout tunnel 1h
   http-reuse always
 frontend plain
   bind 127.0.0.1:{port}
@@ -147,26 +188,37 @@ backend be
 """
 
 
-def run_ringload(ringload, port, path, conns, extra, seconds):
+def run_ringload(ringload, port, path, conns, extra, seconds, sid):
+    """One run against the proxy on `port`; `sid` is its session, whose CPU time is read
+    before and after (the run's requests or, with --ws, messages, share it)."""
     argv = [ringload, "--json", "-t1", f"-c{conns}", f"-d{seconds}s", "-H", f"Host: {HOST}",
             *extra, f"http://127.0.0.1:{port}{path}"]
+    cpu0 = cpu_seconds(sid)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    cpu = cpu_seconds(sid) - cpu0
     try:
         j = json.loads(r.stdout)
     except ValueError:
-        return {"rps": 0.0, "p50": 0, "p99": 0, "ok": False, "errors": r.stderr.strip()[:80]}
+        return {"rps": 0.0, "p50": 0, "p99": 0, "cpu_us": 0.0, "ok": False,
+                "errors": r.stderr.strip()[:80]}
     errors = sum(j["errors"].values())
-    bad = j["status"]["4xx"] + j["status"]["5xx"] + j["status"]["other"]
-    ok = j["requests"] > 0 and errors + bad <= j["requests"] * 0.001
-    return {"rps": j["rps"], "p50": j["latency_us"]["p50"], "p99": j["latency_us"]["p99"],
-            "ok": ok, "errors": f"{errors} socket errors, {bad} bad statuses"}
+    if j.get("mode") == "websocket":
+        n, rate, bad = j["messages"], j["mps"], 0  # a refused upgrade is an "upgrade" error
+    else:
+        n, rate = j["requests"], j["rps"]
+        bad = j["status"]["4xx"] + j["status"]["5xx"] + j["status"]["other"]
+    ok = n > 0 and errors + bad <= n * 0.001
+    return {"rps": rate, "p50": j["latency_us"]["p50"], "p99": j["latency_us"]["p99"],
+            "cpu_us": cpu * 1e6 / n if n else 0.0, "ok": ok,
+            "errors": f"{errors} socket errors, {bad} bad statuses"}
 
 
 def start_candidates(procs, d, args):
     """Starts what is installed; returns {name: port} of those listening."""
     ringorigin = os.path.join(args.build, "ringorigin")
     for n, p in enumerate(BACKENDS, 1):
-        procs.start(f"origin{n}", [ringorigin, "-l", f"127.0.0.1:{p}", "-n", f"b{n}", "-q"])
+        procs.start(f"origin{n}", [ringorigin, "-l", f"127.0.0.1:{p}", "-n", f"b{n}", "-q",
+                                   "--ws"])
     cands = {}
     rp = os.path.join(args.build, "ringproxy")
     if os.access(rp, os.X_OK):
@@ -215,7 +267,7 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=4)
-    ap.add_argument("--scenarios", default="small,big,newconn")
+    ap.add_argument("--scenarios", default="small,big,newconn,ws")
     args = ap.parse_args()
     ringload = os.path.join(args.build, "ringload")
     for b in (ringload, os.path.join(args.build, "ringorigin")):
@@ -244,20 +296,22 @@ def main():
         time.sleep(0.5)
         print(f"# {machine()}")
         print(f"# workers={args.workers} rounds={args.rounds} seconds={args.seconds}, "
-              f"ringload -t1, two ringorigin backends")
+              f"ringload -t1, two ringorigin --ws backends")
+        print("# ws: a request is one 64-byte message echoed; cpu/req: the proxy's CPU time "
+              "per request, all its processes")
         print(f"{'scenario':<9}{'candidate':<11}{'req/s':>10}{'p50':>10}{'p99':>10}"
-              f"{'vs best peer':>14}  note")
+              f"{'cpu/req':>10}{'vs best peer':>14}  note")
         for sc in scenarios:
             path, conns, extra, _ = SCENARIOS[sc]
             runs = {name: [] for name in cands}
             for _ in range(args.rounds):
                 for name, port in cands.items():
                     runs[name].append(run_ringload(ringload, port, path, conns, extra,
-                                                   args.seconds))
+                                                   args.seconds, procs.session(name)))
             med = {}
             for name, r in runs.items():
                 med[name] = {k: statistics.median(x[k] for x in r)
-                             for k in ("rps", "p50", "p99")}
+                             for k in ("rps", "p50", "p99", "cpu_us")}
                 med[name]["ok"] = all(x["ok"] for x in r)
                 med[name]["note"] = "" if med[name]["ok"] else \
                     "; ".join(x["errors"] for x in r if not x["ok"])
@@ -266,7 +320,8 @@ def main():
             for name, m in med.items():
                 ratio = f"{m['rps'] / best:.2f}x" if best else "-"
                 print(f"{sc:<9}{name:<11}{m['rps']:>10.0f}{m['p50'] / 1000:>8.2f}ms"
-                      f"{m['p99'] / 1000:>8.2f}ms{ratio:>14}  {m['note']}", flush=True)
+                      f"{m['p99'] / 1000:>8.2f}ms{m['cpu_us']:>8.1f}us{ratio:>14}  {m['note']}",
+                      flush=True)
                 if name == "ringproxy" and not m["ok"]:
                     all_ok = False
         if "ringproxy" not in cands:

@@ -2,6 +2,7 @@
  * per thread drives its share of the connections through direct descriptors (socket, connect and
  * send linked in one submission), multishot receives into a provided-buffer ring, and one
  * io_uring_enter per batch. Responses are parsed by engine/h1.c; latencies go to tools/hist.c.
+ * With --ws it drives WebSocket connections instead: one upgrade each, then echoed messages.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -28,6 +30,7 @@
 #include "../engine/uring_compat.h"
 #include "../tls/tls.h"
 #include "hist.h"
+#include "ws.h"
 
 #define HEAD_MAX 8192    /* largest response head kept across receives */
 #define RESP_HDRS 128    /* response header lines parsed */
@@ -37,11 +40,17 @@
 #define TICK_NS 100000000ULL /* timeout scan and progress publication */
 #define MAX_CONNS (1u << 20)
 #define MAX_PIPELINE 1024
-#define PTEXT_SIZE (64 * 1024) /* per-thread plaintext buffer (https://) */
+#define PTEXT_SIZE (64 * 1024)     /* per-thread plaintext buffer (https://) */
+#define WS_MAX (16u * 1024 * 1024) /* --ws: largest message */
+#define WS_KEY_LEN 24              /* a Sec-WebSocket-Key: base64 of 16 bytes */
+#define WS_FRAMES_BYTES (4u << 20) /* --ws: memory for the pre-masked copies of the message */
 
 enum { OP_SOCKET = 1, OP_CONNECT, OP_SEND, OP_RECV, OP_TSEND };
-enum { ERR_CONNECT, ERR_READ, ERR_WRITE, ERR_TIMEOUT, ERR_KINDS };
+/* ERR_UPGRADE (--ws only): the upgrade was answered with anything but a good 101 */
+enum { ERR_CONNECT, ERR_READ, ERR_WRITE, ERR_TIMEOUT, ERR_UPGRADE, ERR_KINDS };
 enum { RS_HEAD, RS_LENGTH, RS_CHUNKED, RS_UNTIL_CLOSE };
+enum { WS_OFF, WS_HS, WS_OPEN };                                /* a connection's --ws phase */
+enum { WS_EV_NONE, WS_EV_MESSAGE, WS_EV_CLOSE, WS_EV_CONTROL }; /* what ws_feed saw end */
 
 /* user_data: op in bits 0-3, connection generation in 4-31, connection index in 32-63 */
 #define UD(op, gen, idx)                                                                           \
@@ -69,7 +78,8 @@ struct opts {
     const char *headers[MAX_USER_HDRS];
     unsigned nheaders;
     const char *body_file;
-    bool latency, close, json, insecure, has_duration;
+    bool latency, close, json, insecure, has_duration, ws;
+    uint64_t ws_size; /* --ws: bytes per message */
     const char *url_text;
     struct url url;
 };
@@ -83,11 +93,24 @@ struct resp {
     uint64_t left;
     struct h1_chunked ck;
     char *hbuf;
+    const char *ws_key; /* --ws: the key the upgrade sent (WS_KEY_LEN characters), or NULL */
+    bool ws_ok;         /* --ws: the final response was a 101 that accepted ws_key */
+};
+
+/* --ws: receive state for server frames. A header may arrive split, so it is gathered byte by
+ * byte; payload bytes are compared with the message sent as they arrive. */
+struct ws_rx {
+    unsigned char hdr[14];
+    uint8_t hlen, need, op; /* header bytes seen, its length (once 2 are in), the opcode */
+    bool fin, in_payload, in_msg;
+    uint64_t left; /* payload bytes left in this frame */
+    uint64_t got;  /* bytes of the current message so far */
 };
 
 struct stats {
-    uint64_t responses, bytes;
-    uint64_t cls[6]; /* by status / 100; [0] counts anything outside 100..599 */
+    uint64_t responses, bytes; /* --ws: responses are echoed messages */
+    uint64_t upgrades;         /* --ws: handshakes completed */
+    uint64_t cls[6];           /* by status / 100; [0] counts anything outside 100..599 */
     uint64_t err[ERR_KINDS];
 };
 
@@ -97,17 +120,20 @@ struct tconn {
     struct tls_conn *tls;
     char *q, *f;
     size_t qlen, qcap, flen, fcap, foff;
-    uint32_t pending; /* requests queued until the handshake finishes */
-    bool sending;
+    uint32_t pending; /* requests queued until the handshake finishes (when `queued`) */
+    bool sending, queued;
 };
 
 struct conn {
     struct resp rs;
+    struct ws_rx wr;  /* --ws, once upgraded */
     struct tconn *t;  /* NULL for http:// */
     uint64_t sent_ns; /* latency origin: when the batch was queued, or intended (-R) */
     uint64_t io_ns;   /* when the connect or send started: for --timeout */
     uint64_t due_ns;  /* -R: intended send time of the next request */
     uint32_t idx, gen, inflight, heap_pos; /* heap_pos: 1-based, 0 when not waiting */
+    uint32_t nmsg;                         /* --ws: messages sent, to rotate the masks */
+    uint8_t ws;                            /* WS_OFF, or the --ws phase */
     bool open, connected, recv_armed;
 };
 
@@ -115,9 +141,14 @@ struct shared {
     const struct opts *o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char *req;           /* `pipeline` copies of the request */
+    char *req;           /* `pipeline` copies of the request; --ws: the upgrade request */
     struct tls_ctx *tls; /* https://: shared read-only by the workers */
     size_t req_len;
+    size_t key_off; /* --ws: where the Sec-WebSocket-Key's value starts in the request */
+    char *payload;  /* --ws: the message (ws_size bytes, unmasked: what the echo must be) */
+    char *frames;   /* --ws: nframes copies of its frame, each under another masking key */
+    size_t frame_len;
+    unsigned nframes;
     uint64_t start_ns;
     atomic_bool stop;
     atomic_uint running;
@@ -135,6 +166,8 @@ struct worker {
     struct conn *conns;
     uint32_t nconns, first; /* `first`: global index of conns[0], to stagger -R schedules */
     char *hslab;
+    char *wsreq; /* --ws: each connection's copy of the upgrade request, with its own key */
+    uint64_t rng;
     char *ptext; /* https://: PTEXT_SIZE bytes of decrypted input */
     struct tconn *tslab;
     struct conn **heap;
@@ -316,13 +349,22 @@ static void usage(FILE *f)
             "      --json            one JSON summary on stdout, nothing else\n"
             "  -k, --insecure        https://: skip certificate verification (by default the\n"
             "                        system CA store is used)\n"
+            "      --ws N            WebSocket (RFC 6455): each connection sends an upgrade (GET,\n"
+            "                        a fresh Sec-WebSocket-Key; the Accept is checked), then one\n"
+            "                        masked binary message of N bytes (0 to 16777216) at a time,\n"
+            "                        and waits for its echo, which is checked. Requests are then\n"
+            "                        messages: -n, -R, the latency (per message, the handshake\n"
+            "                        not included) and the rate count them; --json says\n"
+            "                        \"messages\". Any answer to the upgrade but a good 101 is an\n"
+            "                        upgrade error. Not with --close, --pipeline, --body, -m\n"
             "  -h, --help            this text\n"
             "URL: http[s]://host[:port][/path]; IPv6 as http://[::1]:8080/. https:// (port 443\n"
             "by default) sends the host as SNI unless it is an IP address, offers ALPN\n"
             "http/1.1, and counts a failed handshake as a connect error. Progress goes to\n"
             "stderr once a second when it is a terminal. Exit status: 0, 1 when the run saw\n"
-            "socket errors (connect, read, write, timeout; malformed responses count as read),\n"
-            "2 for bad options. Non-2xx/3xx responses are reported, not errors.\n");
+            "socket errors (connect, read, write, timeout, --ws upgrade; malformed responses\n"
+            "and wrong echoes count as read), 2 for bad options. Non-2xx/3xx responses are\n"
+            "reported, not errors.\n");
 }
 
 static int bad_opt(const char *opt, const char *val)
@@ -347,7 +389,7 @@ static int check_header(const char *h)
  * errors are one line on stderr. */
 static int parse_args(struct opts *o, int argc, char **argv)
 {
-    enum { O_BODY = 256, O_TIMEOUT, O_LATENCY, O_CLOSE, O_PIPELINE, O_JSON };
+    enum { O_BODY = 256, O_TIMEOUT, O_LATENCY, O_CLOSE, O_PIPELINE, O_JSON, O_WS };
     static const struct option lopts[] = {
         {"connections", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'},
@@ -364,6 +406,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
         {"close", no_argument, NULL, O_CLOSE},
         {"pipeline", required_argument, NULL, O_PIPELINE},
         {"json", no_argument, NULL, O_JSON},
+        {"ws", required_argument, NULL, O_WS},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -450,6 +493,11 @@ static int parse_args(struct opts *o, int argc, char **argv)
         case O_JSON:
             o->json = true;
             break;
+        case O_WS:
+            if (parse_uint(optarg, 0, WS_MAX, &o->ws_size))
+                return bad_opt("--ws", optarg);
+            o->ws = true;
+            break;
         case ':':
             fprintf(stderr, "ringload: option %s needs a value (try -h)\n", argv[optind - 1]);
             return 2;
@@ -476,6 +524,14 @@ static int parse_args(struct opts *o, int argc, char **argv)
                 o->close ? "--close" : "-R");
         return 2;
     }
+    if (o->ws && (o->close || o->pipeline > 1 || o->body_file || strcmp(o->method, "GET"))) {
+        fprintf(stderr, "ringload: --ws cannot be combined with %s\n",
+                o->close          ? "--close"
+                : o->pipeline > 1 ? "--pipeline"
+                : o->body_file    ? "--body"
+                                  : "-m");
+        return 2;
+    }
     ret = parse_url(o->url_text, &o->url);
     if (ret)
         return bad_opt("URL", o->url_text);
@@ -494,7 +550,8 @@ static bool has_header(const struct opts *o, const char *lower)
     return false;
 }
 
-/* Writes one request into out (NULL: only measures). Returns its length. */
+/* Writes one request into out (NULL: only measures). Returns its length. With --ws it is the
+ * upgrade request, its Sec-WebSocket-Key a placeholder that each handshake overwrites. */
 static size_t build_request(const struct opts *o, const char *body, size_t body_len, char *out)
 {
     char cl[48] = "";
@@ -526,12 +583,184 @@ static size_t build_request(const struct opts *o, const char *body, size_t body_
     }
     if (o->close && !has_header(o, "connection"))
         ADDS("Connection: close\r\n");
+    if (o->ws) {
+        /* the key comes last: make_request finds it right before the final CRLF CRLF */
+        ADDS("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+             "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n");
+    }
     ADDS("\r\n");
     if (body)
         ADD(body, body_len);
 #undef ADDS
 #undef ADD
     return n;
+}
+
+/* ---------------------------------------------------------------- WebSocket frames (--ws) */
+
+/* xorshift64*: masking keys, Sec-WebSocket-Keys and the message need unpredictability, not
+ * cryptographic strength (RFC 6455 10.3 asks masks not to be guessable by page scripts). */
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static uint64_t rng_seed(uint64_t salt)
+{
+    uint64_t v = 0;
+
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+        v = clock_ns();
+    v ^= salt * 0x9e3779b97f4a7c15ULL;
+    return v ? v : 1;
+}
+
+/* Writes a fresh Sec-WebSocket-Key (base64 of 16 random bytes, WS_KEY_LEN characters). */
+static void ws_new_key(uint64_t *rng, char *out)
+{
+    uint64_t r[2] = {rng_next(rng), rng_next(rng)};
+
+    ws_base64(out, (const unsigned char *)r, 16);
+}
+
+/* Whether a 101's fields accept the upgrade that sent `key`: Upgrade: websocket and the right
+ * Sec-WebSocket-Accept. */
+static bool ws_head_ok(const struct h1_response *res, const char *key)
+{
+    bool up = false, acc = false;
+    char want[28];
+
+    if (ws_accept(key, WS_KEY_LEN, want))
+        return false;
+    for (uint32_t i = 0; i < res->n_headers; i++) {
+        const struct h1_header *h = &res->headers[i];
+
+        if (h->kind == H1_H_UPGRADE)
+            up = h->value_len == 9 && strncasecmp(h->value, "websocket", 9) == 0;
+        else if (h->name_len == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0)
+            acc = h->value_len == 28 && memcmp(h->value, want, 28) == 0;
+    }
+    return up && acc;
+}
+
+/* Writes a frame header: FIN, the opcode, the payload length in its shortest form (7, 16 or
+ * 64 bits) and, when `mask` is given, the masking key. Returns its length, 2 to 14 bytes. */
+static size_t ws_frame_head(unsigned char *out, unsigned op, uint64_t len,
+                            const unsigned char *mask)
+{
+    size_t n = 2;
+
+    out[0] = (unsigned char)(0x80 | op);
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+    } else if (len < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        out[1] = 127;
+        for (int i = 0; i < 8; i++)
+            out[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    if (mask) {
+        out[1] |= 0x80;
+        memcpy(out + n, mask, 4);
+        n += 4;
+    }
+    return n;
+}
+
+/* dst = src XOR the masking key, whose phase at src[0] is off & 3. dst may be src. */
+static void ws_mask(char *dst, const char *src, size_t n, const unsigned char key[4], uint64_t off)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (char)(src[i] ^ key[(off + i) & 3]);
+}
+
+/* Checks a complete server frame header against what the connection expects: an unmasked
+ * frame without extension bits; control frames whole and short; a binary message, maybe
+ * fragmented, of at most elen bytes. */
+static bool ws_check_head(struct ws_rx *x, uint64_t elen)
+{
+    unsigned l7 = x->hdr[1] & 127;
+
+    x->fin = x->hdr[0] & 0x80;
+    x->op = x->hdr[0] & 15;
+    if (x->hdr[0] & 0x70 || x->hdr[1] & 0x80)
+        return false;
+    if (l7 < 126) {
+        x->left = l7;
+    } else if (l7 == 126) {
+        x->left = (uint64_t)x->hdr[2] << 8 | x->hdr[3];
+    } else {
+        x->left = 0;
+        for (int i = 0; i < 8; i++)
+            x->left = x->left << 8 | x->hdr[2 + i];
+        if (x->left >> 63)
+            return false;
+    }
+    if (x->op >= 8)
+        return x->op <= 10 && x->fin && x->left <= 125;
+    if (x->op != (x->in_msg ? 0 : 2)) /* text, a reserved opcode, a continuation out of place */
+        return false;
+    return x->left <= elen - x->got;
+}
+
+/* Feeds received bytes of server frames (RFC 6455 5.2) to x. Returns the bytes consumed (at most
+ * to the end of one frame: call again with the rest), or -EBADMSG for a malformed frame or a
+ * message that is not the elen bytes at `expect`. *ev says what ended: WS_EV_MESSAGE (a whole
+ * message, found equal), WS_EV_CLOSE (a close frame), WS_EV_CONTROL (a ping or a pong, skipped),
+ * or WS_EV_NONE. */
+static ssize_t ws_feed(struct ws_rx *x, const char *p, size_t n, const char *expect, uint64_t elen,
+                       int *ev)
+{
+    size_t used = 0, take;
+
+    *ev = WS_EV_NONE;
+    if (!x->in_payload) {
+        while (used < n && (x->hlen < 2 || x->hlen < x->need)) {
+            x->hdr[x->hlen++] = (unsigned char)p[used++];
+            if (x->hlen == 2) {
+                unsigned l7 = x->hdr[1] & 127;
+
+                x->need = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (x->hdr[1] >> 7) * 4);
+            }
+        }
+        if (x->hlen < 2 || x->hlen < x->need)
+            return (ssize_t)used;
+        if (!ws_check_head(x, elen))
+            return -EBADMSG;
+        x->in_payload = true;
+    }
+    take = n - used < x->left ? n - used : (size_t)x->left;
+    if (x->op < 8 && take) {
+        if (memcmp(p + used, expect + x->got, take))
+            return -EBADMSG;
+        x->got += take;
+    }
+    used += take;
+    x->left -= take;
+    if (x->left)
+        return (ssize_t)used;
+    x->in_payload = false;
+    x->hlen = x->need = 0;
+    if (x->op >= 8) {
+        *ev = x->op == 8 ? WS_EV_CLOSE : WS_EV_CONTROL;
+    } else if (!x->fin) {
+        x->in_msg = true;
+    } else {
+        if (x->got != elen)
+            return -EBADMSG;
+        x->in_msg = false;
+        x->got = 0;
+        *ev = WS_EV_MESSAGE;
+    }
+    return (ssize_t)used;
 }
 
 /* ---------------------------------------------------------------- response accounting */
@@ -603,6 +832,8 @@ static ssize_t resp_feed_head(struct resp *r, const char *p, size_t n, enum h1_m
         r->hlen = 0; /* interim: the final response follows */
         return (ssize_t)used;
     }
+    if (r->ws_key)
+        r->ws_ok = res.status == 101 && ws_head_ok(&res, r->ws_key);
     *done = resp_head_done(r, &res);
     return (ssize_t)used;
 }
@@ -745,19 +976,39 @@ static bool stopping(const struct worker *w)
 
 static void tls_prep_send(struct worker *w, struct conn *c, uint32_t k);
 
+/* The bytes of a batch of k requests on this connection: k copies of the request, or with
+ * --ws the connection's upgrade request during the handshake, one masked message after it
+ * (the masking keys rotate over the copies made at start-up). Read-only until the next call. */
+static const char *batch(struct worker *w, struct conn *c, uint32_t k, size_t *len)
+{
+    const struct shared *sh = w->sh;
+
+    if (c->ws == WS_HS) {
+        *len = sh->req_len;
+        return w->wsreq + (size_t)c->idx * sh->req_len;
+    }
+    if (c->ws == WS_OPEN) {
+        *len = sh->frame_len;
+        return sh->frames + (size_t)((c->idx + c->nmsg++) % sh->nframes) * sh->frame_len;
+    }
+    *len = k * sh->req_len;
+    return sh->req;
+}
+
 static void prep_send(struct worker *w, struct conn *c, uint32_t k, unsigned link)
 {
     struct io_uring_sqe *sqe;
+    const char *p;
+    size_t len;
 
     if (c->t) {
         tls_prep_send(w, c, k);
         return;
     }
     sqe = get_sqe(w);
-
+    p = batch(w, c, k, &len);
     /* MSG_WAITALL: the kernel finishes short sends itself, so success needs no CQE */
-    io_uring_prep_send(sqe, (int)c->idx, w->sh->req, k * w->sh->req_len,
-                       MSG_NOSIGNAL | MSG_WAITALL);
+    io_uring_prep_send(sqe, (int)c->idx, p, len, MSG_NOSIGNAL | MSG_WAITALL);
     sqe->flags |= IOSQE_FIXED_FILE | IOSQE_CQE_SKIP_SUCCESS | link;
     io_uring_sqe_set_data64(sqe, UD(OP_SEND, c->gen, c->idx));
     c->inflight = k;
@@ -850,22 +1101,26 @@ static void tls_drop(struct conn *c)
     t->tls = NULL;
     t->qlen = t->flen = t->foff = 0;
     t->pending = 0;
-    t->sending = false;
+    t->sending = t->queued = false;
 }
 
 /* Queues k requests: encrypted now, or when the handshake finishes. */
 static void tls_prep_send(struct worker *w, struct conn *c, uint32_t k)
 {
     struct tconn *t = c->t;
+    const char *p;
+    size_t len;
 
     c->inflight = k;
     c->io_ns = w->now;
     c->sent_ns = w->o->rate > 0 ? c->due_ns : w->now;
     if (!tls_done(c)) {
         t->pending = k;
+        t->queued = true;
         return;
     }
-    if (tls_send(t->tls, w->sh->req, k * w->sh->req_len) < 0) {
+    p = batch(w, c, k, &len);
+    if (tls_send(t->tls, p, len) < 0) {
         conn_fail(w, c, ERR_WRITE);
         return;
     }
@@ -873,7 +1128,7 @@ static void tls_prep_send(struct worker *w, struct conn *c, uint32_t k)
 }
 
 /* conn_open's TLS part, after the linked socket and connect: a new session whose ClientHello
- * is sent linked to the connect; the k requests wait for the handshake. */
+ * is sent linked to the connect; the k requests (--ws: the upgrade) wait for the handshake. */
 static void tls_open(struct worker *w, struct conn *c, uint32_t k)
 {
     struct tconn *t = c->t;
@@ -890,6 +1145,7 @@ static void tls_open(struct worker *w, struct conn *c, uint32_t k)
     c->inflight = k;
     c->sent_ns = w->o->rate > 0 ? c->due_ns : w->now;
     t->pending = k;
+    t->queued = k || c->ws == WS_HS;
 }
 
 /* Ciphertext received: decrypt and parse. Returns false when the connection was failed or
@@ -922,11 +1178,13 @@ static bool tls_input(struct worker *w, struct conn *c, const char *p, size_t n)
         if (!conn_input(w, c, w->ptext, (size_t)r))
             return false;
     }
-    if (!was_done && t->pending && tls_handshake_done(t->tls)) {
-        uint32_t k = t->pending;
+    if (!was_done && t->queued && tls_handshake_done(t->tls)) {
+        size_t len;
+        const char *q = batch(w, c, t->pending, &len);
 
         t->pending = 0;
-        if (tls_send(t->tls, w->sh->req, k * w->sh->req_len) < 0) {
+        t->queued = false;
+        if (tls_send(t->tls, q, len) < 0) {
             conn_fail(w, c, ERR_WRITE);
             return false;
         }
@@ -988,15 +1246,31 @@ static void conn_shut(struct worker *w, struct conn *c)
     io_uring_sqe_set_data64(sqe, 0);
 }
 
-/* (Re)opens the connection: socket, connect and, with k > 0, the first send, linked. */
+/* --ws: a new handshake for the connection, with a fresh key in its copy of the request. */
+static void ws_begin(struct worker *w, struct conn *c)
+{
+    char *key = w->wsreq + (size_t)c->idx * w->sh->req_len + w->sh->key_off;
+
+    ws_new_key(&w->rng, key);
+    c->rs.ws_key = key;
+    c->ws = WS_HS;
+    memset(&c->wr, 0, sizeof(c->wr));
+}
+
+/* (Re)opens the connection: socket, connect and, with k > 0 (or --ws: the upgrade), the first
+ * send, linked. */
 static void conn_open(struct worker *w, struct conn *c, uint32_t k)
 {
     const struct shared *sh = w->sh;
     struct io_uring_sqe *sqe;
+    bool send;
 
     conn_cancel(w, c); /* the new socket replaces the old one in the slot */
     c->open = true;
     resp_reset(&c->rs);
+    if (w->o->ws)
+        ws_begin(w, c);
+    send = k || c->ws == WS_HS;
     c->io_ns = w->now;
     sqe = get_sqe(w);
     io_uring_prep_socket_direct(sqe, sh->addr.ss_family, SOCK_STREAM, 0, c->idx, 0);
@@ -1004,11 +1278,11 @@ static void conn_open(struct worker *w, struct conn *c, uint32_t k)
     io_uring_sqe_set_data64(sqe, UD(OP_SOCKET, c->gen, c->idx));
     sqe = get_sqe(w);
     io_uring_prep_connect(sqe, (int)c->idx, (const struct sockaddr *)&sh->addr, sh->addrlen);
-    sqe->flags |= IOSQE_FIXED_FILE | (k || c->t ? IOSQE_IO_LINK : 0);
+    sqe->flags |= IOSQE_FIXED_FILE | (send || c->t ? IOSQE_IO_LINK : 0);
     io_uring_sqe_set_data64(sqe, UD(OP_CONNECT, c->gen, c->idx));
     if (c->t)
         tls_open(w, c, k);
-    else if (k)
+    else if (send)
         prep_send(w, c, k, 0);
 }
 
@@ -1037,11 +1311,12 @@ static void conn_next(struct worker *w, struct conn *c, bool reopen)
             conn_shut(w, c);
         return;
     }
+    if (reopen && (w->o->rate > 0 || w->o->ws)) {
+        conn_open(w, c, 0); /* the connect's completion (--ws: the 101) schedules the first */
+        return;
+    }
     if (w->o->rate > 0) {
-        if (reopen)
-            conn_open(w, c, 0); /* the connect's completion schedules it */
-        else
-            rate_next(w, c);
+        rate_next(w, c);
         return;
     }
     k = take_batch(w);
@@ -1055,8 +1330,12 @@ static void conn_next(struct worker *w, struct conn *c, bool reopen)
 static void conn_fail(struct worker *w, struct conn *c, int kind)
 {
     w->st.err[kind]++;
-    if (w->quota && c->inflight == 0 && kind == ERR_CONNECT && w->issued < w->quota)
-        w->issued++; /* -R connects carry no request: charge the attempt, or -n never ends */
+    if (w->quota && c->inflight == 0 && w->issued < w->quota) {
+        /* -R connects and --ws handshakes carry no request: charge the failed attempt as a
+         * request issued and finished, or with every attempt failing -n never ends */
+        w->issued++;
+        w->finished++;
+    }
     w->finished += c->inflight;
     c->inflight = 0;
     if (w->quota && w->finished > w->issued)
@@ -1072,11 +1351,65 @@ static void on_response(struct worker *w, struct conn *c)
 
     hist_record(&w->lat, (lat + 500) / 1000);
     w->st.responses++;
-    w->st.cls[cls < 6 ? cls : 0]++;
+    if (!w->o->ws)
+        w->st.cls[cls < 6 ? cls : 0]++;
     w->finished++;
     c->inflight--;
     if (w->o->rate > 0)
         c->due_ns += w->interval_ns;
+}
+
+/* The 101 is in: messages may go. Returns false when the upgrade was refused. */
+static bool ws_upgraded(struct worker *w, struct conn *c)
+{
+    if (!c->rs.ws_ok) {
+        conn_fail(w, c, ERR_UPGRADE);
+        return false;
+    }
+    c->ws = WS_OPEN;
+    w->st.upgrades++;
+    conn_next(w, c, false);
+    return true;
+}
+
+/* --ws: bytes of one receive; returns false when the connection was failed or reopened. */
+static bool ws_input(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t used;
+        bool done;
+        int ev;
+
+        if (c->ws == WS_HS) {
+            used = resp_feed(&c->rs, p, n, H1_M_GET, &done);
+            if (used < 0) {
+                conn_fail(w, c, ERR_UPGRADE);
+                return false;
+            }
+            p += used;
+            n -= (size_t)used;
+            if (done && !ws_upgraded(w, c))
+                return false;
+            continue;
+        }
+        if (c->inflight == 0) {
+            conn_fail(w, c, ERR_READ); /* bytes nobody asked for */
+            return false;
+        }
+        used = ws_feed(&c->wr, p, n, w->sh->payload, w->o->ws_size, &ev);
+        if (used < 0 || ev == WS_EV_CLOSE) {
+            conn_fail(w, c, ERR_READ); /* a bad echo, or closed with a message in flight */
+            return false;
+        }
+        p += used;
+        n -= (size_t)used;
+        if (ev != WS_EV_MESSAGE)
+            continue;
+        on_response(w, c);
+        if (c->inflight == 0)
+            conn_next(w, c, false);
+    }
+    return true;
 }
 
 /* Bytes of one receive; returns false when the connection was failed or reopened. */
@@ -1084,6 +1417,8 @@ static bool conn_input(struct worker *w, struct conn *c, const char *p, size_t n
 {
     enum h1_method m = w->o->method_id;
 
+    if (w->o->ws)
+        return ws_input(w, c, p, n);
     while (n) {
         bool done;
         ssize_t used;
@@ -1118,6 +1453,15 @@ static bool conn_input(struct worker *w, struct conn *c, const char *p, size_t n
 
 static void on_eof(struct worker *w, struct conn *c)
 {
+    if (c->ws) {
+        if (c->ws == WS_HS || c->inflight || c->wr.hlen) {
+            conn_fail(w, c, c->ws == WS_HS ? ERR_UPGRADE : ERR_READ);
+            return;
+        }
+        heap_remove(w, c); /* closed between messages: reopen quietly */
+        conn_next(w, c, true);
+        return;
+    }
     if (resp_eof(&c->rs)) {
         on_response(w, c);
         if (c->inflight) {
@@ -1199,7 +1543,7 @@ static void handle_cqe(struct worker *w, const struct io_uring_cqe *cqe)
         }
         c->connected = true;
         arm_recv(w, c);
-        if (w->o->rate > 0 && c->inflight == 0)
+        if (w->o->rate > 0 && c->inflight == 0 && c->ws != WS_HS)
             conn_next(w, c, false);
         break;
     case OP_SEND:
@@ -1225,7 +1569,7 @@ static void check_timeouts(struct worker *w)
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
 
-        if (c->open && (c->inflight || !c->connected || (c->t && !tls_done(c))) &&
+        if (c->open && (c->inflight || !c->connected || (c->t && !tls_done(c)) || c->ws == WS_HS) &&
             w->now - c->io_ns > w->o->timeout_ns)
             conn_fail(w, c, ERR_TIMEOUT);
     }
@@ -1443,13 +1787,21 @@ static const double pcts[] = {50, 75, 90, 99, 99.9, 99.99};
 static const char *const pct_names[] = {"50%", "75%", "90%", "99%", "99.9%", "99.99%"};
 static const char *const pct_keys[] = {"p50", "p75", "p90", "p99", "p999", "p9999"};
 
+static uint64_t total_errors(const struct stats *st)
+{
+    uint64_t n = 0;
+
+    for (int k = 0; k < ERR_KINDS; k++)
+        n += st->err[k];
+    return n;
+}
+
 static void report_text(const struct opts *o, const struct stats *st, const struct hist *h,
                         double secs)
 {
     char a[32], b[32], c[32];
     uint64_t non = st->cls[0] + st->cls[1] + st->cls[4] + st->cls[5];
-    uint64_t errs =
-        st->err[ERR_CONNECT] + st->err[ERR_READ] + st->err[ERR_WRITE] + st->err[ERR_TIMEOUT];
+    uint64_t errs = total_errors(st);
 
     fmt_us(a, sizeof(a), hist_mean(h));
     fmt_us(b, sizeof(b), hist_stdev(h));
@@ -1464,38 +1816,74 @@ static void report_text(const struct opts *o, const struct stats *st, const stru
         }
     }
     fmt_bytes(a, sizeof(a), (double)st->bytes);
-    printf("  %llu requests in %.2fs, %s read\n", (unsigned long long)st->responses, secs, a);
+    if (o->ws)
+        printf("  %llu messages of %llu bytes in %.2fs over %llu upgrades, %s read\n",
+               (unsigned long long)st->responses, (unsigned long long)o->ws_size, secs,
+               (unsigned long long)st->upgrades, a);
+    else
+        printf("  %llu requests in %.2fs, %s read\n", (unsigned long long)st->responses, secs, a);
     if (non)
         printf("  Non-2xx or 3xx responses: %llu (1xx/other %llu, 4xx %llu, 5xx %llu)\n",
                (unsigned long long)non, (unsigned long long)(st->cls[0] + st->cls[1]),
                (unsigned long long)st->cls[4], (unsigned long long)st->cls[5]);
-    if (errs)
-        printf("  Socket errors: connect %llu, read %llu, write %llu, timeout %llu\n",
+    if (errs) {
+        printf("  Socket errors: connect %llu, read %llu, write %llu, timeout %llu",
                (unsigned long long)st->err[ERR_CONNECT], (unsigned long long)st->err[ERR_READ],
                (unsigned long long)st->err[ERR_WRITE], (unsigned long long)st->err[ERR_TIMEOUT]);
-    printf("Requests/sec: %10.2f\n", secs > 0 ? (double)st->responses / secs : 0.0);
+        if (o->ws)
+            printf(", upgrade %llu", (unsigned long long)st->err[ERR_UPGRADE]);
+        printf("\n");
+    }
+    printf("%s %10.2f\n", o->ws ? "Messages/sec:" : "Requests/sec:",
+           secs > 0 ? (double)st->responses / secs : 0.0);
     fmt_bytes(a, sizeof(a), secs > 0 ? (double)st->bytes / secs : 0.0);
     printf("Transfer/sec: %10s\n", a);
     if (errs)
         printf("ringload: the run saw %llu socket errors\n", (unsigned long long)errs);
 }
 
-static void report_json(const struct stats *st, const struct hist *h, double secs)
+static void report_json_latency(const struct hist *h)
 {
-    printf("{\"requests\":%llu,\"duration_s\":%.3f,\"rps\":%.2f,\"bytes\":%llu,\"latency_us\":{"
-           "\"mean\":%.1f,\"stdev\":%.1f",
-           (unsigned long long)st->responses, secs, secs > 0 ? (double)st->responses / secs : 0.0,
-           (unsigned long long)st->bytes, hist_mean(h), hist_stdev(h));
+    printf("\"latency_us\":{\"mean\":%.1f,\"stdev\":%.1f", hist_mean(h), hist_stdev(h));
     for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++)
         printf(",\"%s\":%llu", pct_keys[i], (unsigned long long)hist_percentile(h, pcts[i]));
-    printf(",\"max\":%llu},\"status\":{\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu,"
-           "\"other\":%llu},\"errors\":{\"connect\":%llu,\"read\":%llu,\"write\":%llu,"
-           "\"timeout\":%llu}}\n",
-           (unsigned long long)hist_max(h), (unsigned long long)st->cls[2],
-           (unsigned long long)st->cls[3], (unsigned long long)st->cls[4],
-           (unsigned long long)st->cls[5], (unsigned long long)(st->cls[0] + st->cls[1]),
+    printf(",\"max\":%llu}", (unsigned long long)hist_max(h));
+}
+
+static void report_json_errors(const struct stats *st, bool ws)
+{
+    printf("\"errors\":{\"connect\":%llu,\"read\":%llu,\"write\":%llu,\"timeout\":%llu",
            (unsigned long long)st->err[ERR_CONNECT], (unsigned long long)st->err[ERR_READ],
            (unsigned long long)st->err[ERR_WRITE], (unsigned long long)st->err[ERR_TIMEOUT]);
+    if (ws)
+        printf(",\"upgrade\":%llu", (unsigned long long)st->err[ERR_UPGRADE]);
+    printf("}");
+}
+
+/* One JSON object. With --ws "messages" (and "mps") replace "requests" (and "rps"), and there
+ * are no statuses: an upgrade not answered by a good 101 is an "upgrade" error. */
+static void report_json(const struct opts *o, const struct stats *st, const struct hist *h,
+                        double secs)
+{
+    double rate = secs > 0 ? (double)st->responses / secs : 0.0;
+
+    if (o->ws)
+        printf("{\"mode\":\"websocket\",\"message_bytes\":%llu,\"messages\":%llu,\"upgrades\":%llu,"
+               "\"duration_s\":%.3f,\"mps\":%.2f,\"bytes\":%llu,",
+               (unsigned long long)o->ws_size, (unsigned long long)st->responses,
+               (unsigned long long)st->upgrades, secs, rate, (unsigned long long)st->bytes);
+    else
+        printf("{\"requests\":%llu,\"duration_s\":%.3f,\"rps\":%.2f,\"bytes\":%llu,",
+               (unsigned long long)st->responses, secs, rate, (unsigned long long)st->bytes);
+    report_json_latency(h);
+    if (!o->ws)
+        printf(",\"status\":{\"2xx\":%llu,\"3xx\":%llu,\"4xx\":%llu,\"5xx\":%llu,\"other\":%llu}",
+               (unsigned long long)st->cls[2], (unsigned long long)st->cls[3],
+               (unsigned long long)st->cls[4], (unsigned long long)st->cls[5],
+               (unsigned long long)(st->cls[0] + st->cls[1]));
+    printf(",");
+    report_json_errors(st, o->ws);
+    printf("}\n");
 }
 
 /* ---------------------------------------------------------------- start-up */
@@ -1535,6 +1923,36 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
+/* --ws: the message (random bytes) and its frames, each masked with another random key. A few
+ * copies are enough for the masks to vary from message to message on a connection. */
+static int make_frames(struct shared *sh, const struct opts *o)
+{
+    uint64_t rng = rng_seed(0), v;
+    size_t head = o->ws_size < 126 ? 6 : o->ws_size < 65536 ? 8 : 14;
+
+    sh->key_off = sh->req_len - 4 - WS_KEY_LEN;
+    sh->frame_len = head + (size_t)o->ws_size;
+    sh->nframes = (unsigned)(WS_FRAMES_BYTES / sh->frame_len);
+    sh->nframes = sh->nframes < 1 ? 1 : sh->nframes > 16 ? 16 : sh->nframes;
+    sh->payload = malloc(o->ws_size ? (size_t)o->ws_size : 1);
+    sh->frames = malloc(sh->frame_len * sh->nframes);
+    if (!sh->payload || !sh->frames)
+        return -1;
+    for (size_t i = 0; i < o->ws_size; i += sizeof(v)) {
+        v = rng_next(&rng);
+        memcpy(sh->payload + i, &v, o->ws_size - i < sizeof(v) ? o->ws_size - i : sizeof(v));
+    }
+    for (unsigned f = 0; f < sh->nframes; f++) {
+        unsigned char *fr = (unsigned char *)sh->frames + f * sh->frame_len, mask[4];
+
+        v = rng_next(&rng);
+        memcpy(mask, &v, 4);
+        ws_frame_head(fr, 2, o->ws_size, mask);
+        ws_mask((char *)fr + head, sh->payload, (size_t)o->ws_size, mask, 0);
+    }
+    return 0;
+}
+
 /* Builds `pipeline` copies of the request, once, shared read-only by every connection. */
 static int make_request(struct shared *sh, const struct opts *o)
 {
@@ -1559,6 +1977,20 @@ static int make_request(struct shared *sh, const struct opts *o)
         build_request(o, body, body_len, sh->req + i * one);
     sh->req_len = one;
     free(body);
+    return o->ws ? make_frames(sh, o) : 0;
+}
+
+/* --ws: each connection's copy of the upgrade request (ws_begin writes its key). */
+static int ws_setup(struct worker *w, uint32_t salt)
+{
+    const struct shared *sh = w->sh;
+
+    w->rng = rng_seed(salt + 1);
+    w->wsreq = malloc((size_t)w->nconns * sh->req_len);
+    if (!w->wsreq)
+        return -1;
+    for (uint32_t k = 0; k < w->nconns; k++)
+        memcpy(w->wsreq + (size_t)k * sh->req_len, sh->req, sh->req_len);
     return 0;
 }
 
@@ -1582,6 +2014,8 @@ static int setup_workers(struct worker *ws, struct shared *sh, const struct opts
         w->heap = calloc(w->nconns, sizeof(*w->heap));
         w->hslab = malloc((size_t)w->nconns * HEAD_MAX);
         if (!w->conns || !w->heap || !w->hslab)
+            return -1;
+        if (o->ws && ws_setup(w, i))
             return -1;
         if (sh->tls && !(w->tslab = calloc(w->nconns, sizeof(*w->tslab))))
             return -1;
@@ -1610,8 +2044,9 @@ static void progress(struct worker *ws, const struct opts *o, uint64_t *last, ui
         p99 = p > p99 ? p : p99;
     }
     fmt_us(a, sizeof(a), (double)p99);
-    fprintf(stderr, "  %5.0fs  %10llu req/s  errors %llu  p99 %s\n", (double)(now - t0) / 1e9,
-            (unsigned long long)(resp - *last), (unsigned long long)errs, a);
+    fprintf(stderr, "  %5.0fs  %10llu %s  errors %llu  p99 %s\n", (double)(now - t0) / 1e9,
+            (unsigned long long)(resp - *last), o->ws ? "msg/s" : "req/s", (unsigned long long)errs,
+            a);
     *last = resp;
 }
 
@@ -1683,10 +2118,12 @@ static int run(const struct opts *o)
         fmt_duration(d, sizeof(d), o->duration_ns);
         printf("Running %s test @ %s\n  %u threads and %u connections", o->duration_ns ? d : "-n",
                o->url_text, o->threads, o->conns);
+        if (o->ws)
+            printf(", WebSocket messages of %llu bytes", (unsigned long long)o->ws_size);
         if (o->count)
-            printf(", %llu requests", (unsigned long long)o->count);
+            printf(", %llu %s", (unsigned long long)o->count, o->ws ? "messages" : "requests");
         if (o->rate > 0)
-            printf(", %.0f requests/s", o->rate);
+            printf(", %.0f %s/s", o->rate, o->ws ? "messages" : "requests");
         printf("\n");
         fflush(stdout);
     }
@@ -1713,6 +2150,7 @@ static int run(const struct opts *o)
         hist_merge(lat, &w->lat);
         st.responses += w->st.responses;
         st.bytes += w->st.bytes;
+        st.upgrades += w->st.upgrades;
         for (int k = 0; k < 6; k++)
             st.cls[k] += w->st.cls[k];
         for (int k = 0; k < ERR_KINDS; k++)
@@ -1724,12 +2162,12 @@ static int run(const struct opts *o)
         double secs = stop > sh.start_ns ? (double)(stop - sh.start_ns) / 1e9 : 0.0;
 
         if (o->json)
-            report_json(&st, lat, secs);
+            report_json(o, &st, lat, secs);
         else
             report_text(o, &st, lat, secs);
-        if (o->json && (st.err[0] || st.err[1] || st.err[2] || st.err[3]))
+        if (o->json && total_errors(&st))
             fprintf(stderr, "ringload: the run saw socket errors\n");
-        ret = st.err[0] || st.err[1] || st.err[2] || st.err[3];
+        ret = total_errors(&st) != 0;
     }
 out:
     for (uint32_t i = 0; ws && i < o->threads; i++) {
@@ -1738,6 +2176,7 @@ out:
         free(ws[i].conns);
         free(ws[i].heap);
         free(ws[i].hslab);
+        free(ws[i].wsreq);
         free(ws[i].ptext);
         for (uint32_t k = 0; ws[i].tslab && k < ws[i].nconns; k++) {
             free(ws[i].tslab[k].q);
@@ -1748,6 +2187,8 @@ out:
     free(ws);
     free(lat);
     free(sh.req);
+    free(sh.payload);
+    free(sh.frames);
     if (sh.tls)
         tls_ctx_free(sh.tls);
     return ret;

@@ -1,7 +1,9 @@
 /* ringorigin: a small, fast HTTP/1.1 origin server on io_uring for demos, integration tests and
  * benchmarks of ringproxy. One ring, one SO_REUSEPORT listener and one provided-buffer ring per
  * thread; responses are shaped per request through query parameters (?status= ?size= ?delay= ...).
- * Self-contained on purpose: it shares nothing with the proxy engine but uring_compat.h.
+ * With --ws it is also a WebSocket echo server (RFC 6455), frames streamed through as they arrive.
+ * Self-contained on purpose: it shares nothing with the proxy engine but uring_compat.h, and takes
+ * only SHA-1 from wolfSSL (for Sec-WebSocket-Accept).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "../engine/uring_compat.h"
+#include "ws.h"
 
 #define RING_ENTRIES 2048
 #define CQ_ENTRIES 16384
@@ -42,13 +45,15 @@
 #define MAX_IOV 64
 #define SEND_MAX (2 * 1024 * 1024)
 #define SPARE_MAX (256 * 1024)
-#define MAX_XHDR 8192 /* total bytes of ?header= response headers */
+#define MAX_XHDR 8192                    /* total bytes of ?header= response headers */
+#define WS_FRAME_MAX (16u * 1024 * 1024) /* --ws: larger frames close the connection (1009) */
+#define WS_KEY_MAX 64                    /* Sec-WebSocket-Key: 24 characters when well formed */
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TIMER, OP_CLOSE, OP_EVENT };
 #define OP_MASK 7ULL
 #define UD(p, op) ((uint64_t)(uintptr_t)(p) | (uint64_t)(op))
 
-enum { ST_HEAD, ST_BODY_CL, ST_BODY_CHUNKED, ST_DONE };
+enum { ST_HEAD, ST_BODY_CL, ST_BODY_CHUNKED, ST_DONE, ST_WS };
 enum {
     CK_SIZE,
     CK_EXT,
@@ -71,7 +76,7 @@ struct config {
     const char *name;
     size_t name_len;
     uint64_t size;
-    bool has_size, chunked, echo, close, quiet;
+    bool has_size, chunked, echo, close, quiet, ws;
     int status;
     unsigned delay_ms;
     int threads;
@@ -85,6 +90,7 @@ struct shared {
     char *pat;
     atomic_ulong requests;
     atomic_ulong connections;
+    atomic_ulong messages; /* --ws: data frames with FIN echoed */
 };
 
 /* One queued piece of output: owned bytes, or a slice of the shared pattern (maybe chunked). */
@@ -104,10 +110,26 @@ struct seg {
 struct req {
     int kind, status;
     bool head, http10, keepalive, chunked, close, echo, reset, hang, expect, has_size, te;
+    bool get, up_ws, conn_upgrade; /* --ws: GET, Upgrade: websocket, Connection: upgrade */
     uint64_t size, cl;
     int64_t cl_lie;
     bool has_cl;
     unsigned delay_ms;
+    size_t ws_key_len; /* 0: no Sec-WebSocket-Key; over WS_KEY_MAX: one too long to keep */
+    char ws_key[WS_KEY_MAX];
+};
+
+/* --ws: the client frame being received. Its header is gathered byte by byte (it may be split
+ * across receives); a data frame's payload is unmasked straight into the output queue as it
+ * arrives, behind an unmasked header written first; a control frame's payload (at most 125
+ * bytes) is kept in `ctl` until the frame ends. */
+struct wsrx {
+    unsigned char hdr[14], mask[4];
+    uint8_t hlen, need; /* header bytes seen; header length, once the second byte is in */
+    uint8_t op, ctl_len;
+    bool fin, in_payload, frag; /* frag: a fragmented message awaits its continuations */
+    uint64_t left, off;         /* payload bytes left, and seen (the masking key's phase) */
+    char ctl[125];
 };
 
 struct worker;
@@ -125,6 +147,7 @@ struct conn {
     int st, ck_state, ck_ndig;
     uint64_t body_left;
     struct req req;
+    struct wsrx *ws; /* --ws: allocated by the upgrade */
     char *xhdr;
     size_t xhdr_len;
     /* output */
@@ -563,6 +586,7 @@ static void conn_free(struct conn *c)
     oq_free(c);
     free(c->in);
     free(c->xhdr);
+    free(c->ws);
     free(c);
 }
 
@@ -686,7 +710,7 @@ static void respond(struct conn *c)
     const struct config *cfg = c->w->cfg;
     struct shared *sh = c->w->sh;
     const struct req *q = &c->req;
-    char stats[96];
+    char stats[128];
     const char *bp = cfg->hello;
     uint64_t blen = cfg->hello_len;
     bool pat = false, close, chunked, nobody = q->status == 204 || q->status == 304;
@@ -702,8 +726,12 @@ static void respond(struct conn *c)
         bp = "ok\n";
         blen = 3;
     } else if (q->kind == KIND_STATS) {
-        blen = (uint64_t)snprintf(stats, sizeof(stats), "{\"requests\":%lu,\"connections\":%lu}",
-                                  atomic_load(&sh->requests), atomic_load(&sh->connections));
+        blen = (uint64_t)snprintf(stats, sizeof(stats), "{\"requests\":%lu,\"connections\":%lu%s",
+                                  atomic_load(&sh->requests), atomic_load(&sh->connections),
+                                  cfg->ws ? "" : "}");
+        if (cfg->ws)
+            blen += (uint64_t)snprintf(stats + blen, sizeof(stats) - blen, ",\"messages\":%lu}",
+                                       atomic_load(&sh->messages));
         bp = stats;
     }
     chunked = q->chunked && !q->http10 && q->cl_lie < 0 && !q->head && !nobody;
@@ -815,26 +843,49 @@ static void parse_target(struct conn *c, const char *t, size_t n)
     }
 }
 
+/* The next member of the comma-separated list v[*i..n): false at its end. */
+static bool list_next(const char *v, size_t n, size_t *i, const char **tok, size_t *tn)
+{
+    size_t s, e;
+
+    while (*i < n && (v[*i] == ' ' || v[*i] == '\t' || v[*i] == ','))
+        (*i)++;
+    if (*i == n)
+        return false;
+    s = *i;
+    while (*i < n && v[*i] != ',')
+        (*i)++;
+    e = *i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+        e--;
+    *tok = v + s;
+    *tn = e - s;
+    return true;
+}
+
 static void parse_connection(struct req *q, const char *v, size_t n)
 {
-    size_t i = 0;
+    const char *t;
+    size_t i = 0, tn;
 
-    while (i < n) {
-        size_t s, e;
-
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        s = i;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            e--;
-        if (ieq(v + s, e - s, "close"))
+    while (list_next(v, n, &i, &t, &tn)) {
+        if (ieq(t, tn, "close"))
             q->keepalive = false;
-        else if (ieq(v + s, e - s, "keep-alive") && q->http10)
+        else if (ieq(t, tn, "keep-alive") && q->http10)
             q->keepalive = true;
+        else if (ieq(t, tn, "upgrade"))
+            q->conn_upgrade = true;
     }
+}
+
+static void parse_upgrade(struct req *q, const char *v, size_t n)
+{
+    const char *t;
+    size_t i = 0, tn;
+
+    while (list_next(v, n, &i, &t, &tn))
+        if (ieq(t, tn, "websocket"))
+            q->up_ws = true;
 }
 
 /* Handles one header field; returns 0 or the HTTP status to answer with. */
@@ -859,6 +910,12 @@ static int parse_field(struct req *q, const char *name, size_t nn, const char *v
         parse_connection(q, v, vn);
     } else if (ieq(name, nn, "expect") && ieq(v, vn, "100-continue")) {
         q->expect = true;
+    } else if (ieq(name, nn, "upgrade")) {
+        parse_upgrade(q, v, vn);
+    } else if (ieq(name, nn, "sec-websocket-key")) {
+        if (vn <= WS_KEY_MAX)
+            memcpy(q->ws_key, v, vn);
+        q->ws_key_len = vn;
     }
     return 0;
 }
@@ -885,6 +942,7 @@ static int parse_request_line(struct conn *c, const char *l, size_t n)
         return 400;
     c->req.keepalive = !c->req.http10;
     c->req.head = ieq(l, (size_t)(sp1 - l), "HEAD");
+    c->req.get = ieq(l, (size_t)(sp1 - l), "GET");
     parse_target(c, sp1 + 1, (size_t)(sp2 - sp1 - 1));
     return 0;
 }
@@ -904,6 +962,15 @@ static void req_init(struct conn *c)
     q->has_size = cfg->has_size;
     q->cl_lie = -1;
     c->xhdr_len = 0;
+}
+
+/* --ws: whether the request asks for a WebSocket (RFC 6455 4.1: an HTTP/1.1 GET with
+ * Connection: upgrade and Upgrade: websocket). Without --ws such a request is an ordinary one. */
+static bool ws_wanted(const struct conn *c)
+{
+    const struct req *q = &c->req;
+
+    return c->w->cfg->ws && q->get && !q->http10 && q->up_ws && q->conn_upgrade;
 }
 
 /* Parses the head in [start, end); returns 0 or the HTTP status to answer with. */
@@ -943,6 +1010,8 @@ static int parse_head(struct conn *c, const char *b, size_t start, size_t end)
         p = nl + 1;
     }
     if (c->req.te && c->req.has_cl)
+        return 400;
+    if (ws_wanted(c) && (!c->req.ws_key_len || c->req.ws_key_len > WS_KEY_MAX))
         return 400;
     return 0;
 }
@@ -1042,6 +1111,223 @@ static int chunk_step(struct conn *c)
     return 0;
 }
 
+/* ---------------------------------------------------------------- WebSocket (--ws) */
+
+/* Answers the upgrade with 101; the connection then carries frames (ST_WS). */
+static void ws_upgrade(struct conn *c)
+{
+    const struct config *cfg = c->w->cfg;
+    char acc[28], *p, *s;
+
+    c->ws = calloc(1, sizeof(*c->ws));
+    p = s = oq_reserve(c, 200 + cfg->name_len + c->xhdr_len);
+    if (!c->ws || !p || ws_accept(c->req.ws_key, c->req.ws_key_len, acc)) {
+        conn_close(c, false);
+        return;
+    }
+    p = PUTS(p, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    p = put(p, acc, sizeof(acc));
+    p = PUTS(p, "\r\nX-Origin: ");
+    p = put(p, cfg->name, cfg->name_len);
+    p = PUTS(p, "\r\n");
+    if (c->xhdr_len)
+        p = put(p, c->xhdr, c->xhdr_len);
+    p = PUTS(p, "\r\n");
+    oq_commit(c, (size_t)(p - s));
+    atomic_fetch_add_explicit(&c->w->sh->requests, 1, memory_order_relaxed);
+}
+
+/* Queues a server frame's header: unmasked, b0 carrying FIN and the opcode, the length in
+ * its shortest form. Returns false when out of memory. */
+static bool ws_put_head(struct conn *c, unsigned b0, uint64_t len)
+{
+    char *p = oq_reserve(c, 10);
+    size_t n = 2;
+
+    if (!p)
+        return false;
+    p[0] = (char)b0;
+    if (len < 126) {
+        p[1] = (char)len;
+    } else if (len < 65536) {
+        p[1] = 126;
+        p[2] = (char)(len >> 8);
+        p[3] = (char)len;
+        n = 4;
+    } else {
+        p[1] = 127;
+        for (int i = 0; i < 8; i++)
+            p[2 + i] = (char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    oq_commit(c, n);
+    return true;
+}
+
+/* Fails the WebSocket connection (RFC 6455 7.1.7): a close frame with the code (1002 protocol
+ * error, 1009 too big), then the close; nothing more is read. Returns 0 for parse_step. */
+static int ws_fail(struct conn *c, unsigned code)
+{
+    char *p;
+
+    c->close_after = true;
+    if (!ws_put_head(c, 0x88, 2) || !(p = oq_reserve(c, 2))) {
+        conn_close(c, false);
+        return 0;
+    }
+    p[0] = (char)(code >> 8);
+    p[1] = (char)code;
+    oq_commit(c, 2);
+    return 0;
+}
+
+/* dst = src XOR the masking key, whose phase at src[0] is off & 3; eight bytes at a time. */
+static void ws_unmask(char *dst, const char *src, size_t n, const unsigned char key[4],
+                      uint64_t off)
+{
+    size_t i = 0;
+
+    for (; i < n && ((off + i) & 3); i++)
+        dst[i] = (char)(src[i] ^ key[(off + i) & 3]);
+    if (n - i >= 8) {
+        const unsigned char k8[8] = {key[0], key[1], key[2], key[3],
+                                     key[0], key[1], key[2], key[3]};
+        uint64_t k, v;
+
+        memcpy(&k, k8, 8);
+        for (; n - i >= 8; i += 8) {
+            memcpy(&v, src + i, 8);
+            v ^= k;
+            memcpy(dst + i, &v, 8);
+        }
+    }
+    for (; i < n; i++)
+        dst[i] = (char)(src[i] ^ key[(off + i) & 3]);
+}
+
+/* Checks a complete client frame header; returns 0 or the close code to fail with. */
+static unsigned ws_check_head(struct wsrx *x)
+{
+    unsigned l7 = x->hdr[1] & 127, b0 = x->hdr[0];
+
+    x->fin = b0 & 0x80;
+    x->op = b0 & 15;
+    if (b0 & 0x70 || !(x->hdr[1] & 0x80)) /* no extension was agreed; clients must mask */
+        return 1002;
+    if (l7 < 126) {
+        x->left = l7;
+    } else if (l7 == 126) {
+        x->left = (uint64_t)x->hdr[2] << 8 | x->hdr[3];
+    } else {
+        x->left = 0;
+        for (int i = 0; i < 8; i++)
+            x->left = x->left << 8 | x->hdr[2 + i];
+        if (x->left >> 63)
+            return 1002;
+    }
+    memcpy(x->mask, x->hdr + x->need - 4, 4);
+    if (x->op >= 8)
+        return x->op > 10 || !x->fin || x->left > 125 ? 1002 : 0;
+    if (x->op > 2 || (x->op == 0) != x->frag)
+        return 1002; /* a reserved opcode, or a continuation out of place */
+    return x->left > WS_FRAME_MAX ? 1009 : 0;
+}
+
+/* Gathers a frame header (it may arrive a byte at a time). Returns 1 once it is in and valid
+ * (a data frame's header is then queued), 0 for more input, or 0 after failing. */
+static int ws_head(struct conn *c, struct wsrx *x)
+{
+    unsigned code;
+
+    while (c->pos < c->in_len && (x->hlen < 2 || x->hlen < x->need)) {
+        x->hdr[x->hlen++] = (unsigned char)c->in[c->pos++];
+        if (x->hlen == 2) {
+            unsigned l7 = x->hdr[1] & 127;
+
+            x->need = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (x->hdr[1] >> 7) * 4);
+        }
+    }
+    c->rstart = c->pos;
+    if (x->hlen < 2 || x->hlen < x->need)
+        return 0;
+    if ((code = ws_check_head(x)))
+        return ws_fail(c, code);
+    x->in_payload = true;
+    x->off = x->ctl_len = 0;
+    if (x->op < 8) {
+        x->frag = !x->fin;
+        if (!ws_put_head(c, x->hdr[0], x->left)) {
+            conn_close(c, false);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The frame's payload has been read: messages were echoed as they came; control frames are
+ * answered now. Returns 1 to go on, 0 once the connection is closing. */
+static int ws_frame_end(struct conn *c, struct wsrx *x)
+{
+    x->in_payload = false;
+    x->hlen = x->need = 0;
+    switch (x->op) {
+    case 8: /* close: answered with its status code (none if it had none), then closed */
+        if (x->ctl_len == 1)
+            return ws_fail(c, 1002);
+        c->close_after = true;
+        if (!ws_put_head(c, 0x88, x->ctl_len ? 2 : 0) || !oq_append(c, x->ctl, x->ctl_len ? 2 : 0))
+            conn_close(c, false);
+        return 0;
+    case 9: /* ping: a pong with the same payload */
+        if (!ws_put_head(c, 0x8a, x->ctl_len) || !oq_append(c, x->ctl, x->ctl_len)) {
+            conn_close(c, false);
+            return 0;
+        }
+        return 1;
+    case 10: /* an unsolicited pong: ignored */
+        return 1;
+    default:
+        if (x->fin)
+            atomic_fetch_add_explicit(&c->w->sh->messages, 1, memory_order_relaxed);
+        return 1;
+    }
+}
+
+/* One step of an upgraded connection: a frame header, or as much payload as has arrived.
+ * Payload is unmasked straight into the output queue, so a frame needs no buffer of its size. */
+static int step_ws(struct conn *c)
+{
+    struct wsrx *x = c->ws;
+    size_t take;
+
+    if (!x->in_payload && ws_head(c, x) <= 0)
+        return 0;
+    take = c->in_len - c->pos < x->left ? c->in_len - c->pos : (size_t)x->left;
+    if (take) {
+        const char *src = c->in + c->pos;
+
+        if (x->op < 8) {
+            char *d = oq_reserve(c, take);
+
+            if (!d) {
+                conn_close(c, false);
+                return 0;
+            }
+            ws_unmask(d, src, take, x->mask, x->off);
+            oq_commit(c, take);
+        } else {
+            ws_unmask(x->ctl + x->ctl_len, src, take, x->mask, x->off);
+            x->ctl_len = (uint8_t)(x->ctl_len + take);
+        }
+        c->pos += take;
+        c->rstart = c->pos;
+        x->left -= take;
+        x->off += take;
+    }
+    return x->left ? 0 : ws_frame_end(c, x);
+}
+
 static void arm_timer(struct conn *c, unsigned ms)
 {
     struct io_uring_sqe *sqe = get_sqe(c->w);
@@ -1128,6 +1414,12 @@ static int step_done(struct conn *c)
         c->close_after = c->reset_after = true;
         return 0;
     }
+    if (ws_wanted(c)) {
+        ws_upgrade(c);
+        c->st = ST_WS;
+        c->rstart = c->scan = c->pos;
+        return !c->closing;
+    }
     respond(c);
     c->st = ST_HEAD;
     c->rstart = c->scan = c->pos;
@@ -1142,6 +1434,8 @@ static int parse_step(struct conn *c)
     case ST_BODY_CL:
     case ST_BODY_CHUNKED:
         return step_body(c);
+    case ST_WS:
+        return step_ws(c);
     default:
         return step_done(c);
     }
@@ -1514,11 +1808,16 @@ static void usage(FILE *f)
                "      --chunked       send bodies chunked\n"
                "      --echo          answer with the request as received\n"
                "      --close         answer with Connection: close\n"
+               "      --ws            answer WebSocket upgrades (an HTTP/1.1 GET with Connection:\n"
+               "                      upgrade, Upgrade: websocket) with 101, then echo messages,\n"
+               "                      answer pings, and answer a close and close; frames over\n"
+               "                      16 MiB or malformed ones fail the connection\n"
                "  -t, --threads N     worker threads (default 1)\n"
                "  -q, --quiet         no diagnostics\n"
                "  -h, --help          this text\n"
                "per request: ?status= ?size= ?delay= ?chunked=1 ?close=1 ?echo=1 ?reset=1\n"
-               "             ?header=Name:Value ?cl=N ?hang=1; GET /health, GET /__stats\n");
+               "             ?header=Name:Value ?cl=N ?hang=1; GET /health, GET /__stats\n"
+               "             (with --ws it also counts \"messages\")\n");
 }
 
 static bool opt_num(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -1536,12 +1835,20 @@ static int bad_opt(const char *opt, const char *val)
 static int parse_args(struct config *cfg, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},  {"name", required_argument, NULL, 'n'},
-        {"size", required_argument, NULL, 's'},    {"status", required_argument, NULL, 'S'},
-        {"delay", required_argument, NULL, 'D'},   {"chunked", no_argument, NULL, 'C'},
-        {"echo", no_argument, NULL, 'E'},          {"close", no_argument, NULL, 'X'},
-        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"listen", required_argument, NULL, 'l'},
+        {"name", required_argument, NULL, 'n'},
+        {"size", required_argument, NULL, 's'},
+        {"status", required_argument, NULL, 'S'},
+        {"delay", required_argument, NULL, 'D'},
+        {"chunked", no_argument, NULL, 'C'},
+        {"echo", no_argument, NULL, 'E'},
+        {"close", no_argument, NULL, 'X'},
+        {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"ws", no_argument, NULL, 'W'},
+        {NULL, 0, NULL, 0},
+    };
     const char *listen = "127.0.0.1:9000";
     uint64_t v;
     int ch;
@@ -1578,6 +1885,9 @@ static int parse_args(struct config *cfg, int argc, char **argv)
             break;
         case 'X':
             cfg->close = true;
+            break;
+        case 'W':
+            cfg->ws = true;
             break;
         case 't':
             if (!opt_num(optarg, 1, 256, &v))
@@ -1716,7 +2026,10 @@ int main(int argc, char **argv)
         if (ws[i].efd >= 0)
             close(ws[i].efd);
     }
-    if (!cfg.quiet && !ret)
+    if (!cfg.quiet && !ret && cfg.ws)
+        fprintf(stderr, "ringorigin %s: %lu requests, %lu connections, %lu messages\n", cfg.name,
+                atomic_load(&sh.requests), atomic_load(&sh.connections), atomic_load(&sh.messages));
+    else if (!cfg.quiet && !ret)
         fprintf(stderr, "ringorigin %s: %lu requests, %lu connections\n", cfg.name,
                 atomic_load(&sh.requests), atomic_load(&sh.connections));
     free(ws);

@@ -3,7 +3,6 @@ backend, written here with the standard library (RFC 6455 framing, the handshake
 Sec-WebSocket-Accept), on plain and TLS listeners and to an https:// backend; half-closes,
 backpressure, the idle timeout, refused upgrades, upgrade = false, and h2c left alone."""
 import base64
-import hashlib
 import os
 import socket
 import ssl
@@ -13,63 +12,7 @@ import time
 
 from harness import Client, ScriptBackend, domain_conf, free_port
 from test_tls import make_cert
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def accept_of(key):
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
-
-
-def read_exact(s, n):
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("closed")
-        out += chunk
-    return out
-
-
-def read_head(s):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(1)
-        if not chunk:
-            raise ConnectionError("closed before a head")
-        data += chunk
-    return data
-
-
-def frame(opcode, payload, mask):
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    m = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 65536:
-        head += bytes([m | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def read_frame(s):
-    b0, b1 = read_exact(s, 2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", read_exact(s, 2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", read_exact(s, 8))[0]
-    key = read_exact(s, 4) if b1 & 0x80 else None
-    data = read_exact(s, n)
-    if key:
-        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    return b0 & 0x0F, data
-
+from wsproto import accept_of, frame, read_frame, read_head
 
 class WsEcho:
     """A WebSocket echo backend: answers the handshake, echoes text and binary messages,
@@ -105,11 +48,11 @@ class WsEcho:
                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_of(key) +
                       b"\r\nX-Echo: yes\r\n\r\n")
             while True:
-                op, data = read_frame(s)
+                _, op, data = read_frame(s, masked=True)
                 if op == 8:
-                    s.sendall(frame(8, data, False))
+                    s.sendall(frame(8, data, mask=False))
                     return
-                s.sendall(frame(10 if op == 9 else op, data, False))
+                s.sendall(frame(10 if op == 9 else op, data, mask=False))
         except (OSError, ConnectionError, IndexError):
             pass
         finally:
@@ -131,14 +74,14 @@ def ws_connect(port, host="test.local", sock=None, path="/chat"):
 
 
 def echo(s, op, payload):
-    s.sendall(frame(op, payload, True))
-    rop, data = read_frame(s)
+    s.sendall(frame(op, payload))
+    _, rop, data = read_frame(s)
     return rop, data
 
 
 def ws_close(s):
-    s.sendall(frame(8, struct.pack("!H", 1000), True))
-    op, data = read_frame(s)
+    s.sendall(frame(8, struct.pack("!H", 1000)))
+    _, op, data = read_frame(s)
     assert op == 8 and data == struct.pack("!H", 1000), (op, data)
     s.settimeout(5)
     assert s.recv(1) == b""  # the backend closed after the handshake: passed on
@@ -335,8 +278,8 @@ def test_wss_on_a_tls_listener_to_an_https_backend(P):
     assert echo(s, 1, b"over TLS twice") == (1, b"over TLS twice")
     big = os.urandom(300000)
     assert echo(s, 2, big) == (2, big)
-    s.sendall(frame(8, struct.pack("!H", 1000), True))
-    assert read_frame(s)[0] == 8
+    s.sendall(frame(8, struct.pack("!H", 1000)))
+    assert read_frame(s)[1] == 8
     assert px.poll() is None
 
 

@@ -1,7 +1,9 @@
 /* test_ringload.c: unit tests of ringload's own logic (tools/ringload.c, included with its main()
  * left out): option and duration parsing, URL parsing, the request it builds, and response
  * accounting, feeding canned responses whole and one byte at a time through the per-connection
- * state machine. Parser inputs sit right before a PROT_NONE page, so an over-read crashes.
+ * state machine; with --ws, the frame encoder and decoder at the edge lengths, the handshake's
+ * key and accept, and a connection's upgrade and echoes. Parser inputs sit right before a
+ * PROT_NONE page, so an over-read crashes.
  */
 #ifndef RINGLOAD_NO_MAIN
 #define RINGLOAD_NO_MAIN
@@ -493,14 +495,17 @@ static void rig_down(struct rig *r)
 {
     io_uring_queue_exit(&r->w->ring);
     free(r->sh.req);
+    free(r->sh.payload);
+    free(r->sh.frames);
+    free(r->w->wsreq);
     free(r->w);
     free(r->c);
 }
 
-/* Delivers s to the connection in pieces of `step` bytes, as receives would. */
-static void deliver(struct rig *r, const char *s, size_t step)
+/* Delivers len bytes to the connection in pieces of `step` bytes, as receives would. */
+static void deliver_n(struct rig *r, const char *s, size_t len, size_t step)
 {
-    size_t len = strlen(s), off = 0;
+    size_t off = 0;
 
     while (off < len) {
         size_t n = step && len - off > step ? step : len - off;
@@ -511,6 +516,11 @@ static void deliver(struct rig *r, const char *s, size_t step)
         unguard(g, n);
         off += n;
     }
+}
+
+static void deliver(struct rig *r, const char *s, size_t step)
+{
+    deliver_n(r, s, strlen(s), step);
 }
 
 static void test_conn_keepalive_pipeline(void **state)
@@ -636,6 +646,400 @@ static void test_rate_schedule(void **state)
     rig_down(&r);
 }
 
+/* ---------------------------------------------------------------- WebSocket (--ws) */
+
+static const uint64_t ws_lengths[] = {0, 1, 125, 126, 127, 65535, 65536, 200000};
+
+static void test_ws_frame_head(void **state)
+{
+    static const unsigned char key[4] = {1, 2, 3, 4};
+    unsigned char h[14];
+
+    (void)state;
+    /* the shortest form: 7 bits up to 125, 16 bits up to 65535, 64 bits beyond */
+    assert_int_equal(ws_frame_head(h, 2, 125, NULL), 2);
+    assert_true(h[0] == 0x82 && h[1] == 125);
+    assert_int_equal(ws_frame_head(h, 2, 126, NULL), 4);
+    assert_true(h[1] == 126 && h[2] == 0 && h[3] == 126);
+    assert_int_equal(ws_frame_head(h, 2, 65535, NULL), 4);
+    assert_true(h[1] == 126 && h[2] == 0xff && h[3] == 0xff);
+    assert_int_equal(ws_frame_head(h, 2, 65536, NULL), 10);
+    assert_true(h[1] == 127 && h[2] == 0 && h[7] == 1 && h[8] == 0 && h[9] == 0);
+    assert_int_equal(ws_frame_head(h, 9, 0, NULL), 2);
+    assert_true(h[0] == 0x89 && h[1] == 0);
+    /* masked: the mask bit, then the key after the length */
+    assert_int_equal(ws_frame_head(h, 2, 125, key), 6);
+    assert_true(h[1] == (0x80 | 125) && memcmp(h + 2, key, 4) == 0);
+    assert_int_equal(ws_frame_head(h, 2, 126, key), 8);
+    assert_true(h[1] == (0x80 | 126) && memcmp(h + 4, key, 4) == 0);
+    assert_int_equal(ws_frame_head(h, 2, 65535, key), 8);
+    assert_int_equal(ws_frame_head(h, 2, 65536, key), 14);
+    assert_true(h[1] == (0x80 | 127) && memcmp(h + 10, key, 4) == 0);
+}
+
+static void test_ws_mask(void **state)
+{
+    static const unsigned char key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    char a[11] = "Hello", b[11], c[11];
+
+    (void)state;
+    /* RFC 6455 5.7: "Hello" masked with 37 fa 21 3d */
+    ws_mask(b, a, 5, key, 0);
+    assert_memory_equal(b, "\x7f\x9f\x4d\x51\x58", 5);
+    /* in two pieces, the key's phase carried by the offset; in place back again */
+    memcpy(a, "0123456789", 10);
+    ws_mask(b, a, 10, key, 0);
+    ws_mask(c, a, 3, key, 0);
+    ws_mask(c + 3, a + 3, 7, key, 3);
+    assert_memory_equal(b, c, 10);
+    ws_mask(c, c, 10, key, 0);
+    assert_memory_equal(c, a, 10);
+}
+
+static void test_ws_accept_key(void **state)
+{
+    char out[32] = "";
+    uint64_t rng = 42;
+
+    (void)state;
+    ws_base64(out, (const unsigned char *)"f", 1);
+    assert_memory_equal(out, "Zg==", 4);
+    ws_base64(out, (const unsigned char *)"fo", 2);
+    assert_memory_equal(out, "Zm8=", 4);
+    ws_base64(out, (const unsigned char *)"foobar", 6);
+    assert_memory_equal(out, "Zm9vYmFy", 8);
+    /* RFC 6455 1.3's example */
+    assert_int_equal(ws_accept("dGhlIHNhbXBsZSBub25jZQ==", 24, out), 0);
+    assert_memory_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", 28);
+    /* fresh keys: 16 bytes of base64, never twice the same */
+    memset(out, 0, sizeof(out));
+    ws_new_key(&rng, out);
+    assert_int_equal(strlen(out), WS_KEY_LEN);
+    assert_true(out[22] == '=' && out[23] == '=');
+    {
+        char again[32] = "";
+
+        ws_new_key(&rng, again);
+        assert_true(memcmp(out, again, WS_KEY_LEN) != 0);
+    }
+}
+
+/* An unmasked server frame: header and payload in buf (room for len + 10). Returns its length. */
+static size_t server_frame(char *buf, unsigned op, bool fin, const char *payload, uint64_t len)
+{
+    size_t h = ws_frame_head((unsigned char *)buf, op, len, NULL);
+
+    if (!fin)
+        buf[0] = (char)(buf[0] & 0x7f);
+    memcpy(buf + h, payload, (size_t)len);
+    return h + (size_t)len;
+}
+
+struct wsfed {
+    int messages, closes, controls;
+    bool error;
+    size_t used;
+};
+
+/* Feeds buf to a fresh decoder in pieces: cut at `split` (0: none), then `step` bytes each (0:
+ * the rest at once), every piece a guarded copy. */
+static struct wsfed ws_feed_all(struct ws_rx *x, const char *buf, size_t len, size_t split,
+                                size_t step, const char *expect, uint64_t elen)
+{
+    struct wsfed f = {0};
+    size_t off = 0;
+
+    while (off < len && !f.error) {
+        size_t n = len - off;
+        char *g;
+
+        if (split && off < split)
+            n = split - off;
+        else if (step && n > step)
+            n = step;
+        g = guarded(buf + off, n);
+        for (size_t pos = 0; pos < n;) {
+            int ev;
+            ssize_t used = ws_feed(x, g + pos, n - pos, expect, elen, &ev);
+
+            if (used < 0) {
+                f.error = true;
+                break;
+            }
+            assert_true(used > 0);
+            pos += (size_t)used;
+            f.used += (size_t)used;
+            f.messages += ev == WS_EV_MESSAGE;
+            f.closes += ev == WS_EV_CLOSE;
+            f.controls += ev == WS_EV_CONTROL;
+        }
+        unguard(g, n);
+        off += n;
+    }
+    return f;
+}
+
+static void test_ws_feed_lengths(void **state)
+{
+    const size_t maxlen = 200000;
+    char *payload = malloc(maxlen), *buf = malloc(maxlen + 20);
+
+    (void)state;
+    assert_true(payload && buf);
+    for (size_t i = 0; i < maxlen; i++)
+        payload[i] = (char)(i * 7 + 3);
+    for (size_t k = 0; k < sizeof(ws_lengths) / sizeof(ws_lengths[0]); k++) {
+        uint64_t len = ws_lengths[k];
+        size_t n = server_frame(buf, 2, true, payload, len);
+        size_t head = n - (size_t)len;
+        static const size_t steps[] = {0, 1, 3, 4096};
+
+        /* whole, and cut at every byte of the header (where a split needs care) */
+        for (size_t split = 0; split <= head + 1 && split < n; split++) {
+            struct ws_rx x = {0};
+            struct wsfed f = ws_feed_all(&x, buf, n, split, 0, payload, len);
+
+            assert_false(f.error);
+            assert_int_equal(f.messages, 1);
+            assert_int_equal(f.used, n);
+        }
+        for (size_t s = 1; s < sizeof(steps) / sizeof(steps[0]); s++) {
+            struct ws_rx x = {0};
+            struct wsfed f;
+
+            if (steps[s] == 1 && len > 65536)
+                continue; /* a guarded page per byte: slow, and no different */
+            f = ws_feed_all(&x, buf, n, 0, steps[s], payload, len);
+            assert_false(f.error);
+            assert_int_equal(f.messages, 1);
+        }
+        /* the message is compared: one byte off, or a length other than the one sent */
+        if (len) {
+            struct ws_rx x = {0};
+
+            buf[n - 1] ^= 1;
+            assert_true(ws_feed_all(&x, buf, n, 0, 0, payload, len).error);
+            buf[n - 1] ^= 1;
+            memset(&x, 0, sizeof(x));
+            assert_true(ws_feed_all(&x, buf, n, 0, 0, payload, len - 1).error);
+        }
+        {
+            struct ws_rx x = {0};
+
+            assert_true(ws_feed_all(&x, buf, n, 0, 0, payload, len + 1).error); /* too short */
+        }
+    }
+    free(payload);
+    free(buf);
+}
+
+static void test_ws_feed_fragments_control(void **state)
+{
+    char buf[512], msg[100];
+    size_t n = 0;
+    struct ws_rx x = {0};
+    struct wsfed f;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (char)i;
+    /* a message in three fragments, a ping and a pong between them, then a close */
+    n += server_frame(buf + n, 2, false, msg, 30);
+    n += server_frame(buf + n, 9, true, "ping", 4);
+    n += server_frame(buf + n, 0, false, msg + 30, 0);
+    n += server_frame(buf + n, 10, true, "", 0);
+    n += server_frame(buf + n, 0, true, msg + 30, 70);
+    n += server_frame(buf + n, 8, true, "\x03\xe8", 2);
+    for (size_t step = 0; step <= 2; step++) {
+        memset(&x, 0, sizeof(x));
+        f = ws_feed_all(&x, buf, n, 0, step, msg, sizeof(msg));
+        assert_false(f.error);
+        assert_int_equal(f.messages, 1);
+        assert_int_equal(f.controls, 2);
+        assert_int_equal(f.closes, 1);
+        assert_int_equal(f.used, n);
+    }
+}
+
+static void test_ws_feed_malformed(void **state)
+{
+    static const unsigned char key[4] = {9, 9, 9, 9};
+    char buf[300], pl[200] = {0};
+    struct ws_rx x;
+    size_t n;
+
+    (void)state;
+#define WS_BAD(len)                                                                                \
+    do {                                                                                           \
+        memset(&x, 0, sizeof(x));                                                                  \
+        assert_true(ws_feed_all(&x, buf, (len), 0, 0, pl, 10).error);                              \
+        memset(&x, 0, sizeof(x));                                                                  \
+        assert_true(ws_feed_all(&x, buf, (len), 0, 1, pl, 10).error);                              \
+    } while (0)
+    n = ws_frame_head((unsigned char *)buf, 2, 10, key) + 10; /* servers must not mask */
+    WS_BAD(n);
+    n = server_frame(buf, 2, true, pl, 10);
+    buf[0] |= 0x40; /* RSV1 without an extension */
+    WS_BAD(n);
+    n = server_frame(buf, 1, true, pl, 10); /* text: the message sent was binary */
+    WS_BAD(n);
+    n = server_frame(buf, 3, true, pl, 10); /* a reserved opcode */
+    WS_BAD(n);
+    n = server_frame(buf, 11, true, pl, 0); /* a reserved control opcode */
+    WS_BAD(n);
+    n = server_frame(buf, 0, true, pl, 10); /* a continuation with no message begun */
+    WS_BAD(n);
+    n = server_frame(buf, 9, true, pl, 126); /* a control frame over 125 bytes */
+    WS_BAD(n);
+    n = server_frame(buf, 9, false, pl, 4); /* a fragmented control frame */
+    WS_BAD(n);
+    n = server_frame(buf, 2, false, pl, 4); /* a new message inside a fragmented one */
+    n += server_frame(buf + n, 2, true, pl, 6);
+    WS_BAD(n);
+    memcpy(buf, "\x82\x7f\x80\x00\x00\x00\x00\x00\x00\x0a", 10); /* 64-bit length, top bit */
+    WS_BAD(10);
+    memcpy(buf, "\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x00", 10); /* longer than the message */
+    WS_BAD(10);
+#undef WS_BAD
+}
+
+static void test_ws_options_request(void **state)
+{
+    struct opts o;
+    struct shared sh = {.o = &o};
+    char out[512];
+    size_t n;
+
+    (void)state;
+    assert_int_equal(PARSE(&o, "--ws", "64", "-H", "Host: x", "http://h:81/chat"), -1);
+    assert_true(o.ws && o.ws_size == 64);
+    n = build_request(&o, NULL, 0, out);
+    out[n] = 0;
+    assert_string_equal(out, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                             "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n");
+    assert_int_equal(make_request(&sh, &o), 0);
+    assert_memory_equal(sh.req + sh.key_off, "AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n", 28);
+    /* every pre-masked frame carries the one message under its own key */
+    assert_true(sh.nframes >= 1 && sh.nframes <= 16 && sh.frame_len == 6 + 64);
+    for (unsigned f = 0; f < sh.nframes; f++) {
+        const unsigned char *fr = (const unsigned char *)sh.frames + f * sh.frame_len;
+        char plain[64];
+
+        assert_true(fr[0] == 0x82 && fr[1] == (0x80 | 64));
+        ws_mask(plain, (const char *)fr + 6, 64, fr + 2, 0);
+        assert_memory_equal(plain, sh.payload, 64);
+    }
+    free(sh.req);
+    free(sh.payload);
+    free(sh.frames);
+    assert_int_equal(PARSE(&o, "--ws", "0", "http://h/"), -1);
+    assert_int_equal(PARSE(&o, "--ws", "16777216", "http://h/"), -1);
+    assert_int_equal(PARSE(&o, "--ws", "16777217", "http://h/"), 2);
+    assert_int_equal(PARSE(&o, "--ws", "x", "http://h/"), 2);
+    assert_int_equal(PARSE(&o, "--ws", "8", "--close", "http://h/"), 2);
+    assert_int_equal(PARSE(&o, "--ws", "8", "--pipeline", "2", "http://h/"), 2);
+    assert_int_equal(PARSE(&o, "--ws", "8", "--body", "/dev/null", "http://h/"), 2);
+    assert_int_equal(PARSE(&o, "--ws", "8", "-m", "POST", "http://h/"), 2);
+}
+
+/* A --ws rig whose connection has sent its upgrade; writes the right 101 for it into out. */
+static void ws_rig_up(struct rig *r, char *out, size_t cap)
+{
+    char acc[29] = "";
+
+    rig_up(r, (const char *const[]){"--ws", "5", "-c", "1", "-t", "1", "http://h/", NULL});
+    assert_int_equal(ws_setup(r->w, 0), 0);
+    r->c->inflight = 0;
+    ws_begin(r->w, r->c);
+    assert_int_equal(ws_accept(r->c->rs.ws_key, WS_KEY_LEN, acc), 0);
+    snprintf(out, cap,
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: %s\r\n\r\n",
+             acc);
+}
+
+static void test_ws_conn_upgrade_and_echo(void **state)
+{
+    char ok[256], frames[64];
+    size_t n;
+
+    (void)state;
+    for (size_t step = 0; step <= 1; step++) {
+        struct rig r;
+
+        ws_rig_up(&r, ok, sizeof(ok));
+        /* the 101 and the first echo may come in one receive: the echo is of nothing sent */
+        deliver(&r, ok, step);
+        assert_int_equal(r.w->st.upgrades, 1);
+        assert_int_equal(r.c->ws, WS_OPEN);
+        assert_int_equal(r.c->inflight, 1); /* the first message went out */
+        assert_int_equal(io_uring_sq_ready(&r.w->ring), 1);
+        assert_int_equal(r.c->nmsg, 1);
+        n = server_frame(frames, 2, true, r.sh.payload, 5);
+        r.c->sent_ns = r.w->now - 700000;
+        deliver_n(&r, frames, n, step);
+        assert_int_equal(r.w->st.responses, 1);
+        assert_int_equal(hist_count(&r.w->lat), 1);
+        assert_true(hist_percentile(&r.w->lat, 50) >= 690 && hist_percentile(&r.w->lat, 50) <= 710);
+        assert_int_equal(r.c->inflight, 1); /* and the next */
+        assert_int_equal(r.c->nmsg, 2);
+        assert_int_equal(r.w->st.cls[1], 0); /* messages have no status */
+        assert_int_equal(r.w->st.err[ERR_READ] + r.w->st.err[ERR_UPGRADE], 0);
+        /* a wrong echo is a read error at its first wrong byte, and the connection starts
+         * over (what follows would be the old socket's, dropped by its generation) */
+        memcpy(frames, "\x82\x05X", 3);
+        deliver_n(&r, frames, 3, step);
+        assert_int_equal(r.w->st.err[ERR_READ], 1);
+        assert_int_equal(r.c->gen, 1);
+        assert_int_equal(r.c->ws, WS_HS);
+        rig_down(&r);
+    }
+}
+
+static void test_ws_conn_refused(void **state)
+{
+    static const char *const bad[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", /* someone else's key */
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
+        "garbage\r\n\r\n",
+    };
+    char ok[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct rig r;
+
+        ws_rig_up(&r, ok, sizeof(ok));
+        deliver(&r, bad[i], 0);
+        assert_int_equal(r.w->st.err[ERR_UPGRADE], 1);
+        assert_int_equal(r.w->st.upgrades, 0);
+        assert_int_equal(r.c->gen, 1); /* reopened, with a new handshake */
+        assert_int_equal(r.c->ws, WS_HS);
+        rig_down(&r);
+    }
+    {
+        struct rig r;
+
+        /* closed before answering the upgrade; then, upgraded, closed between messages */
+        ws_rig_up(&r, ok, sizeof(ok));
+        on_eof(r.w, r.c);
+        assert_int_equal(r.w->st.err[ERR_UPGRADE], 1);
+        rig_down(&r);
+        ws_rig_up(&r, ok, sizeof(ok));
+        r.o.count = 1; /* so that nothing more is sent after the 101 */
+        r.w->quota = 1;
+        r.w->issued = 1;
+        deliver(&r, ok, 0);
+        assert_int_equal(r.c->inflight, 0);
+        on_eof(r.w, r.c);
+        assert_int_equal(r.w->st.err[ERR_READ] + r.w->st.err[ERR_UPGRADE], 0);
+        rig_down(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +1061,15 @@ int main(void)
         cmocka_unit_test(test_conn_count_limit),
         cmocka_unit_test(test_conn_garbage_and_eof),
         cmocka_unit_test(test_rate_schedule),
+        cmocka_unit_test(test_ws_frame_head),
+        cmocka_unit_test(test_ws_mask),
+        cmocka_unit_test(test_ws_accept_key),
+        cmocka_unit_test(test_ws_feed_lengths),
+        cmocka_unit_test(test_ws_feed_fragments_control),
+        cmocka_unit_test(test_ws_feed_malformed),
+        cmocka_unit_test(test_ws_options_request),
+        cmocka_unit_test(test_ws_conn_upgrade_and_echo),
+        cmocka_unit_test(test_ws_conn_refused),
     };
 
     (void)run; /* the tool's driver is exercised by the integration tests */
