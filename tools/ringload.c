@@ -687,23 +687,12 @@ static void ws_mask(char *dst, const char *src, size_t n, const unsigned char ke
  * fragmented, of at most elen bytes. */
 static bool ws_check_head(struct ws_rx *x, uint64_t elen)
 {
-    unsigned l7 = x->hdr[1] & 127;
-
     x->fin = x->hdr[0] & 0x80;
     x->op = x->hdr[0] & 15;
     if (x->hdr[0] & 0x70 || x->hdr[1] & 0x80)
         return false;
-    if (l7 < 126) {
-        x->left = l7;
-    } else if (l7 == 126) {
-        x->left = (uint64_t)x->hdr[2] << 8 | x->hdr[3];
-    } else {
-        x->left = 0;
-        for (int i = 0; i < 8; i++)
-            x->left = x->left << 8 | x->hdr[2 + i];
-        if (x->left >> 63)
-            return false;
-    }
+    if ((x->left = ws_payload_len(x->hdr)) == UINT64_MAX)
+        return false;
     if (x->op >= 8)
         return x->op <= 10 && x->fin && x->left <= 125;
     if (x->op != (x->in_msg ? 0 : 2)) /* text, a reserved opcode, a continuation out of place */

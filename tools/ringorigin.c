@@ -1209,23 +1209,14 @@ static void ws_unmask(char *dst, const char *src, size_t n, const unsigned char 
 /* Checks a complete client frame header; returns 0 or the close code to fail with. */
 static unsigned ws_check_head(struct wsrx *x)
 {
-    unsigned l7 = x->hdr[1] & 127, b0 = x->hdr[0];
+    unsigned b0 = x->hdr[0];
 
     x->fin = b0 & 0x80;
     x->op = b0 & 15;
     if (b0 & 0x70 || !(x->hdr[1] & 0x80)) /* no extension was agreed; clients must mask */
         return 1002;
-    if (l7 < 126) {
-        x->left = l7;
-    } else if (l7 == 126) {
-        x->left = (uint64_t)x->hdr[2] << 8 | x->hdr[3];
-    } else {
-        x->left = 0;
-        for (int i = 0; i < 8; i++)
-            x->left = x->left << 8 | x->hdr[2 + i];
-        if (x->left >> 63)
-            return 1002;
-    }
+    if ((x->left = ws_payload_len(x->hdr)) == UINT64_MAX)
+        return 1002;
     memcpy(x->mask, x->hdr + x->need - 4, 4);
     if (x->op >= 8)
         return x->op > 10 || !x->fin || x->left > 125 ? 1002 : 0;

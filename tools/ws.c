@@ -30,6 +30,20 @@ void ws_base64(char *out, const unsigned char *in, size_t n)
     }
 }
 
+uint64_t ws_payload_len(const unsigned char *hdr)
+{
+    unsigned l7 = hdr[1] & 127;
+    uint64_t n = 0;
+
+    if (l7 < 126)
+        return l7;
+    if (l7 == 126)
+        return (uint64_t)hdr[2] << 8 | hdr[3];
+    for (int i = 0; i < 8; i++)
+        n = n << 8 | hdr[2 + i];
+    return n >> 63 ? UINT64_MAX : n;
+}
+
 int ws_accept(const char *key, size_t n, char out[WS_ACCEPT_LEN])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
