@@ -179,19 +179,12 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
  * its end. */
 void conn_queue_bytes(struct conn *c, const void *p, uint32_t n)
 {
-    if (c->ghost)
-        return; /* a background refresh: nobody to send to */
     if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
         conn_close(c);
 }
 
 void conn_flush_out(struct conn *c)
 {
-    if (c->ghost) { /* its exchange over, a background refresh has nothing left to do */
-        if (!c->ex->active && !c->sk.dead)
-            conn_close(c);
-        return;
-    }
     if (!c->sk.dead)
         sock_flush(c->w, &c->sk);
 }
@@ -284,10 +277,8 @@ static void format_ipv4(const unsigned char *a, char *out)
     }
 }
 
-static void format_peer(const struct conn *c, char *out, size_t cap)
+static void format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap)
 {
-    const struct sockaddr_in6 *sa = &c->peer;
-
     out[0] = 0;
     if (sa->sin6_family == AF_INET)
         format_ipv4(
@@ -298,7 +289,8 @@ static void format_peer(const struct conn *c, char *out, size_t cap)
 
 /* X-Forwarded-For: the list the client sent (several fields are one list, in order), then
  * the client's address. */
-static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct buf *b, bool *ok)
+static void put_forwarded_for(const struct sockaddr_in6 *client, const struct h1_request *r,
+                              struct buf *b, bool *ok)
 {
     char peer[INET6_ADDRSTRLEN];
 
@@ -310,69 +302,112 @@ static void put_forwarded_for(struct conn *c, const struct h1_request *r, struct
             buf_put(b, ok, ", ", 2);
         }
     }
-    format_peer(c, peer, sizeof(peer));
+    format_peer(client, peer, sizeof(peer));
     put_str(b, ok, peer);
     buf_put(b, ok, "\r\n", 2);
 }
 
-/* Writes the request head as the backend should see it: HTTP/1.1, the Host it expects,
- * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. */
-static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b,
-                                const struct rp_hook_ctx *ctx)
+static void put_upstream_host(const struct h1_request *r, const struct upstream_head *h,
+                              struct buf *b, bool *ok)
 {
-    const struct target *t = c->ex->t;
-    bool ok = true;
+    const struct target *t = h->t;
 
-    buf_put(b, &ok, r->method, r->method_len);
-    buf_put(b, &ok, " ", 1);
-    buf_put(b, &ok, r->path, r->path_len);
-    put_str(b, &ok, " HTTP/1.1\r\nHost: ");
-    if (ctx && ctx->host_set) /* a request hook's */
-        buf_put(b, &ok, ctx->host, ctx->host_len);
+    put_str(b, ok, "Host: ");
+    if (h->ctx && h->ctx->host_set) /* a request hook's */
+        buf_put(b, ok, h->ctx->host, h->ctx->host_len);
     else if (t->host_header)
-        buf_put(b, &ok, t->host_header, t->host_header_len);
+        buf_put(b, ok, t->host_header, t->host_header_len);
     else if (t->preserve_host && r->host)
-        buf_put(b, &ok, r->host, r->host_len);
+        buf_put(b, ok, r->host, r->host_len);
     else
-        buf_put(b, &ok, c->ex->be->authority, c->ex->be->authority_len);
-    buf_put(b, &ok, "\r\n", 2);
+        buf_put(b, ok, h->be->authority, h->be->authority_len);
+    buf_put(b, ok, "\r\n", 2);
+}
+
+/* The client's end-to-end fields, less those written here and, when the cache answers the
+ * client's conditionals itself, those. */
+static void put_client_fields(const struct h1_request *r, const struct upstream_head *h,
+                              struct buf *b, bool *ok)
+{
     for (uint32_t i = 0; i < r->n_headers; i++) {
-        const struct h1_header *h = &r->headers[i];
-        switch (h->kind) {
-        case H1_H_HOST:           /* ours above */
-        case H1_H_CONTENT_LENGTH: /* ours below, normalised */
+        const struct h1_header *f = &r->headers[i];
+        switch (f->kind) {
+        case H1_H_HOST:           /* ours */
+        case H1_H_CONTENT_LENGTH: /* ours, normalised */
         case H1_H_EXPECT:         /* answered here (send_continue) */
         case H1_H_X_FORWARDED_FOR:
         case H1_H_X_FORWARDED_PROTO:
         case H1_H_X_FORWARDED_HOST:
             continue;
         default:
-            if (!h->hop && (!c->ex->pc || !pc_skip_request_field(c->ex, h)))
-                buf_put_header(b, &ok, h);
+            if (!f->hop && (!h->pc || !pc_skip_request_field(h->pc, f)))
+                buf_put_header(b, ok, f);
         }
     }
-    if (c->ex->pc)
-        pc_put_conditionals(c->ex, b, &ok);
-    if (c->ex->upgrade) /* a hook may have taken the Upgrade field away */
-        c->ex->upgrade = tunnel_put_request_fields(r, t, b, &ok);
-    put_forwarded_for(c, r, b, &ok);
-    put_str(b, &ok,
-            c->tls || c->ghost_tls ? "X-Forwarded-Proto: https\r\n"
-                                   : "X-Forwarded-Proto: http\r\n");
+}
+
+static void put_forwarded(const struct h1_request *r, const struct upstream_head *h, struct buf *b,
+                          bool *ok)
+{
+    put_forwarded_for(h->peer, r, b, ok);
+    put_str(b, ok, h->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (r->host) {
-        put_str(b, &ok, "X-Forwarded-Host: ");
-        buf_put(b, &ok, r->host, r->host_len);
-        buf_put(b, &ok, "\r\n", 2);
+        put_str(b, ok, "X-Forwarded-Host: ");
+        buf_put(b, ok, r->host, r->host_len);
+        buf_put(b, ok, "\r\n", 2);
     }
+}
+
+static void put_framing(const struct h1_request *r, struct buf *b, bool *ok)
+{
+    char cl[40];
+
     if (r->body == H1_BODY_CHUNKED) {
-        put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
+        put_str(b, ok, "Transfer-Encoding: chunked\r\n");
     } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST || r->method_id == H1_M_PUT ||
                r->method_id == H1_M_PATCH) {
-        char cl[40];
         snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
-        put_str(b, &ok, cl);
+        put_str(b, ok, cl);
     }
+}
+
+bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b)
+{
+    bool ok = true;
+
+    buf_put(b, &ok, r->method, r->method_len);
+    buf_put(b, &ok, " ", 1);
+    buf_put(b, &ok, r->path, r->path_len);
+    put_str(b, &ok, " HTTP/1.1\r\n");
+    put_upstream_host(r, h, b, &ok);
+    put_client_fields(r, h, b, &ok);
+    if (h->pc)
+        pc_put_conditionals(h->pc, b, &ok);
+    if (h->upgrade) /* a hook may have taken the Upgrade field away */
+        h->upgrade = tunnel_put_request_fields(r, h->t, b, &ok);
+    put_forwarded(r, h, b, &ok);
+    put_framing(r, b, &ok);
     buf_put(b, &ok, "\r\n", 2);
+    return ok;
+}
+
+/* The exchange's request head for its backend ex->be; `ctx`: the request hooks', or NULL. */
+static bool build_upstream_head(struct conn *c, const struct h1_request *r, struct buf *b,
+                                const struct rp_hook_ctx *ctx)
+{
+    struct exchange *ex = c->ex;
+    struct upstream_head h = {
+        .t = ex->t,
+        .be = ex->be,
+        .peer = &c->peer,
+        .tls = c->tls != NULL,
+        .upgrade = ex->upgrade,
+        .pc = ex->pc,
+        .ctx = ctx,
+    };
+    bool ok = conn_write_upstream_head(r, &h, b);
+
+    ex->upgrade = h.upgrade;
     return ok;
 }
 
@@ -608,7 +643,7 @@ static void local_run(struct conn *c, const struct h1_request *r, const struct l
     rp_request req = {.query = query_of(r, &plen)};
 
     hdrs_init(&h, r->headers, r->n_headers, HDRS_READONLY);
-    format_peer(c, peer, sizeof(peer));
+    format_peer(&c->peer, peer, sizeof(peer));
     req.method = (rp_str){r->method, r->method_len};
     req.path = (rp_str){r->path, plen};
     req.host = (rp_str){r->host ? r->host : "", r->host ? r->host_len : 0};
@@ -804,7 +839,7 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
 
     hook_ctx_init(&ctx);
     hdrs_init(&h, r->headers, r->n_headers, HDRS_REQUEST);
-    format_peer(c, peer, sizeof(peer));
+    format_peer(&c->peer, peer, sizeof(peer));
     pr = (rp_proxy_request){
         .domain = ex->t->label,
         .backend = ex->be->addr,
@@ -917,7 +952,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex->client_minor = r->minor;
     ex->idempotent = is_idempotent(r);
     ex->upgrade = tunnel_wanted(r, ex->t) != NULL;
-    ex->close_client = !r->keep_alive || c->w->draining || c->ghost;
+    ex->close_client = !r->keep_alive || c->w->draining;
     ex->req_body = r->body;
     ex->req_left = r->content_length;
     ex->req_done = r->body == H1_BODY_NONE;
@@ -944,39 +979,6 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex_feed_body(c);
     if (c->ex == ex && ex->up) /* the head, with any body bytes that came along, at once */
         sock_flush(c->w, &ex->up->sk);
-}
-
-bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
-                        struct cache_fill *fill)
-{
-    struct conn *g = slab_alloc(&w->conn_slab);
-
-    if (!g)
-        return false;
-    sock_init(&g->sk, -1, &conn_ops);
-    g->w = w;
-    g->ghost = true;
-    g->ghost_tls = from->tls != NULL; /* the refreshed request came over TLS */
-    g->peer = from->peer;
-    g->ex = &w->no_ex;
-    g->sk.tm.fn = conn_timeout;
-    g->next = w->conns;
-    if (w->conns)
-        w->conns->prev = g;
-    w->conns = g;
-    w->nconns++;
-    g->nreq = 1;
-    w->ghost_fill = fill;
-    ex_start(g, r, NULL, 0);
-    /* the request went upstream holding the fill, or failed and the ghost closed (its
-     * exchange's end released the fill) */
-    if (w->ghost_fill) { /* never reached the cache's path (no route, no backend, rejected) */
-        w->ghost_fill = NULL;
-        return false;
-    }
-    if (!g->ex->active && !g->sk.dead)
-        conn_close(g);
-    return true;
 }
 
 void conn_cache_resume(struct conn *c, bool served)
@@ -1228,11 +1230,6 @@ struct buf *conn_head_buf(struct conn *c)
 
 void conn_head_done(struct conn *c, bool ok)
 {
-    if (c->ghost) {
-        struct buf *b = conn_head_buf(c);
-        b->off = b->len = 0;
-        return;
-    }
     struct buf *b = &c->w->scratch;
 
     if (ok && c->tls)
@@ -1310,7 +1307,7 @@ static void ex_finish(struct conn *c)
         up_release_to_pool(up, reusable);
     }
     if (ex->pc && ex->resp_done)
-        pc_store_end(c);
+        pc_store_end(ex->pc);
     if (!ex->req_done) { /* the backend answered before the body ended: the rest is unread */
         ex->close_client = true;
         c->linger = true;
@@ -1345,12 +1342,12 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
         ex->resp_left -= n;
         ex->resp_done = ex->resp_left == 0;
         if (ex->pc)
-            pc_store_body(ex, p, n);
+            pc_store_body(ex->pc, p, n);
         conn_queue_bytes(c, p, n);
         return n;
     case H1_BODY_CHUNKED: {
         /* decoded in place for an HTTP/1.0 client; into scratch when the cache stores it */
-        char *dec = ex->resp_dechunk ? p : ex->pc ? pc_dechunk_buf(ex, n) : NULL;
+        char *dec = ex->resp_dechunk ? p : ex->pc ? pc_dechunk_buf(ex->pc, n) : NULL;
         k = h1_chunked_feed(&ex->resp_ck, p, n, dec, &out_len, &done);
         if (k < 0) {
             ex_upstream_failed(ex->up, -EBADMSG, "bad chunked response body");
@@ -1358,13 +1355,13 @@ static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
         }
         ex->resp_done = done;
         if (dec)
-            pc_store_body(ex, dec, out_len);
+            pc_store_body(ex->pc, dec, out_len);
         conn_queue_bytes(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
         return (uint32_t)k;
     }
     case H1_BODY_UNTIL_CLOSE:
         if (ex->pc)
-            pc_store_body(ex, p, n);
+            pc_store_body(ex->pc, p, n);
         conn_queue_bytes(c, p, n);
         return n;
     default:

@@ -2,8 +2,9 @@
  * upstream connections. Only engine/ and balance/ include it; front ends see ringproxy.h.
  *
  * Ownership in one paragraph: a worker owns its ring, its provided buffers, its timer wheel,
- * its client connections (struct conn) and its upstream connections (struct upconn). A
- * struct sock is embedded first in both; every SQE that names a sock holds a reference
+ * its client connections (struct conn), its upstream connections (struct upconn) and the
+ * background cache refreshes that use some of them (refresh.c). A struct sock is embedded
+ * first in both kinds of connection; every SQE that names a sock holds a reference
  * (sock.inflight) until its last CQE, and a dead sock is freed only when that count is 0.
  */
 #ifndef RP_INTERNAL_H
@@ -177,8 +178,6 @@ struct conn {
     bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
     bool admin;        /* accepted on the admin listener: only the admin API answers */
-    bool ghost;        /* no socket: a background cache refresh; what it is sent is dropped */
-    bool ghost_tls;    /* the request it refreshes came over TLS (X-Forwarded-Proto) */
     uint32_t nreq;
     uint32_t head_scanned;    /* bytes of a partial head in sk.in known to hold no end */
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */
@@ -191,8 +190,8 @@ enum up_state { US_CONNECTING = 1, US_READY, US_IDLE };
 
 struct upconn;
 
-/* What a user of the upstream client (an exchange, a health probe) is told about its
- * connection. Every callback may close `up` (up_close) before it returns. */
+/* What a user of the upstream client (an exchange, a health probe, a background refresh) is
+ * told about its connection. Every callback may close `up` (up_close) before it returns. */
 struct up_ops {
     void (*ready)(struct upconn *up); /* TCP is up (a TLS handshake has begun) */
     void (*sent)(struct upconn *up);  /* a send completed */
@@ -202,6 +201,9 @@ struct up_ops {
      * where; `up` is still open and the callee closes it. */
     void (*failed)(struct upconn *up, int err, const char *what);
     void (*try_timeout)(struct upconn *up); /* try_timeout passed without a byte */
+    /* No client waits for this user's requests (background refreshes): when the worker
+     * starts draining, pools_close_all fails them at once (-ECANCELED) instead of waiting. */
+    bool background;
 };
 
 struct upconn {
@@ -210,8 +212,8 @@ struct upconn {
     struct backend *be;
     struct target *t;
     const struct up_ops *ops;     /* its user's callbacks, NULL while pooled */
-    void *user;                   /* handed back through ops: an exchange's struct conn */
-    struct upconn *pnext, *pprev; /* the backend's idle pool on this worker */
+    void *user;                   /* handed back through ops: the exchange's conn, a probe... */
+    struct upconn *pnext, *pprev; /* the backend's idle pool, or w->background while in use */
     uint8_t state;                /* enum up_state */
     bool reused;                  /* taken from the pool for the current request */
     bool got_bytes;               /* a response byte arrived for the current request */
@@ -271,17 +273,16 @@ struct worker {
     struct conn *conns;
     uint32_t nconns;
     struct sock *graveyard;
-    struct pool *pools;     /* one per backend */
-    struct hcheck *hchecks; /* active checks of the backends this worker owns */
+    struct pool *pools;        /* one per backend */
+    struct upconn *background; /* upconns in use by background users (up_ops.background) */
+    struct hcheck *hchecks;    /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
-    struct slab conn_slab;         /* client connections (upstream ones churn: plain malloc) */
-    struct slab ex_slab;           /* exchanges: one per request in flight */
-    struct exchange no_ex;         /* what an idle connection points at: inactive, never written */
-    struct cache_fill *ghost_fill; /* a background refresh's claim on its URL, handed from
-                                      conn_ghost_request to its pc_request */
-    char *plain;                   /* decrypted bytes of the receive being handled (TLS) */
-    struct buf scratch;            /* a response head being composed for a TLS client */
-    uint64_t tls_failures;         /* handshakes or records that failed */
+    struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
+    struct slab ex_slab;   /* exchanges: one per request in flight */
+    struct exchange no_ex; /* what an idle connection points at: inactive, never written */
+    char *plain;           /* decrypted bytes of the receive being handled (TLS) */
+    struct buf scratch;    /* a response head being composed for a TLS client */
+    uint64_t tls_failures; /* handshakes or records that failed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;
@@ -401,11 +402,23 @@ void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_onl
 /* A request parked behind a cache fill goes on: answered from the cache (`served`), or sent
  * to its backend. */
 void conn_cache_resume(struct conn *c, bool served);
-/* Sends request r again from a connection of its own that has no client (stale-while-
- * revalidate's background refresh), holding `fill` for its URL. Returns false when it could
- * not start (the caller then ends the fill). */
-bool conn_ghost_request(struct worker *w, const struct conn *from, const struct h1_request *r,
-                        struct cache_fill *fill);
+
+struct pc_state;
+
+/* What shapes a request head on its way to a backend, besides the request itself. */
+struct upstream_head {
+    const struct target *t;
+    const struct backend *be;        /* its authority is the Host unless t or a hook says */
+    const struct sockaddr_in6 *peer; /* the client: the last X-Forwarded-For hop */
+    bool tls;                        /* the client came over TLS: X-Forwarded-Proto: https */
+    bool upgrade; /* in: the request asks to tunnel; out: its Upgrade fields were written */
+    const struct pc_state *pc;     /* the cache's conditionals replace the client's; NULL: none */
+    const struct rp_hook_ctx *ctx; /* a request hook's Host, or NULL */
+};
+/* Writes request r's head as the backend should see it: HTTP/1.1, the Host it expects,
+ * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. Returns false
+ * when out of memory. Used by exchanges and by background refreshes (refresh.c). */
+bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b);
 
 /* ---- tunnel.c: Upgrade tunnels ------------------------------------------------------------ */
 
@@ -431,30 +444,24 @@ void tunnel_sent(struct conn *c);
 
 /* ---- pcache.c: the request path's use of the cache ------------------------------------------ */
 
+struct cache_entry;
+
 enum pc_result { PC_BYPASS, PC_FORWARD, PC_SERVED, PC_WAIT };
 /* After the request hooks, for a domain that uses the cache: answers a hit (PC_SERVED: the
- * caller ends the exchange), or sets c->ex->pc to revalidate, store or invalidate
- * (PC_FORWARD), or parks the request behind another one filling the same URL (PC_WAIT: the
- * caller builds the upstream head and waits for conn_cache_resume), or leaves the request
- * alone (PC_BYPASS). */
+ * caller ends the exchange; a stale-while-revalidate hit also starts a background refresh),
+ * or sets c->ex->pc to revalidate, store or invalidate (PC_FORWARD), or parks the request
+ * behind another one filling the same URL (PC_WAIT: the caller builds the upstream head and
+ * waits for conn_cache_resume), or leaves the request alone (PC_BYPASS). */
 enum pc_result pc_request(struct conn *c, const struct h1_request *r);
-/* Writing the upstream head: the client's conditionals are dropped when the cache answers
- * them itself; ours are added when revalidating. */
-bool pc_skip_request_field(const struct exchange *ex, const struct h1_header *h);
-void pc_put_conditionals(const struct exchange *ex, struct buf *b, bool *ok);
 /* The response head arrived: true when the client was answered from the cache (a 304 that
  * refreshed the entry, or stale-if-error); the caller discards the upstream response. */
 bool pc_intercept_response(struct conn *c, const struct h1_response *r);
 /* The backend failed: serves the stale entry if stale-if-error allows; returns whether. */
 bool pc_serve_stale_on_error(struct conn *c);
 /* The final head (after response hooks, `hk` their context or NULL): writes X-Cache to
- * `head` and starts storing the response when it may be stored. */
+ * `head` and starts storing the response when it may be stored (pc_store_start). */
 void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp_hook_ctx *hk,
                     struct buf *head, bool *ok);
-void pc_store_body(struct exchange *ex, const char *p, size_t n);
-/* Scratch for n decoded bytes of a chunked body being stored, or NULL (not storing). */
-char *pc_dechunk_buf(struct exchange *ex, uint32_t n);
-void pc_store_end(struct conn *c);
 void pc_free(struct exchange *ex);
 /* A parked request: when it gives up waiting (0: not waiting), worker clock. */
 uint64_t pc_wait_deadline(const struct exchange *ex);
@@ -462,10 +469,53 @@ uint64_t pc_wait_deadline(const struct exchange *ex);
 void pc_on_wake(struct worker *w, void *arg);
 /* The wait's deadline passed: the request goes upstream itself. */
 void pc_wait_expired(struct conn *c);
+
+/* The cache's state of one request (struct pc_state), without a client connection: what an
+ * exchange and a background refresh both drive. Each takes a NULL p as "no cache state" and
+ * then does nothing. Worker thread; p belongs to the exchange or refresh that holds it.
+ *
+ * Writing the upstream head: the client's conditionals are dropped when the cache answers
+ * them itself; ours are added when revalidating. */
+bool pc_skip_request_field(const struct pc_state *p, const struct h1_header *h);
+void pc_put_conditionals(const struct pc_state *p, struct buf *b, bool *ok);
+/* A 304 for the entry being revalidated: refreshes it in the store and ends the fill (done).
+ * Returns whether it did; then *fresh (if not NULL) gets the refreshed entry, referenced for
+ * the caller. False for any other answer, without an entry to revalidate, or when out of
+ * memory. */
+bool pc_revalidated(struct pc_state *p, const struct h1_response *r,
+                    const struct cache_entry **fresh);
+/* Whether r is a server error the stale entry may be served for (stale-if-error). */
+bool pc_stale_if_error(const struct pc_state *p, const struct h1_response *r);
+/* Starts storing response r (its final head: after response hooks, `hk` their context or
+ * NULL) when the cache may keep it; `domain` is the target's label, for purges. */
+void pc_store_start(struct pc_state *p, const char *domain, const struct h1_response *r,
+                    const struct rp_hook_ctx *hk);
+/* Whether a response is being stored: false once its body passed the entry's limit. */
+bool pc_storing(const struct pc_state *p);
+/* Body bytes of the response being stored. */
+void pc_store_body(struct pc_state *p, const char *data, size_t n);
+/* Scratch for n decoded bytes of a chunked body being stored, or NULL (not storing). */
+char *pc_dechunk_buf(struct pc_state *p, uint32_t n);
+/* The whole response arrived: stores it and ends the fill. */
+void pc_store_end(struct pc_state *p);
+/* Frees p: a fill still held ends as abandoned, a wait is cancelled. */
+void pc_state_free(struct pc_state *p);
 /* Registers the admin API's endpoints in s->admin. 0 or -ENOMEM. */
 int pc_admin_setup(rp_server *s);
 /* Whether a request to the admin listener carries the token (always, without one). */
 bool pc_admin_authorized(const rp_server *s, const struct h1_request *r);
+
+/* ---- refresh.c: background cache refreshes --------------------------------------------------- */
+
+/* Stale-while-revalidate: sends request r (a GET without a body, just answered from the
+ * stale entry) to a backend of its target from no client, conditionally, and hands the answer
+ * to p: a 304 refreshes the entry, a storable response replaces it. p (pc_request's state for
+ * r, holding r's fill) is the refresh's from now on: the fill ends exactly once, whatever
+ * happens, possibly before this returns. r and peer (the client's address, for ip_hash and
+ * X-Forwarded-For) are borrowed for the call; `tls`: r came over TLS. Request and response
+ * hooks do not run for it: no client waits for its answer. Worker thread. */
+void refresh_start(struct worker *w, const struct h1_request *r, const struct sockaddr_in6 *peer,
+                   bool tls, struct pc_state *p);
 
 /* ---- upstream.c: backend side ------------------------------------------------------------ */
 
@@ -489,6 +539,8 @@ void up_on_connect(struct upconn *up, int res);
 void up_on_socket(struct upconn *up, int res);
 void up_release(struct upconn *up);
 void up_update_timer(struct upconn *up);
+/* The worker drains (or gives up draining): closes the idle pooled connections, and fails
+ * every request of a background user (up_ops.background) with -ECANCELED. */
 void pools_close_all(struct worker *w);
 
 #endif /* RP_INTERNAL_H */

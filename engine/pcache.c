@@ -1,7 +1,9 @@
-/* pcache.c: the library's face of the response cache (cache/): rp_set_proxy_cache, purges and
- * stats. The request path's use of the cache (lookup, serving hits, storing responses) is in
- * conn.c; the store itself, its policy and its compression threads are in cache/.
- */
+/* pcache.c: the engine's use of the response cache (cache/). It owns the library's calls
+ * (rp_set_proxy_cache, purges, stats, the hooks' cache controls), the request path's cache
+ * filter (lookups, hits served, request collapsing, invalidation), the cache's state of one
+ * request (struct pc_state: revalidating and storing a response), which exchanges (conn.c)
+ * and background refreshes (refresh.c) both drive, and the admin API. The store, its policy
+ * and its compression threads are in cache/. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,10 +248,8 @@ static void end_fill(struct pc_state *p, enum cache_fill_result res)
     }
 }
 
-void pc_free(struct exchange *ex)
+void pc_state_free(struct pc_state *p)
 {
-    struct pc_state *p = ex->pc;
-
     if (!p)
         return;
     if (p->wait)
@@ -260,6 +260,11 @@ void pc_free(struct exchange *ex)
     free(p->fields);
     free(p->dechunk);
     free(p);
+}
+
+void pc_free(struct exchange *ex)
+{
+    pc_state_free(ex->pc);
     ex->pc = NULL;
 }
 
@@ -426,100 +431,153 @@ static void answer_504(struct conn *c, bool close)
     resp_fini(&a);
 }
 
-static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read_timeout_ms);
-
-/* stale-while-revalidate: one request refreshes the entry while everyone is served the stale
- * one. It claims the URL's fill (nobody else is refreshing it) and goes out from a
- * connection of its own (conn_ghost_request), conditionally, like a revalidation. */
-static void refresh_in_background(struct conn *c, const struct h1_request *r, uint32_t hl)
-{
-    struct cache_fill *fill = NULL;
-
-    if (c->ghost || cache_fill_begin(c->w->s->cache, CACHE_M_GET, r->host, hl, r->path, r->path_len,
-                                     NULL, &fill) != CACHE_FILLER)
-        return; /* already being refreshed (or filled) */
-    if (!conn_ghost_request(c->w, c, r, fill))
-        cache_fill_end(c->w->s->cache, fill, CACHE_FILL_ABANDONED);
-}
-
 /* ---- before the request goes upstream --------------------------------------------------- */
+
+/* A GET or HEAD as the cache looked it up. */
+struct pc_lookup {
+    uint32_t bit, hl, n; /* CACHE_M_GET or _HEAD; the key's host length; fields used */
+    const struct cache_rule *rule;
+    struct cache_req_meta rq;
+    const struct cache_entry *e; /* referenced, or NULL: a miss */
+    struct cache_decision d;
+    struct cache_field fields[PC_FIELDS_MAX];
+};
 
 static bool unsafe(uint8_t m)
 {
     return m == H1_M_POST || m == H1_M_PUT || m == H1_M_DELETE || m == H1_M_PATCH;
 }
 
+/* An unsafe method: the URL's entries go once it succeeds. */
+static enum pc_result invalidating(struct exchange *ex, struct cache *cache,
+                                   const struct h1_request *r, uint32_t hl)
+{
+    if (!(ex->pc = pc_new(NULL, 0, r->host, hl, r->path, r->path_len)))
+        return PC_BYPASS;
+    ex->pc->invalidate = true;
+    ex->pc->cache = cache;
+    return PC_FORWARD;
+}
+
+/* Looks a GET or HEAD up. Returns false when the request does not use the cache (another
+ * method, or a rule leaves its method out). */
+static bool lookup(struct cache *cache, const struct h1_request *r, uint32_t hl,
+                   struct pc_lookup *lk)
+{
+    if (r->method_id != H1_M_GET && r->method_id != H1_M_HEAD)
+        return false;
+    lk->bit = r->method_id == H1_M_GET ? CACHE_M_GET : CACHE_M_HEAD;
+    lk->hl = hl;
+    lk->rule = cache_rule_match(cache_config_of(cache), r->path, r->path_len);
+    if (!cache_rule_allows(lk->rule, lk->bit))
+        return false;
+    lk->n = to_fields(r->headers, r->n_headers, lk->fields);
+    cache_req_meta_parse(&lk->rq, lk->bit, lk->fields, lk->n);
+    struct cache_req req = {lk->bit, r->host, hl, r->path, r->path_len, &lk->rq};
+    lk->e = cache_lookup(cache, &req, wall_ms(), &lk->d);
+    return true;
+}
+
+/* Whether a 304 for entry e could be answered to this client: not for an origin-gzipped body
+ * whose identity copy is not there yet, to a client that refuses gzip. */
+static bool can_revalidate(const struct cache_entry *e, const struct cache_req_meta *rq)
+{
+    return !e->gzip_body || rq->accepts_gzip || cache_entry_copy(e, &(size_t){0});
+}
+
+/* The cache's state for a request that goes upstream: its key and fields, and lk's entry to
+ * revalidate (lk's reference moves here; an entry a 304 could not refresh for this client is
+ * dropped: the whole response is asked for). NULL when out of memory. */
+static struct pc_state *state_for(struct cache *cache, const struct h1_request *r,
+                                  struct pc_lookup *lk)
+{
+    const struct cache_entry *e = lk->e;
+    struct pc_state *p;
+
+    lk->e = NULL;
+    if (e && !can_revalidate(e, &lk->rq)) {
+        cache_entry_unref(e);
+        e = NULL;
+    }
+    if (!(p = pc_new(lk->fields, lk->n, r->host, lk->hl, r->path, r->path_len))) {
+        cache_entry_unref(e);
+        return NULL;
+    }
+    p->rq = lk->rq;
+    p->rq.fields = p->fields;
+    p->rule = lk->rule;
+    p->head = lk->bit == CACHE_M_HEAD;
+    p->request_ms = wall_ms();
+    p->stale = e;
+    p->dec = lk->d;
+    p->cache = cache;
+    return p;
+}
+
+/* stale-while-revalidate: one request refreshes the entry while everyone is served the stale
+ * one. It claims the URL's fill (nobody else is refreshing it) and goes out without a client
+ * (refresh.c), conditionally, like a revalidation; lk's entry moves to it. A draining worker
+ * starts none, and neither does only-if-cached (the client asked for no origin contact). */
+static void refresh_in_background(struct conn *c, const struct h1_request *r, struct pc_lookup *lk)
+{
+    struct cache *cache = c->w->s->cache;
+    struct cache_fill *fill = NULL;
+    struct pc_state *p;
+
+    if (c->w->draining || (lk->rq.cc.flags & CACHE_CC_ONLY_IF_CACHED) ||
+        cache_fill_begin(cache, CACHE_M_GET, r->host, lk->hl, r->path, r->path_len, NULL, &fill) !=
+            CACHE_FILLER)
+        return; /* already being refreshed (or filled) */
+    if (!(p = state_for(cache, r, lk))) {
+        cache_fill_end(cache, fill, CACHE_FILL_ABANDONED);
+        return;
+    }
+    p->fill = fill;
+    refresh_start(c->w, r, &c->peer, c->tls != NULL, p);
+}
+
+static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read_timeout_ms);
+
+/* Answers from the entry lk found, if it may: a hit (or stale within stale-while-revalidate,
+ * which also starts the background refresh). */
+static bool serve_hit(struct conn *c, const struct h1_request *r, struct pc_lookup *lk, bool close)
+{
+    if (!lk->e || lk->d.serve == CACHE_MUST_REVALIDATE ||
+        !pc_serve(c, &lk->rq, lk->e, lk->d.age_ms, lk->d.stale ? "STALE" : "HIT",
+                  lk->bit == CACHE_M_HEAD, close))
+        return false;
+    if (lk->d.serve == CACHE_STALE_SWR && r->body == H1_BODY_NONE && lk->bit == CACHE_M_GET)
+        refresh_in_background(c, r, lk);
+    return true;
+}
+
 enum pc_result pc_request(struct conn *c, const struct h1_request *r)
 {
     struct exchange *ex = c->ex;
     struct cache *cache = c->w->s->cache;
-    const struct cache_config *cfg = cache_config_of(cache);
-    struct cache_field fields[PC_FIELDS_MAX];
-    struct cache_req_meta rq;
-    struct cache_decision d;
-    const struct cache_entry *e;
-    uint32_t bit, n, hl;
+    struct pc_lookup lk;
+    uint32_t hl;
     bool close = !r->keep_alive || c->w->draining;
 
     if (!r->host)
         return PC_BYPASS;
     hl = key_host_len(r->host, r->host_len, c->tls != NULL);
-    if (unsafe(r->method_id)) {
-        if (!(ex->pc = pc_new(NULL, 0, r->host, hl, r->path, r->path_len)))
-            return PC_BYPASS;
-        ex->pc->invalidate = true;
-        ex->pc->cache = cache;
-        return PC_FORWARD;
-    }
-    if (r->method_id != H1_M_GET && r->method_id != H1_M_HEAD)
+    if (unsafe(r->method_id))
+        return invalidating(ex, cache, r, hl);
+    if (!lookup(cache, r, hl, &lk))
         return PC_BYPASS;
-    bit = r->method_id == H1_M_GET ? CACHE_M_GET : CACHE_M_HEAD;
-    const struct cache_rule *rule = cache_rule_match(cfg, r->path, r->path_len);
-    if (!cache_rule_allows(rule, bit))
-        return PC_BYPASS;
-    n = to_fields(r->headers, r->n_headers, fields);
-    cache_req_meta_parse(&rq, bit, fields, n);
-    struct cache_req req = {bit, r->host, hl, r->path, r->path_len, &rq};
-    e = cache_lookup(cache, &req, wall_ms(), &d);
-    if (c->ghost && e && d.serve != CACHE_MUST_REVALIDATE)
-        d.serve = CACHE_MUST_REVALIDATE; /* a background refresh: always ask the origin */
-    if (e && d.serve != CACHE_MUST_REVALIDATE &&
-        pc_serve(c, &rq, e, d.age_ms, d.stale ? "STALE" : "HIT", bit == CACHE_M_HEAD, close)) {
-        if (d.serve == CACHE_STALE_SWR && r->body == H1_BODY_NONE && bit == CACHE_M_GET)
-            refresh_in_background(c, r, hl);
-        cache_entry_unref(e);
+    if (serve_hit(c, r, &lk, close)) {
+        cache_entry_unref(lk.e); /* (NULL when a refresh took it) */
         return PC_SERVED;
     }
-    if (rq.cc.flags & CACHE_CC_ONLY_IF_CACHED) {
-        cache_entry_unref(e);
+    if (lk.rq.cc.flags & CACHE_CC_ONLY_IF_CACHED) {
+        cache_entry_unref(lk.e);
         answer_504(c, close);
         return PC_SERVED;
     }
-    if (e && e->gzip_body && !rq.accepts_gzip && !cache_entry_copy(e, &(size_t){0})) {
-        /* the origin's gzip, no identity copy yet, a client that refuses gzip: a 304 could
-         * not be answered from this entry, so ask for the whole response */
-        cache_entry_unref(e);
-        e = NULL;
-    }
-    ex->pc = pc_new(fields, n, r->host, hl, r->path, r->path_len);
-    if (!ex->pc) {
-        cache_entry_unref(e);
+    if (!(ex->pc = state_for(cache, r, &lk)))
         return PC_BYPASS;
-    }
-    ex->pc->rq = rq;
-    ex->pc->rq.fields = ex->pc->fields;
-    ex->pc->rule = rule;
-    ex->pc->head = bit == CACHE_M_HEAD;
-    ex->pc->request_ms = wall_ms();
-    ex->pc->stale = e; /* revalidate it (the reference moves here) */
-    ex->pc->dec = d;
-    ex->pc->cache = cache;
-    if (c->ghost) { /* the fill was claimed for it */
-        ex->pc->fill = c->w->ghost_fill;
-        c->w->ghost_fill = NULL;
-        return PC_FORWARD;
-    }
-    if (bit == CACHE_M_GET && r->body == H1_BODY_NONE)
+    if (lk.bit == CACHE_M_GET && r->body == H1_BODY_NONE)
         return collapse(c, ex->pc, ex->t->read_timeout_ms);
     return PC_FORWARD;
 }
@@ -613,17 +671,17 @@ void pc_wait_expired(struct conn *c)
     conn_cache_resume(c, false);
 }
 
-bool pc_skip_request_field(const struct exchange *ex, const struct h1_header *h)
+bool pc_skip_request_field(const struct pc_state *p, const struct h1_header *h)
 {
     /* the client's conditionals are answered here, from what the cache holds */
-    return ex->pc && !ex->pc->invalidate &&
+    return p && !p->invalidate &&
            (h1_span_ieq(h->name, h->name_len, "if-none-match") ||
             h1_span_ieq(h->name, h->name_len, "if-modified-since"));
 }
 
-void pc_put_conditionals(const struct exchange *ex, struct buf *b, bool *ok)
+void pc_put_conditionals(const struct pc_state *p, struct buf *b, bool *ok)
 {
-    const struct cache_entry *e = ex->pc ? ex->pc->stale : NULL;
+    const struct cache_entry *e = p ? p->stale : NULL;
     uint32_t n;
     const char *lm;
 
@@ -637,40 +695,53 @@ void pc_put_conditionals(const struct exchange *ex, struct buf *b, bool *ok)
 
 /* ---- when the response head arrives ------------------------------------------------------ */
 
+bool pc_revalidated(struct pc_state *p, const struct h1_response *r,
+                    const struct cache_entry **fresh)
+{
+    struct cache_field fields[PC_FIELDS_MAX];
+    const struct cache_entry *e = NULL;
+    uint32_t n;
+
+    if (!p || p->invalidate || !p->stale || r->status != 304)
+        return false;
+    n = to_fields(r->headers, r->n_headers, fields);
+    if (cache_refresh(p->cache, p->stale, fields, n, p->request_ms, wall_ms(), &e))
+        return false; /* out of memory */
+    end_fill(p, CACHE_FILL_DONE);
+    if (fresh)
+        *fresh = e;
+    else
+        cache_entry_unref(e);
+    return true;
+}
+
+bool pc_stale_if_error(const struct pc_state *p, const struct h1_response *r)
+{
+    return p && !p->invalidate && p->stale && r->status >= 500 && p->dec.sie_ok;
+}
+
 bool pc_intercept_response(struct conn *c, const struct h1_response *r)
 {
     struct exchange *ex = c->ex;
     struct pc_state *p = ex->pc;
-    struct cache_field fields[PC_FIELDS_MAX];
-    const struct cache_entry *fresh = NULL;
-    bool close = ex->close_client || c->w->draining;
-    uint32_t n;
+    const struct cache_entry *fresh;
+    bool close = ex->close_client || c->w->draining, served;
 
     if (!p)
         return false;
     if (p->invalidate) {
         if (r->status < 400)
-            cache_invalidate(c->w->s->cache, p->host, p->host_len, p->path, p->path_len);
+            cache_invalidate(p->cache, p->host, p->host_len, p->path, p->path_len);
         return false;
     }
-    if (!p->stale)
-        return false;
-    if (r->status == 304) {
-        n = to_fields(r->headers, r->n_headers, fields);
-        if (cache_refresh(c->w->s->cache, p->stale, fields, n, p->request_ms, wall_ms(), &fresh))
-            return false; /* out of memory: relay the 304 as it is */
-        if (!pc_serve(c, &p->rq, fresh, 0, "REVALIDATED", p->head, close)) {
-            cache_entry_unref(fresh);
-            return false;
-        }
+    if (pc_revalidated(p, r, &fresh)) {
+        /* (false: the 304 is relayed as it came) */
+        served = pc_serve(c, &p->rq, fresh, 0, "REVALIDATED", p->head, close);
         cache_entry_unref(fresh);
-        end_fill(p, CACHE_FILL_DONE);
-        return true;
+        return served;
     }
-    if (r->status >= 500 && p->dec.sie_ok &&
-        pc_serve(c, &p->rq, p->stale, p->dec.age_ms, "STALE", p->head, close))
-        return true;
-    return false;
+    return pc_stale_if_error(p, r) &&
+           pc_serve(c, &p->rq, p->stale, p->dec.age_ms, "STALE", p->head, close);
 }
 
 /* Serves the stale entry when the origin could not be reached (stale-if-error); returns
@@ -689,29 +760,42 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
                     struct buf *head, bool *ok)
 {
     struct exchange *ex = c->ex;
-    struct pc_state *p = ex->pc;
-    struct cache *cache = c->w->s->cache;
-    struct cache_field fields[PC_FIELDS_MAX];
-    struct cache_resp_meta rs;
-    struct cache_verdict v;
-    struct cache_admit ad = {0};
-    uint32_t n;
-    int64_t now = wall_ms();
 
-    if (!p || p->invalidate)
+    if (!ex->pc || ex->pc->invalidate)
         return;
     if (c->w->s->x_cache)
         buf_put(head, ok, "X-Cache: MISS\r\n", 15);
-    if (p->head || r->status == 206)
-        return;
-    n = to_fields(r->headers, r->n_headers, fields);
-    cache_resp_meta_parse(&rs, r->status, fields, n);
-    ad.rule = p->rule;
+    pc_store_start(ex->pc, ex->t->label, r, hk);
+}
+
+/* What the cache is told about response r beside the fields: its rule and a hook's say. */
+static struct cache_admit admit_of(const struct pc_state *p, const struct rp_hook_ctx *hk)
+{
+    struct cache_admit ad = {.rule = p->rule};
+
     if (hk) {
         ad.hook = hk->cache_hook;
         ad.hook_ttl_ms = hk->cache_ttl_ms;
     }
-    if (cache_storable(cache_config_of(cache), &p->rq, &rs, &ad, now, &v) != CACHE_STORE_OK)
+    return ad;
+}
+
+void pc_store_start(struct pc_state *p, const char *domain, const struct h1_response *r,
+                    const struct rp_hook_ctx *hk)
+{
+    struct cache_field fields[PC_FIELDS_MAX];
+    struct cache_resp_meta rs;
+    struct cache_verdict v;
+    struct cache_admit ad;
+    uint32_t n;
+    int64_t now = wall_ms();
+
+    if (!p || p->invalidate || p->head || r->status == 206)
+        return;
+    n = to_fields(r->headers, r->n_headers, fields);
+    cache_resp_meta_parse(&rs, r->status, fields, n);
+    ad = admit_of(p, hk);
+    if (cache_storable(cache_config_of(p->cache), &p->rq, &rs, &ad, now, &v) != CACHE_STORE_OK)
         return;
     struct cache_entry_params ep = {
         .method_bit = CACHE_M_GET,
@@ -719,7 +803,7 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
         .host_len = p->host_len,
         .path = p->path,
         .path_len = p->path_len,
-        .domain = ex->t->label,
+        .domain = domain,
         .status = r->status,
         .resp_fields = fields,
         .n_resp_fields = n,
@@ -734,13 +818,16 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
         .compress_min_len = hk ? hk->cache_min_len : 0,
         .vary_skip_accept_encoding = true,
     };
-    p->b = cache_entry_new(cache, &ep);
+    p->b = cache_entry_new(p->cache, &ep);
 }
 
-void pc_store_body(struct exchange *ex, const char *data, size_t n)
+bool pc_storing(const struct pc_state *p)
 {
-    struct pc_state *p = ex->pc;
+    return p && p->b;
+}
 
+void pc_store_body(struct pc_state *p, const char *data, size_t n)
+{
     if (p && p->b && n && cache_entry_append(p->b, data, n)) {
         cache_entry_abort(p->b); /* too big, or out of memory: the client still gets it all */
         p->b = NULL;
@@ -748,31 +835,27 @@ void pc_store_body(struct exchange *ex, const char *data, size_t n)
 }
 
 /* Chunked: the builder takes the decoded data; the client gets the framing as it came. */
-char *pc_dechunk_buf(struct exchange *ex, uint32_t n)
+char *pc_dechunk_buf(struct pc_state *p, uint32_t n)
 {
-    struct pc_state *p = ex->pc;
-
     if (!p || !p->b)
         return NULL;
-    if (p->dechunk_cap < n) {
-        char *q = realloc(p->dechunk, n);
+    if (p->dechunk_cap < n || !p->dechunk) {
+        char *q = realloc(p->dechunk, n ? n : 1);
         if (!q) {
             cache_entry_abort(p->b);
             p->b = NULL;
             return NULL;
         }
         p->dechunk = q;
-        p->dechunk_cap = n;
+        p->dechunk_cap = n ? n : 1;
     }
     return p->dechunk;
 }
 
-void pc_store_end(struct conn *c)
+void pc_store_end(struct pc_state *p)
 {
-    struct pc_state *p = c->ex->pc;
-
     if (p && p->b) {
-        int rc = cache_insert(c->w->s->cache, p->b, NULL);
+        int rc = cache_insert(p->cache, p->b, NULL);
         p->b = NULL;
         end_fill(p, rc ? CACHE_FILL_ABANDONED : CACHE_FILL_DONE);
     }

@@ -1,7 +1,9 @@
 /* upstream.c: connections to backends and their per-worker idle pools. A connection is
- * made with socket and connect SQEs, serves one exchange at a time, and goes back to its
- * backend's pool (most recently used first) when the response ended cleanly. Pooled
- * connections keep a receive armed, so a backend that closes one is noticed at once.
+ * made with socket and connect SQEs, serves one user's request at a time (an exchange, a
+ * health probe, a background refresh: each reports through its struct up_ops), and goes
+ * back to its backend's pool (most recently used first) when the response ended cleanly.
+ * Pooled connections keep a receive armed, so a backend that closes one is noticed at once.
+ * Connections of background users are listed too, so that a drain can end them.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -18,6 +20,36 @@
 
 static void up_timeout(struct timer *t, uint64_t now);
 static const struct sock_ops up_ops;
+
+/* The worker's list of connections in use by background users: nobody waits for those, so
+ * a draining worker ends them rather than wait. The pool's links serve: an upconn in use is
+ * in no pool. */
+static void background_add(struct upconn *up)
+{
+    struct worker *w = up->w;
+
+    up->pprev = NULL;
+    up->pnext = w->background;
+    if (w->background)
+        w->background->pprev = up;
+    w->background = up;
+}
+
+static void background_remove(struct upconn *up)
+{
+    if (up->pprev)
+        up->pprev->pnext = up->pnext;
+    else
+        up->w->background = up->pnext;
+    if (up->pnext)
+        up->pnext->pprev = up->pprev;
+    up->pnext = up->pprev = NULL;
+}
+
+static bool is_background(const struct upconn *up)
+{
+    return up->state != US_IDLE && up->ops && up->ops->background;
+}
 
 static struct pool *pool_of(struct upconn *up)
 {
@@ -127,6 +159,8 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
     up->t = t;
     up->ops = ops;
     up->user = user;
+    if (ops->background)
+        background_add(up);
     up->got_bytes = false;
     up->reuse_ok = false;
     up->req_sent = false;
@@ -307,6 +341,8 @@ void up_close(struct upconn *up)
         return;
     if (up->state == US_IDLE)
         pool_remove(up);
+    else if (is_background(up))
+        background_remove(up);
     up->ops = NULL;
     up->user = NULL;
     sock_kill(up->w, &up->sk);
@@ -316,6 +352,8 @@ void up_release_to_pool(struct upconn *up, bool reusable)
 {
     struct pool *p = pool_of(up);
 
+    if (is_background(up))
+        background_remove(up);
     up->ops = NULL;
     up->user = NULL;
     if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle) {
@@ -344,6 +382,12 @@ void pools_close_all(struct worker *w)
     for (uint32_t i = 0; i < w->s->rt.n_backends; i++)
         while (w->pools[i].head)
             up_close(w->pools[i].head);
+    while (w->background) {
+        struct upconn *up = w->background;
+        up->ops->failed(up, -ECANCELED, "the worker is draining");
+        if (w->background == up) /* the user should have closed it */
+            up_close(up);
+    }
 }
 
 static void up_timeout(struct timer *t, uint64_t now)

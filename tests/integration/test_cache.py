@@ -2,8 +2,11 @@
 reaches it, ringproxy with a `cache` block, and clients checking statuses, bytes, X-Cache and
 Age. A hit must never reach the origin."""
 import gzip
+import http.client
 import http.server
 import json
+import ssl
+import sys
 import threading
 import time
 import concurrent.futures
@@ -11,6 +14,12 @@ import concurrent.futures
 from harness import Client, free_port, get, wait_port
 
 HOST = "c.local"
+
+
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a proxy that hung up is no news
 
 
 class Origin:
@@ -52,7 +61,7 @@ class Origin:
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = handle_one
 
         self.port = free_port()
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.srv = Server(("127.0.0.1", self.port), H)
         self.srv.daemon_threads = True
         self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
         self.t.start()
@@ -481,6 +490,143 @@ def test_stale_while_revalidate_from_the_config(P, o):
     while o.hits("/cfg") < 2 and time.time() < deadline:
         time.sleep(0.05)
     assert o.hits("/cfg") == 2
+
+
+LAST_MODIFIED = "Sun, 01 Nov 2026 10:00:00 GMT"
+
+
+def revalidated_by_304(h):
+    if h.headers.get("If-None-Match") == '"r1"':
+        return 304, [("Cache-Control", "max-age=60"), ("ETag", '"r1"'), ("X-Version", "2")], b""
+    return 200, [("Cache-Control", "max-age=1, stale-while-revalidate=30"), ("ETag", '"r1"'),
+                 ("Last-Modified", LAST_MODIFIED), ("X-Version", "1")], b"refreshed body\n"
+
+
+def tls_get(port, path, headers=()):
+    """GET over TLS (the certificate is not checked: what matters is what the backend sees)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        c.request("GET", path, headers={"Host": HOST, **dict(headers)})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+@with_origin({"/rv": revalidated_by_304})
+def test_background_refresh_is_the_clients_request_made_conditional(P, o):
+    from test_tls import make_cert
+    cert, key = make_cert(P.tmp, "c", HOST, [HOST])
+    conf = (f'domains = ( {{ domain = "{HOST}"; backends = ( {{ addr = "http://127.0.0.1:{o.port}"; }} ); }} );\n'
+            f'cache = {{ }};\ntls = {{ cert = "{cert}"; key = "{key}"; }};\n')
+    px = P.proxy(conf, workers=1, listen_key="listen_tls")  # TLS only: X-Forwarded-Proto https
+    st, h, body = tls_get(px.port, "/rv")
+    assert st == 200 and h["x-cache"] == "MISS" and h["x-version"] == "1", (st, h)
+    first_date = h["date"]
+    time.sleep(1.3)
+    st, h, body = tls_get(px.port, "/rv", [("X-Forwarded-For", "10.1.2.3"),
+                                            ("If-None-Match", '"client-own"')])
+    assert st == 200 and h["x-cache"] == "STALE" and body == b"refreshed body\n", (st, h)
+    deadline = time.time() + 3
+    while o.hits("/rv") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert o.hits("/rv") == 2
+    sent = o.last["/rv"]
+    # the client's request as it would have gone upstream, with the cache's conditionals
+    assert sent["x-forwarded-proto"] == "https", sent
+    assert sent["x-forwarded-for"] == "10.1.2.3, 127.0.0.1", sent
+    assert sent["x-forwarded-host"] == HOST and sent["host"] == f"127.0.0.1:{o.port}", sent
+    assert sent["if-none-match"] == '"r1"' and sent["if-modified-since"] == LAST_MODIFIED, sent
+    # the 304 refreshed the entry: fresh again, with the 304's fields and the stored body
+    st, h, body = tls_get(px.port, "/rv")
+    assert st == 200 and h["x-cache"] == "HIT" and h["x-version"] == "2", (st, h)
+    assert body == b"refreshed body\n" and h["date"] != first_date and int(h["age"]) <= 1, (h, body)
+    assert o.hits("/rv") == 2
+
+
+def test_background_refresh_to_a_backend_that_is_down_ends_its_fill(P):
+    a = P.origin("A")
+    px = cached_proxy(P, type("O", (), {"port": a.port}), 'lock_timeout = "4s";', workers=1)
+    path = "/down?header=Cache-Control:max-age%3D1,stale-while-revalidate%3D30"
+    assert fetch(px, path).header("X-Cache") == "MISS"
+    P.stop(a)
+    time.sleep(1.3)
+    r = fetch(px, path)  # the refresh behind it cannot connect
+    assert r.status == 200 and r.header("X-Cache") == "STALE" and r.body == b"hello from A\n", r
+    deadline = time.time() + 3
+    while "background cache refresh" not in P.log_of(px) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "background cache refresh: connect failed" in P.log_of(px), P.log_of(px)[-2000:]
+    b = P.origin("B", port=a.port)
+    # the failed refresh let go of the URL: the next stale answer starts another one, which
+    # stores B's answer
+    assert fetch(px, path).body == b"hello from A\n"
+    deadline = time.time() + 3
+    while fetch(px, path).body != b"hello from B\n" and time.time() < deadline:
+        time.sleep(0.1)
+    r = fetch(px, path)
+    assert r.body == b"hello from B\n" and r.header("X-Cache") == "HIT", (r, r.body)
+    # a request that must revalidate finds no fill left behind to wait for (lock_timeout 4s)
+    t0 = time.time()
+    r = fetch(px, path, [("Cache-Control", "no-cache")])
+    assert r.status == 200 and r.body == b"hello from B\n" and time.time() - t0 < 2, r
+    P.stop(b)
+
+
+def test_background_refresh_gives_up_on_a_hang_and_stores_a_chunked_answer(P):
+    a = P.origin("A")
+    port = a.port
+    px = cached_proxy(P, type("O", (), {"port": port}), domain_extra='read_timeout = "1s";',
+                      workers=1)
+    path = "/c?chunked=1&header=Cache-Control:max-age%3D1,stale-while-revalidate%3D30"
+    assert fetch(px, path).body == b"hello from A\n"
+    P.stop(a)
+    b = P.origin("B", "--delay", "3000", port=port)
+    time.sleep(1.3)
+    assert fetch(px, path).header("X-Cache") == "STALE"  # its refresh waits for B in vain
+    deadline = time.time() + 4
+    while "background cache refresh" not in P.log_of(px) and time.time() < deadline:
+        time.sleep(0.05)
+    log = P.log_of(px)
+    assert "background cache refresh" in log and "read_timeout" in log, log[-2000:]
+    P.stop(b)
+    P.origin("C", port=port)
+    r = fetch(px, path)  # still A's entry: the timed-out refresh stored nothing
+    assert r.body == b"hello from A\n" and r.header("X-Cache") == "STALE", r
+    deadline = time.time() + 3
+    while fetch(px, path).body != b"hello from C\n" and time.time() < deadline:
+        time.sleep(0.1)
+    r = fetch(px, path)  # C's chunked answer, decoded into the entry
+    assert r.body == b"hello from C\n" and r.header("X-Cache") == "HIT", (r, r.body)
+    assert r.header("Content-Length") == "13" and r.header("Transfer-Encoding") is None, r.headers
+
+
+@with_origin({"/hang": versioned(0)})
+def test_a_drain_ends_a_background_refresh_in_flight(P, o):
+    calls = {"n": 0}
+    fast = o.routes["/hang"]
+
+    def first_fast_then_slow(h):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            time.sleep(4)  # the refresh: still waiting when the proxy is told to stop
+        return fast(h)
+    o.routes["/hang"] = first_fast_then_slow
+    px = cached_proxy(P, o, workers=1)
+    assert fetch(px, "/hang").body == b"version 1\n"
+    time.sleep(2.2)
+    assert fetch(px, "/hang").header("X-Cache") == "STALE"
+    deadline = time.time() + 3
+    while o.hits("/hang") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert o.hits("/hang") == 2
+    t0 = time.time()
+    assert P.stop(px) == 0  # exit 0: nothing leaked (the sanitizer build checks)
+    assert time.time() - t0 < 2.5, time.time() - t0  # nobody waits for a refresh
 
 
 def http_date(offset_s):

@@ -1,6 +1,7 @@
 /* test_pool.c: the per-worker backend connection pool of upstream.c, with the ring and the
  * client side stubbed out: most-recently-used first, max_idle_conns respected, idle timeout
- * and backend-side closes evict, a draining worker pools nothing, a fresh request skips it. */
+ * and backend-side closes evict, a draining worker pools nothing, a fresh request skips it,
+ * a drain ends the requests of background users. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -302,6 +303,51 @@ static void test_try_timeout(void **state)
     up_close(a);
 }
 
+/* A background user's connections (nobody waits for them) are ended by a drain; an
+ * exchange's are not, and one back in the pool is no longer the background user's. */
+static int bg_failed, bg_err;
+static void on_bg_failed(struct upconn *up, int err, const char *what)
+{
+    (void)what;
+    bg_failed++;
+    bg_err = err;
+    up_close(up);
+}
+static const struct up_ops bg_ops = {
+    .ready = on_up,
+    .sent = on_up,
+    .data = on_data,
+    .eof = on_up,
+    .failed = on_bg_failed,
+    .try_timeout = on_try_timeout,
+    .background = true,
+};
+
+static void test_drain_fails_background_requests(void **state)
+{
+    struct upconn *mine = up_get(&w, &tgt, &be, &ops, &client, true);
+    struct upconn *a = up_get(&w, &tgt, &be, &bg_ops, &client, true);
+    struct upconn *b = up_get(&w, &tgt, &be, &bg_ops, &client, true);
+
+    (void)state;
+    bg_failed = 0;
+    assert_ptr_equal(w.background, b);
+    b->state = US_READY;
+    up_release_to_pool(b, true); /* done: pooled, off the background list */
+    assert_ptr_equal(w.background, a);
+    assert_null(a->pnext);
+    assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), b); /* now an exchange's */
+    w.draining = true;
+    pools_close_all(&w);
+    assert_int_equal(bg_failed, 1);
+    assert_int_equal(bg_err, -ECANCELED);
+    assert_null(w.background);
+    assert_false(mine->sk.dead);
+    assert_false(b->sk.dead);
+    up_close(mine);
+    up_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_try_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout_waits_for_the_whole_request, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_drain_fails_background_requests, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
