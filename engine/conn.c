@@ -1,7 +1,9 @@
-/* conn.c: the client side of a proxied exchange. Parses request heads, routes them, rewrites
- * the head for the backend, streams the request body, relays the response head and body
- * back with the client's framing, and decides keep-alive, pipelining, timeouts, retries and
- * the error answers (400-range for bad requests, 502/503/504 for backend failures).
+/* conn.c: the HTTP/1.1 client connection and the proxied exchange on it. Parses request
+ * heads, routes them, runs the request hooks and the cache filter, picks backends, streams
+ * the request body, relays the response head and body back with the client's framing, and
+ * decides keep-alive, pipelining, timeouts, retries and hedging, and the error answers
+ * (400-range for bad requests, 502/503/504 for backend failures). Local endpoints are
+ * local.c's, answers the proxy composes respond.c's, the upstream head upstream_head.c's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,7 +17,6 @@
 #include "internal.h"
 #include "log.h"
 
-#define MAX_HEADERS_CAP 256
 #define LINGER_MS 2000
 
 static void conn_process(struct conn *c);
@@ -36,11 +37,8 @@ static const struct up_ops ex_up_ops = {
     .try_timeout = ex_try_timeout,
 };
 static void conn_timeout(struct timer *t, uint64_t now);
-static void local_feed_body(struct conn *c);
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
-
-static void ex_end(struct conn *c);
 
 void conn_close(struct conn *c)
 {
@@ -189,30 +187,11 @@ void conn_flush_out(struct conn *c)
         sock_flush(c->w, &c->sk);
 }
 
-/* Answers the current request locally. `close` ends the connection after the answer. */
-static void write_answer(struct conn *c, int status, const struct h1_header *f, uint32_t n,
-                         const char *body, uint32_t blen, bool head_only, bool close);
-
-static void respond(struct conn *c, int status, const char *body, bool head_only, bool close)
-{
-    write_answer(c, status, NULL, 0, body, body ? (uint32_t)strlen(body) : 0, head_only, close);
-}
-
-static void respond_error(struct conn *c, int status)
-{
-    char body[64];
-
-    snprintf(body, sizeof(body), "%d %s\n", status, h1_reason(status));
-    respond(c, status, body, false, true);
-    /* the rest of the input is unread: shut our side and discard it rather than reset */
-    c->linger = true;
-}
-
 /* ---- the exchange ------------------------------------------------------------------------ */
 
 /* The exchange of the current request lives only while the request does, so an idle
  * connection does not carry its weight; between requests c->ex is the worker's no_ex. */
-static struct exchange *ex_new(struct conn *c)
+struct exchange *ex_new(struct conn *c)
 {
     struct exchange *ex = slab_alloc(&c->w->ex_slab);
 
@@ -221,7 +200,7 @@ static struct exchange *ex_new(struct conn *c)
     return ex;
 }
 
-static void ex_end(struct conn *c)
+void ex_end(struct conn *c)
 {
     struct exchange *ex = c->ex;
 
@@ -256,139 +235,6 @@ static bool is_idempotent(const struct h1_request *r)
             h1_span_ieq(r->headers[i].name, r->headers[i].name_len, "idempotency-key"))
             return true;
     return false;
-}
-
-static void put_str(struct buf *b, bool *ok, const char *s)
-{
-    buf_put(b, ok, s, (uint32_t)strlen(s));
-}
-
-/* Dotted quad without inet_ntop's generality: this runs for every proxied request. */
-static void format_ipv4(const unsigned char *a, char *out)
-{
-    for (int i = 0; i < 4; i++) {
-        unsigned v = a[i];
-        if (v >= 100)
-            *out++ = (char)('0' + v / 100);
-        if (v >= 10)
-            *out++ = (char)('0' + v / 10 % 10);
-        *out++ = (char)('0' + v % 10);
-        *out++ = i < 3 ? '.' : 0;
-    }
-}
-
-static void format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap)
-{
-    out[0] = 0;
-    if (sa->sin6_family == AF_INET)
-        format_ipv4(
-            (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr, out);
-    else if (sa->sin6_family == AF_INET6)
-        inet_ntop(AF_INET6, &sa->sin6_addr, out, (socklen_t)cap);
-}
-
-/* X-Forwarded-For: the list the client sent (several fields are one list, in order), then
- * the client's address. */
-static void put_forwarded_for(const struct sockaddr_in6 *client, const struct h1_request *r,
-                              struct buf *b, bool *ok)
-{
-    char peer[INET6_ADDRSTRLEN];
-
-    put_str(b, ok, "X-Forwarded-For: ");
-    for (uint32_t i = 0; i < r->n_headers; i++) {
-        const struct h1_header *h = &r->headers[i];
-        if (h->kind == H1_H_X_FORWARDED_FOR && !h->hop && h->value_len) {
-            buf_put(b, ok, h->value, h->value_len);
-            buf_put(b, ok, ", ", 2);
-        }
-    }
-    format_peer(client, peer, sizeof(peer));
-    put_str(b, ok, peer);
-    buf_put(b, ok, "\r\n", 2);
-}
-
-static void put_upstream_host(const struct h1_request *r, const struct upstream_head *h,
-                              struct buf *b, bool *ok)
-{
-    const struct target *t = h->t;
-
-    put_str(b, ok, "Host: ");
-    if (h->ctx && h->ctx->host_set) /* a request hook's */
-        buf_put(b, ok, h->ctx->host, h->ctx->host_len);
-    else if (t->host_header)
-        buf_put(b, ok, t->host_header, t->host_header_len);
-    else if (t->preserve_host && r->host)
-        buf_put(b, ok, r->host, r->host_len);
-    else
-        buf_put(b, ok, h->be->authority, h->be->authority_len);
-    buf_put(b, ok, "\r\n", 2);
-}
-
-/* The client's end-to-end fields, less those written here and, when the cache answers the
- * client's conditionals itself, those. */
-static void put_client_fields(const struct h1_request *r, const struct upstream_head *h,
-                              struct buf *b, bool *ok)
-{
-    for (uint32_t i = 0; i < r->n_headers; i++) {
-        const struct h1_header *f = &r->headers[i];
-        switch (f->kind) {
-        case H1_H_HOST:           /* ours */
-        case H1_H_CONTENT_LENGTH: /* ours, normalised */
-        case H1_H_EXPECT:         /* answered here (send_continue) */
-        case H1_H_X_FORWARDED_FOR:
-        case H1_H_X_FORWARDED_PROTO:
-        case H1_H_X_FORWARDED_HOST:
-            continue;
-        default:
-            if (!f->hop && (!h->pc || !pc_skip_request_field(h->pc, f)))
-                buf_put_header(b, ok, f);
-        }
-    }
-}
-
-static void put_forwarded(const struct h1_request *r, const struct upstream_head *h, struct buf *b,
-                          bool *ok)
-{
-    put_forwarded_for(h->peer, r, b, ok);
-    put_str(b, ok, h->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (r->host) {
-        put_str(b, ok, "X-Forwarded-Host: ");
-        buf_put(b, ok, r->host, r->host_len);
-        buf_put(b, ok, "\r\n", 2);
-    }
-}
-
-static void put_framing(const struct h1_request *r, struct buf *b, bool *ok)
-{
-    char cl[40];
-
-    if (r->body == H1_BODY_CHUNKED) {
-        put_str(b, ok, "Transfer-Encoding: chunked\r\n");
-    } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST || r->method_id == H1_M_PUT ||
-               r->method_id == H1_M_PATCH) {
-        snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
-        put_str(b, ok, cl);
-    }
-}
-
-bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b)
-{
-    bool ok = true;
-
-    buf_put(b, &ok, r->method, r->method_len);
-    buf_put(b, &ok, " ", 1);
-    buf_put(b, &ok, r->path, r->path_len);
-    put_str(b, &ok, " HTTP/1.1\r\n");
-    put_upstream_host(r, h, b, &ok);
-    put_client_fields(r, h, b, &ok);
-    if (h->pc)
-        pc_put_conditionals(h->pc, b, &ok);
-    if (h->upgrade) /* a hook may have taken the Upgrade field away */
-        h->upgrade = tunnel_put_request_fields(r, h->t, b, &ok);
-    put_forwarded(r, h, b, &ok);
-    put_framing(r, b, &ok);
-    buf_put(b, &ok, "\r\n", 2);
-    return ok;
 }
 
 /* The exchange's request head for its backend ex->be; `ctx`: the request hooks', or NULL. */
@@ -476,7 +322,7 @@ static void ex_feed_body(struct conn *c)
     }
 }
 
-static void send_continue(struct conn *c, const struct h1_request *r)
+void conn_send_continue(struct conn *c, const struct h1_request *r)
 {
     /* We ask for the body ourselves rather than forward Expect: the backend may be an
      * HTTP/1.0 server that never answers 100, and the client would stall. */
@@ -552,252 +398,7 @@ static void ex_set_backend(struct exchange *ex, struct backend *be)
     ex->be = be;
 }
 
-/* Answers request r here, before its body (if any) was read: the body is discarded with a
- * close, since it would otherwise be parsed as the next request. */
-static void answer_unread_with(struct conn *c, const struct h1_request *r, int status,
-                               const struct h1_header *f, uint32_t n, const char *body,
-                               uint32_t blen)
-{
-    bool close = !r->keep_alive || r->body != H1_BODY_NONE || c->w->draining;
-
-    write_answer(c, status, f, n, body, blen, r->method_id == H1_M_HEAD, close);
-    if (r->body != H1_BODY_NONE)
-        c->linger = true;
-}
-
-static void local_answer(struct conn *c, const struct h1_request *r, int status, const char *body)
-{
-    answer_unread_with(c, r, status, NULL, 0, body, (uint32_t)strlen(body));
-}
-
 /* ---- answers made here: local endpoints and request hooks' rejections -------------------- */
-
-/* Sends an answer the proxy made. `close` ends the connection after it. */
-/* Every answer the proxy makes itself (errors, local endpoints, rejections): status line,
- * Server, the fields `f`, Content-Type text/plain unless `f` names one, Content-Length,
- * Connection: close when `close`; then the body unless head_only. */
-static void write_answer(struct conn *c, int status, const struct h1_header *f, uint32_t n,
-                         const char *body, uint32_t blen, bool head_only, bool close)
-{
-    struct buf *b = conn_head_buf(c);
-    bool empty = status == 204 || status == 304, typed = false;
-    char line[96];
-    bool ok = true;
-
-    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ringproxy\r\n", status,
-             h1_reason(status));
-    put_str(b, &ok, line);
-    for (uint32_t i = 0; i < n; i++) {
-        buf_put_header(b, &ok, &f[i]);
-        typed |= h1_span_ieq(f[i].name, f[i].name_len, "content-type");
-    }
-    if (!empty) {
-        if (!typed)
-            put_str(b, &ok, "Content-Type: text/plain; charset=utf-8\r\n");
-        snprintf(line, sizeof(line), "Content-Length: %u\r\n", blen);
-        put_str(b, &ok, line);
-    }
-    if (close)
-        put_str(b, &ok, "Connection: close\r\n");
-    buf_put(b, &ok, "\r\n", 2);
-    if (!head_only && !empty && blen)
-        buf_put(b, &ok, body, blen);
-    if (close)
-        c->close_after = true;
-    conn_head_done(c, ok);
-    conn_flush_out(c);
-}
-
-void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close)
-{
-    uint32_t n;
-    const struct h1_header *f = hdrs_fields(&a->h, &n);
-
-    write_answer(c, a->status, f, n, a->body, a->body_len, head_only, close);
-}
-
-static void answer_unread(struct conn *c, const struct h1_request *r, const struct rp_response *a)
-{
-    uint32_t n;
-    const struct h1_header *f = hdrs_fields(&a->h, &n);
-
-    answer_unread_with(c, r, a->status, f, n, a->body, a->body_len);
-}
-
-static rp_str query_of(const struct h1_request *r, uint32_t *path_len)
-{
-    const char *q = memchr(r->path, '?', r->path_len);
-
-    *path_len = q ? (uint32_t)(q - r->path) : r->path_len;
-    return q ? (rp_str){q + 1, (size_t)(r->path + r->path_len - q - 1)} : (rp_str){"", 0};
-}
-
-/* Runs a local endpoint's handler and sends its answer. */
-static void local_run(struct conn *c, const struct h1_request *r, const struct local_route *lr,
-                      struct rp_hook_ctx *ctx, const char *body, uint32_t blen)
-{
-    struct rp_headers h;
-    struct rp_response a;
-    char peer[INET6_ADDRSTRLEN];
-    uint32_t plen;
-    rp_request req = {.query = query_of(r, &plen)};
-
-    hdrs_init(&h, r->headers, r->n_headers, HDRS_READONLY);
-    format_peer(&c->peer, peer, sizeof(peer));
-    req.method = (rp_str){r->method, r->method_len};
-    req.path = (rp_str){r->path, plen};
-    req.host = (rp_str){r->host ? r->host : "", r->host ? r->host_len : 0};
-    req.headers = &h;
-    req.body = (rp_str){body ? body : "", blen};
-    req.client_addr = peer;
-    req.worker = c->w->id;
-    req.ctx_ = ctx;
-    resp_init(&a, 200);
-    lr->fn(&req, &a, lr->user);
-    conn_send_answer(c, &a, r->method_id == H1_M_HEAD, !r->keep_alive || c->w->draining);
-    resp_fini(&a);
-    hdrs_fini(&h);
-    hook_ctx_fini(ctx);
-}
-
-/* The local endpoints a connection's requests are matched against. */
-static const struct hooks *local_table(const struct conn *c)
-{
-    return c->admin ? &c->w->s->admin : &c->w->s->hooks;
-}
-
-/* Serves the request here if a local endpoint's pattern matches its path; returns false to
- * proxy it. A request with a body is read whole first (local_feed_body). */
-static bool local_start(struct conn *c, const struct h1_request *r, const char *head,
-                        uint32_t head_len)
-{
-    const struct local_route *lr = NULL;
-    struct rp_hook_ctx ctx;
-    struct exchange *ex;
-    char allow[160];
-    uint32_t plen;
-    enum local_match m;
-
-    hook_ctx_init(&ctx);
-    query_of(r, &plen);
-    m = local_match(local_table(c), r->method, r->method_len, r->path, plen, &lr, &ctx, allow,
-                    sizeof(allow));
-    if (m == LOCAL_NONE)
-        return false;
-    if (m == LOCAL_WRONG_METHOD) {
-        struct rp_response a;
-        resp_init(&a, 405);
-        rp_headers_add(&a.h, "Allow", allow);
-        rp_response_printf(&a, "405 Method Not Allowed\n");
-        answer_unread(c, r, &a);
-        resp_fini(&a);
-        return true;
-    }
-    if (r->body == H1_BODY_NONE) {
-        local_run(c, r, lr, &ctx, NULL, 0);
-        return true;
-    }
-    if (r->body == H1_BODY_LENGTH && r->content_length > c->w->s->cfg.max_local_body_bytes) {
-        respond_error(c, 413);
-        return true;
-    }
-    if (!(ex = ex_new(c)) || buf_append(&ex->replay, head, head_len) ||
-        !(ex->more = calloc(1, sizeof(*ex->more)))) {
-        conn_close(c);
-        return true;
-    }
-    ex->active = true;
-    ex->more->local = lr;
-    ex->more->local_head_len = head_len;
-    ex->method_id = r->method_id;
-    ex->client_minor = r->minor;
-    ex->req_body = r->body;
-    ex->req_left = r->content_length;
-    send_continue(c, r);
-    local_feed_body(c);
-    return true;
-}
-
-/* A request on the admin listener: the token first, then the admin endpoints, else 404. */
-static void admin_request(struct conn *c, const struct h1_request *r, const char *head,
-                          uint32_t head_len)
-{
-    struct rp_response a;
-
-    if (!pc_admin_authorized(c->w->s, r)) {
-        resp_init(&a, 401);
-        rp_headers_add(&a.h, "WWW-Authenticate", "Bearer realm=\"ringproxy admin\"");
-        rp_headers_add(&a.h, "Content-Type", "application/json");
-        rp_response_printf(&a, "{\"error\":\"a valid bearer token is required\"}\n");
-    } else if (local_start(c, r, head, head_len)) {
-        return;
-    } else {
-        resp_init(&a, 404);
-        rp_headers_add(&a.h, "Content-Type", "application/json");
-        rp_response_printf(&a, "{\"error\":\"no such admin endpoint\"}\n");
-    }
-    answer_unread(c, r, &a);
-    resp_fini(&a);
-}
-
-/* Reads a local endpoint's request body into ex->replay (after the head), decoded; runs the
- * handler when it is whole. */
-static void local_feed_body(struct conn *c)
-{
-    struct exchange *ex = c->ex;
-    struct buf *in = &c->sk.in;
-    struct h1_header hdrs[MAX_HEADERS_CAP];
-    struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
-    struct rp_hook_ctx ctx;
-    const struct local_route *lr = NULL;
-    uint32_t n = buf_used(in), plen, head_len = ex->more->local_head_len;
-    size_t out = 0;
-    bool done = false;
-    char allow[8];
-    int status;
-
-    if (ex->req_body == H1_BODY_LENGTH) {
-        if (n > ex->req_left)
-            n = (uint32_t)ex->req_left;
-        ex->req_left -= n;
-        out = n;
-        done = !ex->req_left;
-    } else if (n) {
-        ssize_t k = h1_chunked_feed(&ex->req_ck, buf_data(in), n, buf_data(in), &out, &done);
-        if (k < 0) {
-            ex_end(c);
-            respond_error(c, 400);
-            return;
-        }
-        n = (uint32_t)k;
-    }
-    if (buf_used(&ex->replay) - head_len + out > c->w->s->cfg.max_local_body_bytes) {
-        ex_end(c);
-        respond_error(c, 413);
-        return;
-    }
-    if (out && buf_append(&ex->replay, buf_data(in), (uint32_t)out)) {
-        conn_close(c);
-        return;
-    }
-    buf_consume(in, n);
-    if (!done)
-        return;
-    /* the head was parsed and matched before; its copy parses and matches the same way */
-    if (h1_parse_request(buf_data(&ex->replay), head_len, &r, &c->w->s->lim, &status) <= 0) {
-        conn_close(c);
-        return;
-    }
-    hook_ctx_init(&ctx);
-    query_of(&r, &plen);
-    local_match(local_table(c), r.method, r.method_len, r.path, plen, &lr, &ctx, allow,
-                sizeof(allow));
-    r.body = H1_BODY_NONE; /* read: the connection can stay open */
-    if (lr)
-        local_run(c, &r, lr, &ctx, buf_data(&ex->replay) + head_len,
-                  buf_used(&ex->replay) - head_len);
-    ex_end(c);
-}
 
 /* Consults the cache (a hit is answered here), then writes the upstream head: `edited` is
  * the request with the hooks' edits (r itself without hooks), `ctx` their context or NULL.
@@ -839,7 +440,7 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
 
     hook_ctx_init(&ctx);
     hdrs_init(&h, r->headers, r->n_headers, HDRS_REQUEST);
-    format_peer(&c->peer, peer, sizeof(peer));
+    conn_format_peer(&c->peer, peer, sizeof(peer));
     pr = (rp_proxy_request){
         .domain = ex->t->label,
         .backend = ex->be->addr,
@@ -863,12 +464,12 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
         atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
         ex_end(c);
         if (ctx.answer) {
-            answer_unread(c, r, ctx.answer);
+            respond_unread(c, r, ctx.answer);
         } else {
             struct rp_response a;
             resp_init(&a, 502);
             rp_response_printf(&a, "502 Bad Gateway: the request was rejected\n");
-            answer_unread(c, r, &a);
+            respond_unread(c, r, &a);
             resp_fini(&a);
         }
         rc = 0;
@@ -915,7 +516,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     c->w->requests++;
     c->nreq++;
     if (r->method_id == H1_M_CONNECT) {
-        local_answer(c, r, 405, "CONNECT is not supported\n");
+        respond_unread_text(c, r, 405, "CONNECT is not supported\n");
         return;
     }
     if (r->body == H1_BODY_LENGTH && r->content_length > cfg->max_body_bytes) {
@@ -923,7 +524,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         return;
     }
     if (c->admin) { /* the admin listener serves its API and nothing else */
-        admin_request(c, r, head, head_len);
+        local_admin_request(c, r, head, head_len);
         return;
     }
     if (c->w->s->hooks.n_local && local_start(c, r, head, head_len))
@@ -936,14 +537,14 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     ex->t = route_match(&c->w->s->rt, r->host, r->host_len, r->path, r->path_len);
     if (!ex->t) {
         ex_end(c);
-        local_answer(c, r, 404, "no route for this host and path\n");
+        respond_unread_text(c, r, 404, "no route for this host and path\n");
         return;
     }
     if (!(ex->be = ex_pick(c))) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);
         ex_end(c);
-        local_answer(c, r, 503, body);
+        respond_unread_text(c, r, 503, body);
         return;
     }
     ex->active = true;
@@ -975,7 +576,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         conn_close(c);
         return;
     }
-    send_continue(c, r);
+    conn_send_continue(c, r);
     ex_feed_body(c);
     if (c->ex == ex && ex->up) /* the head, with any body bytes that came along, at once */
         sock_flush(c->w, &ex->up->sk);
@@ -1250,11 +851,11 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
     bool ok = true;
 
     snprintf(line, sizeof(line), "HTTP/1.1 %03u ", r->status);
-    put_str(b, &ok, line);
+    buf_put_str(b, &ok, line);
     if (r->reason_len)
         buf_put(b, &ok, r->reason, r->reason_len);
     else
-        put_str(b, &ok, h1_reason(r->status));
+        buf_put_str(b, &ok, h1_reason(r->status));
     buf_put(b, &ok, "\r\n", 2);
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!resp_skip_header(&r->headers[i]))
@@ -1262,14 +863,14 @@ static void write_response_head(struct conn *c, const struct h1_response *r,
     if (r->has_length && r->status != 204) { /* 204 must not have one (RFC 9110 8.6) */
         snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
                  (unsigned long long)r->content_length);
-        put_str(b, &ok, line);
+        buf_put_str(b, &ok, line);
     }
     if (ex->resp_body == H1_BODY_CHUNKED && !ex->resp_dechunk)
-        put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
+        buf_put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
     if (ex->close_client)
-        put_str(b, &ok, "Connection: close\r\n");
+        buf_put_str(b, &ok, "Connection: close\r\n");
     else if (ex->client_minor == 0)
-        put_str(b, &ok, "Connection: keep-alive\r\n");
+        buf_put_str(b, &ok, "Connection: keep-alive\r\n");
     if (ex->pc)
         pc_store_begin(c, r, hk, b, &ok);
     buf_put(b, &ok, "\r\n", 2);
@@ -1285,7 +886,7 @@ static void write_interim(struct conn *c, const struct h1_response *r)
     if (c->ex->client_minor == 0)
         return; /* HTTP/1.0 clients do not expect 1xx */
     snprintf(line, sizeof(line), "HTTP/1.1 %03u %s\r\n", r->status, h1_reason(r->status));
-    put_str(b, &ok, line);
+    buf_put_str(b, &ok, line);
     for (uint32_t i = 0; i < r->n_headers; i++)
         if (!r->headers[i].hop)
             buf_put_header(b, &ok, &r->headers[i]);
@@ -1470,11 +1071,11 @@ static bool ex_alive(const struct conn *c, const struct upconn *up)
 static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t n)
 {
     struct exchange *ex = c->ex;
-    struct h1_header hdrs[MAX_HEADERS_CAP];
+    struct h1_header hdrs[H1_HEADERS_CAP];
     uint32_t off = 0;
 
     while (!ex->resp_started) {
-        struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+        struct h1_response r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
         int rc =
             h1_parse_response(p + off, n - off, &r, &c->w->s->lim, (enum h1_method)ex->method_id);
         if (rc == -EAGAIN) {
@@ -1537,8 +1138,8 @@ static void ex_after_relay(struct conn *c)
 static bool hedge_race(struct conn *c, struct upconn *up, const char *p, uint32_t n)
 {
     struct exchange *ex = c->ex;
-    struct h1_header hdrs[MAX_HEADERS_CAP];
-    struct h1_response r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+    struct h1_header hdrs[H1_HEADERS_CAP];
+    struct h1_response r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
     struct buf *in = &up->sk.in;
     int rc;
 
@@ -1641,8 +1242,8 @@ static bool head_may_end(const char *p, uint32_t n, uint32_t from)
 static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
 {
     struct worker *w = c->w;
-    struct h1_header hdrs[MAX_HEADERS_CAP];
-    struct h1_request r = {.headers = hdrs, .headers_cap = MAX_HEADERS_CAP};
+    struct h1_header hdrs[H1_HEADERS_CAP];
+    struct h1_request r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
     int status = 400;
     int rc;
 

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../balance/balance.h"
 #include "../balance/health.h"
@@ -56,6 +57,11 @@ static inline void buf_put(struct buf *b, bool *ok, const void *p, size_t n)
         *ok = false;
 }
 void buf_free(struct buf *b);
+
+static inline void buf_put_str(struct buf *b, bool *ok, const char *s)
+{
+    buf_put(b, ok, s, strlen(s));
+}
 
 /* "Name: value\r\n" */
 static inline void buf_put_header(struct buf *b, bool *ok, const struct h1_header *h)
@@ -419,6 +425,48 @@ struct upstream_head {
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. Returns false
  * when out of memory. Used by exchanges and by background refreshes (refresh.c). */
 bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b);
+
+/* ---- conn.c: the exchange's lifetime ---------------------------------------------------- */
+
+#define H1_HEADERS_CAP 256 /* fields a parsed head may hold (the stack array's size) */
+
+/* Gives the connection an exchange for its current request (c->ex); NULL when out of
+ * memory. ex_end releases it (and what it holds: backend count, replay, cache state, a
+ * racing hedge) and points c->ex back at the worker's idle no_ex. */
+struct exchange *ex_new(struct conn *c);
+void ex_end(struct conn *c);
+/* Asks an HTTP/1.1 client that sent Expect: 100-continue for its body (answered here, not
+ * forwarded: an HTTP/1.0 backend would never send the 100). */
+void conn_send_continue(struct conn *c, const struct h1_request *r);
+/* The client's address as text ("" when unknown), for X-Forwarded-For and hooks. */
+void conn_format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap);
+
+/* ---- respond.c: answers the proxy composes ---------------------------------------------- */
+
+/* Writes an answer: status line, Server, the fields f[0..n), Content-Type text/plain unless
+ * f names one, Content-Length, Connection: close when `close` (the connection then ends
+ * after it), the body unless head_only; then flushes. */
+void respond_answer(struct conn *c, int status, const struct h1_header *f, uint32_t n,
+                    const char *body, uint32_t blen, bool head_only, bool close);
+/* A text/plain answer; respond_error also closes after it, discarding unread input. */
+void respond_text(struct conn *c, int status, const char *body, bool head_only, bool close);
+void respond_error(struct conn *c, int status);
+/* Answers request r before its body (if any) was read: that body is discarded with a close,
+ * since it would otherwise be parsed as the next request. */
+void respond_unread_fields(struct conn *c, const struct h1_request *r, int status,
+                           const struct h1_header *f, uint32_t n, const char *body, uint32_t blen);
+void respond_unread(struct conn *c, const struct h1_request *r, const struct rp_response *a);
+void respond_unread_text(struct conn *c, const struct h1_request *r, int status, const char *body);
+
+/* ---- local.c: rp_handle endpoints and the admin API -------------------------------------- */
+
+/* Serves request r here when a local endpoint's pattern matches its path (true), reading a
+ * body whole first (local_feed_body runs as its bytes arrive); false: proxy it. */
+bool local_start(struct conn *c, const struct h1_request *r, const char *head, uint32_t head_len);
+void local_feed_body(struct conn *c);
+/* A request on the admin listener: the token first, then the admin endpoints, else 404. */
+void local_admin_request(struct conn *c, const struct h1_request *r, const char *head,
+                         uint32_t head_len);
 
 /* ---- tunnel.c: Upgrade tunnels ------------------------------------------------------------ */
 
