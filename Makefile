@@ -146,9 +146,15 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tools/demo.sh $(BUILD)
 
-FUZZ_TIME ?= 30
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) engine/config.c
+# `make fuzz`: every target for FUZZ_TIME seconds, one after another (tools/fuzz-campaign.sh).
+# Seeds come from tests/fuzz/corpus/<target>/ (read, never written); new units, crash inputs
+# and logs go under $(BUILD)/fuzz/. FUZZ_FLAGS adds libFuzzer options. Exits 1 on a crash.
+FUZZ_TIME  ?= 30
+FUZZ_FLAGS ?=
+FUZZ_DEPS  := $(LIB_SRC) engine/config.c $(wildcard engine/*.h tls/*.h cache/*.h)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ $@")
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
 		$< engine/h1.c engine/config.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
@@ -157,9 +163,7 @@ fuzz-deps:
 fuzz: fuzz-deps
 	$(Q)$(MAKE) --no-print-directory fuzz-run
 fuzz-run: $(FUZZERS:%=$(BUILD)/fuzz/%)
-	$(Q)for f in $(FUZZERS); do echo "== $$f ($(FUZZ_TIME)s)"; \
-		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_TIME) > $(BUILD)/fuzz/$$f.log 2>&1 \
-			|| { tail -30 $(BUILD)/fuzz/$$f.log; exit 1; }; grep -a "^Done" $(BUILD)/fuzz/$$f.log; done
+	$(Q)FUZZ_FLAGS='$(FUZZ_FLAGS)' tools/fuzz-campaign.sh $(BUILD)/fuzz $(FUZZ_TIME) $(FUZZERS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
