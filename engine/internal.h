@@ -361,9 +361,8 @@ void sock_recv_start(struct worker *w, struct sock *s);
 void sock_recv_stop(struct worker *w, struct sock *s);
 /* Queues bytes to send (copied); sock_flush starts a send if none is in flight. Queue what
  * one event produces, then flush once: a response head and its body leave in one segment.
- * Both return 0 or -ENOMEM. */
+ * Returns 0 or -ENOMEM. */
 int sock_queue(struct sock *s, const void *p, uint32_t n);
-int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n);
 void sock_flush(struct worker *w, struct sock *s);
 /* Takes back the send in flight if its SQE has not been submitted yet: it becomes a no-op
  * and no byte of it reaches the kernel. Returns whether it did (false: no send in flight, or

@@ -232,14 +232,6 @@ int sock_queue(struct sock *s, const void *p, uint32_t n)
     return buf_append(&s->out.pending, p, n) ? -ENOMEM : 0;
 }
 
-int sock_write(struct worker *w, struct sock *s, const void *p, uint32_t n)
-{
-    if (buf_append(&s->out.pending, p, n))
-        return -ENOMEM;
-    sock_flush(w, s);
-    return 0;
-}
-
 static void close_fd(struct worker *w, int fd)
 {
     struct io_uring_sqe *sqe = w_sqe(w);

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import process_cpu, wait_port
+
 BACKENDS = (18501, 18502)
 PORTS = {"ringproxy": 18511, "nginx": 18512, "haproxy": 18513}
 HOST = "bench.local"
@@ -42,15 +44,6 @@ SCENARIOS = {
 def port_open(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_port(port, timeout=5.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if port_open(port):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Procs:
@@ -91,21 +84,14 @@ class Procs:
 
 def proc_cpu(pid):
     """(session id, CPU seconds so far) of one process and all its threads, or None when it
-    is gone: the run time in /proc/PID/task/*/schedstat (nanoseconds), or utime + stime from
-    /proc/PID/stat (clock ticks) where there is no schedstat."""
+    is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is stat's third, state
+            sid = int(f.read().rsplit(")", 1)[1].split()[3])
     except OSError:
         return None
-    try:
-        ns = 0
-        for t in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                ns += int(f.read().split()[0])
-        return int(fields[3]), ns / 1e9
-    except OSError:
-        return int(fields[3]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = process_cpu(pid)
+    return None if cpu is None else (sid, cpu)
 
 
 def cpu_seconds(sid):

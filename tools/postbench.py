@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from benchutil import wait_port
+from benchutil import process_cpu as cpu_seconds, wait_port
 
 BACKEND, RINGPROXY, NGINX = 18621, 18622, 18623
 BODY = b"amount=100&currency=EUR&to=DE89370400440532013000&memo=" + b"x" * 200
@@ -45,13 +45,6 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};
 }}
 """)
     return os.path.join(d, "nginx.conf")
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process and its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(port, results):

@@ -24,21 +24,9 @@ import tempfile
 import threading
 import time
 
-from benchutil import wait_port
+from benchutil import process_cpu as cpu_seconds, wait_port
 
 BACKEND, RINGPROXY, NGINX = 18641, 18642, 18643
-
-
-def cpu_seconds(pid):
-    """CPU time of all the process's threads, in ns resolution (schedstat)."""
-    total = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            pass
-    return total / 1e9
 
 
 def head_of(size):

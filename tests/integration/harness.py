@@ -292,10 +292,13 @@ class ScriptBackend:
     socket server on a thread (127.0.0.1, port 0). Each request it reads (the head, and
     the body by its framing when read_body) goes to script(req), which returns a list of
     actions: bytes are sent, a float sleeps that long, "close" closes, "reset" closes with an
-    RST, "drain" reads until EOF and closes. The connection then reads its next request."""
+    RST, "drain" reads until EOF and closes. The connection then reads its next request.
+    With `tls` (an ssl.SSLContext, which may be swapped while it runs) it is an https://
+    backend; a handshake the proxy refuses ends that connection."""
 
-    def __init__(self, script, read_body=True):
+    def __init__(self, script, read_body=True, tls=None):
         self.script = script
+        self.tls = tls
         self.read_body = read_body
         self.log = []
         self.errors = []
@@ -349,6 +352,12 @@ class ScriptBackend:
 
     def _one(self, c, no):
         c.settimeout(5)
+        if self.tls:
+            try:
+                c = self.tls.wrap_socket(c, server_side=True)
+            except OSError:  # ssl.SSLError included
+                c.close()
+                return
         buf = b""
         n = 0
         try:

@@ -4,7 +4,7 @@ answer is an immediate 503 naming the domain."""
 import re
 import time
 
-from harness import Client, domain_conf, free_port, get, origin_stats
+from harness import Client, ScriptBackend, domain_conf, free_port, get, origin_stats
 
 
 def hc_conf(ports, check, extra=""):
@@ -149,44 +149,6 @@ def test_failover_loses_no_request(P):
     assert down is not None and up is not None, log
 
 
-class HttpsBackend:
-    """An https:// backend on a thread that answers every request with `status` over the
-    TLS context `ctx` (both may change while it runs) and records each request's Host."""
-
-    def __init__(self, ctx):
-        import socket
-        import threading
-        self.ctx, self.status, self.hosts = ctx, 200, []
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                raw, _ = self.ls.accept()
-            except OSError:
-                return
-            try:
-                raw.settimeout(2)
-                s = self.ctx.wrap_socket(raw, server_side=True)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-                m = re.search(rb"\r\nhost: ([^\r]*)", head, re.I)
-                self.hosts.append(m.group(1).decode() if m else None)
-                s.sendall(f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n"
-                          "Connection: close\r\n\r\n".encode())
-                s.close()
-            except OSError:  # includes ssl.SSLError: a handshake the proxy refused
-                raw.close()
-
-
 def test_http_check_of_an_https_backend_speaks_tls(P):
     import ssl
     from test_tls import make_cert
@@ -195,23 +157,28 @@ def test_http_check_of_an_https_backend_speaks_tls(P):
     good, bad = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     good.load_cert_chain(cert, key)
     bad.load_cert_chain(ucert, ukey)
-    be = HttpsBackend(good)
+    status = [200]
+    be = ScriptBackend(lambda req: [f"HTTP/1.1 {status[0]} X\r\nContent-Length: 0\r\n"
+                                    "Connection: close\r\n\r\n".encode(), "close"], tls=good)
+
+    def hosts():
+        return [r.header("host") for r in be.log]
     px = P.proxy(f'domains = ( {{ domain = "test.local"; backends = ( {{ addr = '
                  f'"https://localhost:{be.port}"; }} ); tls_ca_file = "{cert}"; health_check = {{ '
                  'path = "/health"; interval = "100ms"; timeout = "500ms"; fail_threshold = 2; '
                  'success_threshold = 1; host = "check.example"; }; } );\n')
-    assert wait_for(lambda: len(be.hosts) >= 2, 3.0) is not None, P.log_of(px)
-    assert set(be.hosts) == {"check.example"}, be.hosts  # HTTP over TLS, with its own Host
+    assert wait_for(lambda: len(hosts()) >= 2, 3.0) is not None, P.log_of(px)
+    assert set(hosts()) == {"check.example"}, hosts()  # HTTP over TLS, with its own Host
     assert "DOWN" not in P.log_of(px)
-    be.status = 500
+    status[0] = 500
     assert wait_for(lambda: "DOWN after 2 failed checks: status 500" in P.log_of(px), 3.0), \
         P.log_of(px)
     assert get(px.port).status == 503
-    be.status = 200
+    status[0] = 200
     assert wait_for(lambda: "UP after 1 good checks" in P.log_of(px), 3.0), P.log_of(px)
     assert get(px.port).status == 200
-    be.ctx = bad  # a certificate the domain's CA did not sign
+    be.tls = bad  # a certificate the domain's CA did not sign
     assert wait_for(lambda: P.log_of(px).count("DOWN") == 2, 3.0), P.log_of(px)
     assert re.search(r"DOWN after 2 failed checks: TLS", P.log_of(px)), P.log_of(px)
-    be.ctx = good
+    be.tls = good
     assert wait_for(lambda: P.log_of(px).count("UP after") == 2, 3.0), P.log_of(px)

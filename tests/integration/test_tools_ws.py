@@ -13,32 +13,7 @@ import subprocess
 import threading
 
 from harness import BUILD, get, domain_conf
-from wsproto import accept_of, frame, read_exact, read_frame, read_head
-
-def upgrade_request(key=None, host="test.local", extra=""):
-    key_line = f"Sec-WebSocket-Key: {key.decode()}\r\n" if key else ""
-    return (f"GET /chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{key_line}{extra}\r\n").encode()
-
-
-def ws_connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16))
-    s.sendall(upgrade_request(key))
-    head = read_head(s)
-    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
-    lines = [ln.lower() for ln in head.split(b"\r\n")]
-    assert b"upgrade: websocket" in lines and b"connection: upgrade" in lines, head
-    assert b"sec-websocket-accept: " + accept_of(key).lower() in lines, head
-    return s, head
-
-
-def echo(s, op, payload):
-    s.sendall(frame(op, payload))
-    fin, rop, data = read_frame(s)
-    assert fin
-    return rop, data
-
+from wsproto import echo, frame, read_exact, read_frame, read_head, upgrade_request, ws_connect
 
 def expect_close(s, code):
     """The server fails or closes the connection: a close frame with `code`, then EOF."""

@@ -2,7 +2,6 @@
 backend, written here with the standard library (RFC 6455 framing, the handshake's
 Sec-WebSocket-Accept), on plain and TLS listeners and to an https:// backend; half-closes,
 backpressure, the idle timeout, refused upgrades, upgrade = false, and h2c left alone."""
-import base64
 import os
 import socket
 import ssl
@@ -12,7 +11,7 @@ import time
 
 from harness import Client, ScriptBackend, domain_conf, free_port
 from test_tls import make_cert
-from wsproto import accept_of, frame, read_frame, read_head
+from wsproto import accept_of, echo, frame, read_frame, read_head, ws_connect
 
 class WsEcho:
     """A WebSocket echo backend: answers the handshake, echoes text and binary messages,
@@ -57,26 +56,6 @@ class WsEcho:
             pass
         finally:
             s.close()
-
-
-def ws_connect(port, host="test.local", sock=None, path="/chat"):
-    s = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16))
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-              f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".encode() +
-              b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")
-    head = read_head(s)
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    lines = [ln.lower() for ln in head.split(b"\r\n")]
-    assert b"upgrade: websocket" in lines and b"connection: upgrade" in lines, head
-    assert b"sec-websocket-accept: " + accept_of(key).lower() in lines, head
-    return s, head
-
-
-def echo(s, op, payload):
-    s.sendall(frame(op, payload))
-    _, rop, data = read_frame(s)
-    return rop, data
 
 
 def ws_close(s):

@@ -3,6 +3,7 @@ Sec-WebSocket-Accept, frames written and read, and the small socket readers they
 import base64
 import hashlib
 import os
+import socket
 import struct
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -66,3 +67,32 @@ def read_frame(s, masked=False):
         k = (key * (n // 4 + 1))[:n]
         data = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
     return bool(b0 & 0x80), b0 & 0x0F, data
+
+
+def upgrade_request(key=None, host="test.local", extra="", path="/chat"):
+    """A client's upgrade request head; no Sec-WebSocket-Key line when key is None."""
+    key_line = f"Sec-WebSocket-Key: {key.decode()}\r\n" if key else ""
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{key_line}{extra}\r\n").encode()
+
+
+def ws_connect(port, host="test.local", sock=None, path="/chat"):
+    """Opens a WebSocket (over `sock` if given, e.g. a TLS socket) and checks the 101:
+    Upgrade, Connection and the Accept for our key. Returns (socket, the 101's head)."""
+    s = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(upgrade_request(key, host, path=path))
+    head = read_head(s)
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head
+    lines = [ln.lower() for ln in head.split(b"\r\n")]
+    assert b"upgrade: websocket" in lines and b"connection: upgrade" in lines, head
+    assert b"sec-websocket-accept: " + accept_of(key).lower() in lines, head
+    return s, head
+
+
+def echo(s, op, payload):
+    """Sends one masked message and reads one whole frame back: (opcode, payload)."""
+    s.sendall(frame(op, payload))
+    fin, rop, data = read_frame(s)
+    assert fin
+    return rop, data
