@@ -18,8 +18,6 @@ struct probe {
     struct hcheck *hc; /* NULL once the check has reported (or was abandoned) */
     struct upconn *up;
     struct timer tm;
-    char line[16]; /* the start of the status line */
-    uint32_t got;
 };
 
 static void hc_schedule(struct hcheck *hc, uint64_t delay_ms);
@@ -142,36 +140,22 @@ static void p_ready(struct upconn *up)
         probe_done(pr, true, "");
 }
 
-/* "HTTP/1.1 200 ..." -> 200, or -1 while the line is incomplete, 0 if it is not HTTP. */
-static int status_of(const char *p, uint32_t n)
+/* The final head decides (interim ones are skipped): 2xx-4xx is up. Nothing more of the
+ * response is read: the probe's connection is never reused. */
+static void p_head(struct upconn *up, const struct h1_response *r)
 {
-    if (n < 12)
-        return memchr(p, '\n', n) ? 0 : -1;
-    if (memcmp(p, "HTTP/1.", 7) || p[8] != ' ' || p[9] < '1' || p[9] > '5' || p[10] < '0' ||
-        p[10] > '9' || p[11] < '0' || p[11] > '9')
-        return 0;
-    return (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-}
-
-static void p_data(struct upconn *up, char *data, uint32_t n)
-{
-    struct probe *pr = up->user;
-    uint32_t k = n < sizeof(pr->line) - pr->got ? n : (uint32_t)sizeof(pr->line) - pr->got;
     char why[48];
-    int st;
 
-    memcpy(pr->line + pr->got, data, k);
-    pr->got += k;
-    st = status_of(pr->line, pr->got);
-    if (st < 0)
+    if (r->status < 200)
         return;
-    snprintf(why, sizeof(why), st ? "status %d" : "not an HTTP response", st);
-    probe_done(pr, st >= 200 && st < 500, why);
+    snprintf(why, sizeof(why), "status %u", r->status);
+    probe_done(up->user, r->status < 500, why);
 }
 
-static void p_eof(struct upconn *up)
+static void p_end(struct upconn *up, bool reusable)
 {
-    probe_done(up->user, false, "closed before a status line");
+    (void)reusable;
+    probe_done(up->user, false, "no final response"); /* never: p_head decided */
 }
 
 static void p_failed(struct upconn *up, int err, const char *what)
@@ -182,18 +166,12 @@ static void p_failed(struct upconn *up, int err, const char *what)
     probe_done(up->user, false, why);
 }
 
-static void p_sent(struct upconn *up)
-{
-    (void)up;
-}
-
+/* try_timeout is never armed: a check has its own timeout (probe_timeout). */
 static const struct up_ops probe_ops = {
     .ready = p_ready,
-    .sent = p_sent,
-    .data = p_data,
-    .eof = p_eof,
+    .head = p_head,
+    .end = p_end,
     .failed = p_failed,
-    .try_timeout = p_sent, /* never armed: a check has its own timeout */
 };
 
 static void probe_timeout(struct timer *t, uint64_t now)

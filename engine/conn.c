@@ -24,15 +24,23 @@ static void conn_process(struct conn *c);
 /* The exchange's side of its upstream connections (struct up_ops, user: the conn). */
 static void ex_upstream_ready(struct upconn *up);
 static void ex_upstream_sent(struct upconn *up);
-static void ex_response_data(struct upconn *up, char *p, uint32_t n);
-static void ex_response_eof(struct upconn *up);
+static void ex_resp_head(struct upconn *up, const struct h1_response *r);
+static void ex_resp_body(struct upconn *up, const struct up_body *b);
+static void ex_resp_end(struct upconn *up, bool reusable);
+static void ex_resp_flush(struct upconn *up);
+static void ex_tunnel_data(struct upconn *up, char *p, uint32_t n);
+static void ex_tunnel_eof(struct upconn *up);
 static void ex_upstream_failed(struct upconn *up, int err, const char *what);
 static void ex_try_timeout(struct upconn *up);
 static const struct up_ops ex_up_ops = {
     .ready = ex_upstream_ready,
     .sent = ex_upstream_sent,
-    .data = ex_response_data,
-    .eof = ex_response_eof,
+    .head = ex_resp_head,
+    .body = ex_resp_body,
+    .end = ex_resp_end,
+    .flush = ex_resp_flush,
+    .data = ex_tunnel_data,
+    .eof = ex_tunnel_eof,
     .failed = ex_upstream_failed,
     .try_timeout = ex_try_timeout,
 };
@@ -281,9 +289,9 @@ static void ex_feed_body(struct conn *c)
     uint32_t n = buf_used(in);
     bool done = false;
 
-    if (!n || !ex->active || ex->req_done || c->sk.dead)
+    if (!n || !ex_active(ex) || ex->req_done || c->sk.dead)
         return;
-    if (ex->more && ex->more->local) {
+    if (ex->state == EX_LOCAL) {
         local_feed_body(c);
         return;
     }
@@ -296,7 +304,7 @@ static void ex_feed_body(struct conn *c)
         ssize_t k = h1_chunked_feed(&ex->req_ck, buf_data(in), n, NULL, NULL, &done);
         if (k < 0 || ex->req_bytes + (uint64_t)k > c->w->s->cfg.max_body_bytes + 65536) {
             int status = k < 0 ? 400 : 413;
-            if (ex->resp_started) {
+            if (ex_resp_started(ex)) {
                 conn_close(c);
             } else {
                 if (ex->up)
@@ -354,6 +362,7 @@ static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh
     if (ex->t->lb == RP_LB_LEAST_LATENCY)
         up->sent_ns = mono_ns();
     up->req_whole = ex->req_done;
+    up->method = ex->method_id;
     if (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay))) {
         up_close(up);
         return NULL;
@@ -547,7 +556,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
         respond_unread_text(c, r, 503, body);
         return;
     }
-    ex->active = true;
+    ex->state = EX_UPSTREAM;
     ex->replayable = true;
     ex->method_id = r->method_id;
     ex->client_minor = r->minor;
@@ -568,6 +577,7 @@ static void ex_start(struct conn *c, const struct h1_request *r, const char *hea
     if (rc <= 0)
         return;
     if (rc == 2) { /* parked behind a cache fill: conn_cache_resume goes on */
+        ex->state = EX_CACHE_WAIT;
         conn_update_timer(c);
         return;
     }
@@ -593,11 +603,13 @@ void conn_cache_resume(struct conn *c, bool served)
         conn_flush_out(c);
         return;
     }
+    ex->state = EX_UPSTREAM;
     if (!ex_connect(c, false)) {
         conn_close(c);
         return;
     }
-    sock_flush(c->w, &ex->up->sk);
+    if (c->ex == ex && ex->up) /* (a failure at once may have answered) */
+        sock_flush(c->w, &ex->up->sk);
     conn_update_timer(c);
 }
 
@@ -610,7 +622,7 @@ static bool may_retry(struct conn *c, bool connecting)
 {
     struct exchange *ex = c->ex;
 
-    if (!ex->replayable || ex->resp_started || ex->attempts > (uint8_t)ex->t->max_retries)
+    if (!ex->replayable || ex_resp_started(ex) || ex->attempts > (uint8_t)ex->t->max_retries)
         return false;
     return connecting || (ex->idempotent && !c->w->draining);
 }
@@ -712,7 +724,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
     observe_failure(up);
     /* passive health: refusals, resets and timeouts before any response (but not malformed
      * responses, or a stale pooled connection) */
-    if (connecting || (!stale && !ex->resp_started && err != -EBADMSG))
+    if (connecting || (!stale && !ex_resp_started(ex) && err != -EBADMSG))
         health_report_failure(c->w, be, strerror(-err));
     if (ex->up2) { /* hedging: the other attempt goes on */
         if (c->w->s->hooks.err.n)
@@ -722,7 +734,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
     }
     up_close(up);
     ex->up = NULL;
-    if (ex->resp_started) { /* the client has part of a response: only a close tells it */
+    if (ex_resp_started(ex)) { /* the client has part of a response: only a close tells it */
         conn_close(c);
         return;
     }
@@ -770,8 +782,8 @@ static void ex_try_timeout(struct upconn *up)
     health_report_failure(c->w, be, "no response within try_timeout");
     up_update_timer(up); /* the attempt goes on under read_timeout unless replaced */
     /* only a whole request held for replay, safe to send twice, goes to another backend */
-    if (!ex->idempotent || !ex->replayable || !ex->req_done || ex->resp_started || c->w->draining ||
-        ex->attempts > (uint8_t)ex->t->max_retries)
+    if (!ex->idempotent || !ex->replayable || !ex->req_done || ex_resp_started(ex) ||
+        c->w->draining || ex->attempts > (uint8_t)ex->t->max_retries)
         return;
     if (!(next = ex_pick(c)))
         return; /* nowhere else to go */
@@ -803,7 +815,7 @@ static void ex_upstream_sent(struct upconn *up)
 {
     struct conn *c = up->user;
 
-    if (c->ex->tunnel)
+    if (c->ex->state == EX_TUNNEL)
         tunnel_sent(c);
     if (c->sk.dead)
         return;
@@ -895,19 +907,19 @@ static void write_interim(struct conn *c, const struct h1_response *r)
     conn_flush_out(c);
 }
 
-static void ex_finish(struct conn *c)
+/* The exchange is over on the backend's side: its connection goes back to the pool when
+ * `reusable` (from the reader) and the whole request was sent; the client connection goes
+ * on with its next request, or closes. */
+static void ex_finish(struct conn *c, bool reusable)
 {
     struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
 
     if (up) {
-        /* the backend allows it (read-until-close never does) and nothing of this exchange
-         * is left on the wire */
-        bool reusable = up->reuse_ok && ex->req_done && !buf_used(&up->sk.in) && !up->sk.out.busy;
         ex->up = NULL;
-        up_release_to_pool(up, reusable);
+        up_release_to_pool(up, reusable && ex->req_done);
     }
-    if (ex->pc && ex->resp_done)
+    if (ex->pc && ex->state == EX_DONE)
         pc_store_end(ex->pc);
     if (!ex->req_done) { /* the backend answered before the body ended: the rest is unread */
         ex->close_client = true;
@@ -925,50 +937,6 @@ static void ex_finish(struct conn *c)
         sock_recv_start(c->w, &c->sk);
     }
     conn_process(c);
-}
-
-/* Relays body bytes p[0..n); returns how many belonged to the response. The state is
- * updated before the write, which may close the connection (and end the exchange). */
-static uint32_t ex_relay_body(struct conn *c, char *p, uint32_t n)
-{
-    struct exchange *ex = c->ex;
-    bool done = false;
-    size_t out_len = 0;
-    ssize_t k;
-
-    switch (ex->resp_body) {
-    case H1_BODY_LENGTH:
-        if (n > ex->resp_left)
-            n = (uint32_t)ex->resp_left;
-        ex->resp_left -= n;
-        ex->resp_done = ex->resp_left == 0;
-        if (ex->pc)
-            pc_store_body(ex->pc, p, n);
-        conn_queue_bytes(c, p, n);
-        return n;
-    case H1_BODY_CHUNKED: {
-        /* decoded in place for an HTTP/1.0 client; into scratch when the cache stores it */
-        char *dec = ex->resp_dechunk ? p : ex->pc ? pc_dechunk_buf(ex->pc, n) : NULL;
-        k = h1_chunked_feed(&ex->resp_ck, p, n, dec, &out_len, &done);
-        if (k < 0) {
-            ex_upstream_failed(ex->up, -EBADMSG, "bad chunked response body");
-            return 0;
-        }
-        ex->resp_done = done;
-        if (dec)
-            pc_store_body(ex->pc, dec, out_len);
-        conn_queue_bytes(c, p, ex->resp_dechunk ? (uint32_t)out_len : (uint32_t)k);
-        return (uint32_t)k;
-    }
-    case H1_BODY_UNTIL_CLOSE:
-        if (ex->pc)
-            pc_store_body(ex->pc, p, n);
-        conn_queue_bytes(c, p, n);
-        return n;
-    default:
-        ex->resp_done = true;
-        return 0;
-    }
 }
 
 /* Runs the response hooks and writes the head with their edits. */
@@ -1016,205 +984,105 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     hook_ctx_fini(&ctx);
 }
 
-static void ex_begin_response(struct conn *c, const struct h1_response *r)
+static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1_response *r)
 {
     struct exchange *ex = c->ex;
 
-    ex->resp_started = true;
+    ex->state = EX_RESPONSE;
     health_report_success(c->w, ex->be);
-    if (ex->up->sent_ns) {
+    if (up->sent_ns) {
         uint64_t now = mono_ns();
-        bal_observe(ex->be, now, now - ex->up->sent_ns);
+        bal_observe(ex->be, now, now - up->sent_ns);
     }
     ex->resp_body = r->body;
-    ex->resp_left = r->content_length;
     ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;
     if (r->body == H1_BODY_UNTIL_CLOSE || ex->resp_dechunk || !ex->req_done)
         ex->close_client = true;
-    ex->up->reuse_ok = r->keep_alive;
-    if (r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length))
-        ex->resp_done = true;
-    else if (r->body == H1_BODY_LENGTH) /* one allocation for the head and body to come */
+    if (r->body == H1_BODY_LENGTH && r->content_length) /* one allocation for head and body */
         buf_reserve(&c->sk.out.pending, r->content_length < WINDOW_BYTES
                                             ? (uint32_t)r->content_length + r->head_len
                                             : WINDOW_BYTES);
     if (ex->pc && pc_intercept_response(c, r)) {
         /* answered from the cache: the backend's response is not relayed */
-        ex->resp_done = true;
-        if (r->body != H1_BODY_NONE && !(r->body == H1_BODY_LENGTH && !r->content_length))
-            ex->up->reuse_ok = false;
+        ex->state = EX_DONE;
+        up_skip_body(up);
         return;
     }
     if (c->w->s->hooks.resp.n)
-        run_response_hooks(c, r); /* last: it may close the connection */
+        run_response_hooks(c, r); /* it may close the connection */
     else
         write_response_head(c, r, NULL);
-}
-
-/* Whether the chunked body bytes that came with a response head are well framed so far:
- * checked before the head is relayed, so a response that breaks at once is a 502. */
-static bool chunks_ok(const char *p, uint32_t n)
-{
-    struct h1_chunked ck = {0};
-    bool done = false;
-
-    return !n || h1_chunked_feed(&ck, p, n, NULL, NULL, &done) >= 0;
-}
-
-static bool ex_alive(const struct conn *c, const struct upconn *up)
-{
-    return !c->sk.dead && c->ex->active && c->ex->up == up;
-}
-
-/* Parses response heads and relays body bytes from p[0..n); returns the bytes used. Stops
- * early when the exchange failed (check ex_alive) or the response ended. */
-static uint32_t ex_consume(struct conn *c, struct upconn *up, char *p, uint32_t n)
-{
-    struct exchange *ex = c->ex;
-    struct h1_header hdrs[H1_HEADERS_CAP];
-    uint32_t off = 0;
-
-    while (!ex->resp_started) {
-        struct h1_response r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-        int rc =
-            h1_parse_response(p + off, n - off, &r, &c->w->s->lim, (enum h1_method)ex->method_id);
-        if (rc == -EAGAIN) {
-            if (n - off > c->w->s->lim.max_head_bytes * 2u)
-                ex_upstream_failed(up, -E2BIG, "response head too large");
-            return off;
-        }
-        if (rc > 0 && r.status == 101 && ex->upgrade && tunnel_response_ok(&r)) {
-            off += (uint32_t)rc;
-            tunnel_begin(c, up, &r);
-            if (ex_alive(c, up) && off < n)
-                tunnel_backend_data(c, up, p + off, n - off);
-            return n;
-        }
-        if (rc < 0 || r.status == 101) {
-            ex_upstream_failed(up, rc < 0 ? -EBADMSG : -EPROTO,
-                               rc < 0 ? "malformed response head"
-                                      : "101 Switching Protocols is not supported");
-            return off;
-        }
-        off += (uint32_t)rc;
-        if (r.status >= 200 && r.body == H1_BODY_CHUNKED && !chunks_ok(p + off, n - off)) {
-            /* nothing of this response reached the client yet: it gets a clean 502 */
-            ex_upstream_failed(up, -EBADMSG, "bad chunked response body");
-            return off;
-        }
-        if (r.status < 200)
-            write_interim(c, &r);
-        else
-            ex_begin_response(c, &r);
-        if (!ex_alive(c, up))
-            return off;
-    }
-    while (off < n && ex_alive(c, up) && !ex->resp_done) {
-        uint32_t k = ex_relay_body(c, p + off, n - off);
-        if (!k)
-            break;
-        off += k;
-    }
-    return off;
-}
-
-static void ex_after_relay(struct conn *c)
-{
-    struct exchange *ex = c->ex;
-
-    if (ex->resp_done) {
-        ex_finish(c);
+    if (c->sk.dead)
         return;
+    /* the client gets the body as it came; an HTTP/1.0 client and the cache get it decoded */
+    up->decode = ex->resp_dechunk ? UP_DECODE : pc_storing(ex->pc) ? UP_BOTH : UP_RAW;
+}
+
+/* A response head from `up`: interim ones are passed on (but 101, which starts a tunnel or
+ * fails the attempt), the final one starts the response. */
+static void ex_resp_head(struct upconn *up, const struct h1_response *r)
+{
+    struct conn *c = up->user;
+    struct exchange *ex = c->ex;
+
+    if (ex->up2) /* two attempts race (hedge): the first with a head wins, the other goes */
+        hedge_drop(ex, up == ex->up ? ex->up2 : ex->up);
+    if (r->status == 101) {
+        if (ex->upgrade && tunnel_response_ok(r))
+            tunnel_begin(c, up, r);
+        return; /* else the reader fails the attempt */
     }
-    /* Hold the backend back while the client is slow. */
-    if (outq_bytes(&c->sk.out) > WINDOW_BYTES)
-        sock_recv_stop(c->w, &ex->up->sk);
+    if (r->status < 200)
+        write_interim(c, r);
+    else
+        ex_begin_response(c, up, r);
+}
+
+static void ex_resp_body(struct upconn *up, const struct up_body *b)
+{
+    struct conn *c = up->user;
+    struct exchange *ex = c->ex;
+
+    if (ex->pc) {
+        pc_store_body(ex->pc, b->data, b->data_len);
+        if (up->decode == UP_BOTH && !pc_storing(ex->pc))
+            up->decode = UP_RAW; /* past the entry's limit: the client alone needs the bytes */
+    }
+    if (ex->resp_dechunk)
+        conn_queue_bytes(c, b->data, b->data_len);
+    else
+        conn_queue_bytes(c, b->raw, b->raw_len);
+    if (!c->sk.dead && outq_bytes(&c->sk.out) > WINDOW_BYTES)
+        sock_recv_stop(c->w, &up->sk); /* hold the backend back while the client is slow */
+}
+
+/* The bytes of one receive were handed over: the head and the body that came with it leave
+ * in one send. */
+static void ex_resp_flush(struct upconn *up)
+{
+    struct conn *c = up->user;
+
+    conn_flush_out(c);
     conn_update_timer(c);
 }
 
-/* While two attempts race (hedge), each one's bytes wait in its input until it holds a whole
- * response head; the first to hold one wins and the other is closed. Returns true when `up`
- * has just won (its bytes are in up->sk.in), false while undecided or when up failed. */
-static bool hedge_race(struct conn *c, struct upconn *up, const char *p, uint32_t n)
-{
-    struct exchange *ex = c->ex;
-    struct h1_header hdrs[H1_HEADERS_CAP];
-    struct h1_response r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-    struct buf *in = &up->sk.in;
-    int rc;
-
-    if (buf_append(in, p, n)) {
-        ex_upstream_failed(up, -ENOMEM, "out of memory");
-        return false;
-    }
-    rc = h1_parse_response(buf_data(in), buf_used(in), &r, &c->w->s->lim,
-                           (enum h1_method)ex->method_id);
-    if (rc == -EAGAIN) {
-        if (buf_used(in) > c->w->s->lim.max_head_bytes * 2u)
-            ex_upstream_failed(up, -E2BIG, "response head too large");
-        return false;
-    }
-    if (rc < 0) { /* ex_consume would fail it too; let the other attempt go on */
-        ex_upstream_failed(up, -EBADMSG, "malformed response head");
-        return false;
-    }
-    hedge_drop(ex, up == ex->up ? ex->up2 : ex->up);
-    return true;
-}
-
-static void ex_response_data(struct upconn *up, char *p, uint32_t n)
+static void ex_resp_end(struct upconn *up, bool reusable)
 {
     struct conn *c = up->user;
-    struct buf *in = &up->sk.in;
-    uint32_t k;
 
-    up->got_bytes = true;
-    if (c->ex->tunnel) {
-        tunnel_backend_data(c, up, p, n);
-        return;
-    }
-    if (c->ex->up2) {
-        if (!hedge_race(c, up, p, n))
-            return;
-        n = 0; /* up won: its bytes are all in `in` */
-    }
-    if (!buf_used(in)) {
-        /* the common case: heads parsed and bodies relayed straight from the receive buffer;
-         * only a partial head (or bytes past the response) is kept */
-        k = ex_consume(c, up, p, n);
-        if (ex_alive(c, up) && k < n && buf_append(in, p + k, n - k))
-            conn_close(c);
-    } else {
-        if (n && buf_append(in, p, n)) {
-            conn_close(c);
-            return;
-        }
-        k = ex_consume(c, up, buf_data(in), buf_used(in));
-        if (ex_alive(c, up))
-            buf_consume(in, k);
-    }
-    if (ex_alive(c, up))
-        ex_after_relay(c);
-    conn_flush_out(c); /* the head and the body that came with it, in one send */
+    c->ex->state = EX_DONE;
+    ex_finish(c, reusable);
+    conn_flush_out(c);
 }
 
-static void ex_response_eof(struct upconn *up)
+static void ex_tunnel_data(struct upconn *up, char *p, uint32_t n)
 {
-    struct conn *c = up->user;
-    struct exchange *ex = c->ex;
+    tunnel_backend_data(up->user, up, p, n);
+}
 
-    if (ex->tunnel) {
-        tunnel_backend_eof(c);
-        return;
-    }
-    if (ex->resp_started && ex->resp_body == H1_BODY_UNTIL_CLOSE && up == ex->up) {
-        ex->resp_done = true;
-        ex->up->reuse_ok = false;
-        ex_finish(c);
-        return;
-    }
-    ex_upstream_failed(up, -ECONNRESET,
-                       ex->resp_started ? "closed mid-response" : "closed before responding");
+static void ex_tunnel_eof(struct upconn *up)
+{
+    tunnel_backend_eof(up->user);
 }
 
 /* ---- client events ----------------------------------------------------------------------- */
@@ -1276,9 +1144,9 @@ static void conn_process(struct conn *c)
 {
     while (!c->sk.dead) {
         uint32_t before = buf_used(&c->sk.in);
-        if (c->ex->active) {
+        if (ex_active(c->ex)) {
             ex_feed_body(c);
-            if (!c->ex->active)
+            if (!ex_active(c->ex))
                 continue; /* a local endpoint read its body and answered */
             if (c->ex->up && outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
                 c->recv_paused = true;
@@ -1295,8 +1163,8 @@ static void conn_process(struct conn *c)
     }
     if (!c->sk.dead) {
         /* pipelined bytes waiting for the current exchange: bound them */
-        if (c->ex->active && c->ex->req_done && buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes &&
-            !c->recv_paused) {
+        if (ex_active(c->ex) && c->ex->req_done &&
+            buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
             c->recv_paused = true;
             sock_recv_stop(c->w, &c->sk);
         }
@@ -1306,13 +1174,13 @@ static void conn_process(struct conn *c)
 
 void conn_on_data(struct conn *c, const char *p, uint32_t n)
 {
-    if (c->ex->tunnel) {
+    if (c->ex->state == EX_TUNNEL) {
         tunnel_client_data(c, p, n);
         return;
     }
     if (c->linger)
         return; /* discarding input until the peer closes */
-    if (!c->ex->active && !buf_used(&c->sk.in) && !c->close_after) {
+    if (!ex_active(c->ex) && !buf_used(&c->sk.in) && !c->close_after) {
         c->head_start_ms = c->w->now_ms;
         /* the common case: a whole head in one receive, parsed where it landed */
         if (conn_parse(c, p, n, false)) {
@@ -1335,11 +1203,11 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 void conn_on_eof(struct conn *c, int err)
 {
     c->peer_eof = true;
-    if (c->ex->tunnel) {
+    if (c->ex->state == EX_TUNNEL) {
         tunnel_client_eof(c, err);
         return;
     }
-    if (err || c->linger || !c->ex->active || !c->ex->req_done) {
+    if (err || c->linger || !ex_active(c->ex) || !c->ex->req_done) {
         /* idle, aborted mid-request, or a reset: nothing more can be delivered */
         conn_close(c);
         return;
@@ -1358,7 +1226,7 @@ void conn_on_sent(struct conn *c)
         conn_update_timer(c);
         return;
     }
-    if (c->close_after && !ex->active) {
+    if (c->close_after && !ex_active(ex)) {
         if (c->tls && !c->tls_notified && !c->peer_eof) { /* close_notify goes first */
             c->tls_notified = true;
             tls_shutdown(c->tls);
@@ -1374,27 +1242,27 @@ void conn_on_sent(struct conn *c)
         }
         return;
     }
-    if (ex->active && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
+    if (ex_active(ex) && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
         ex->up->state == US_READY) {
         sock_recv_start(c->w, &ex->up->sk); /* the client caught up: read the backend again */
         up_update_timer(ex->up);
     }
-    if (ex->tunnel) {
+    if (ex->state == EX_TUNNEL) {
         tunnel_sent(c);
         conn_update_timer(c); /* the write timeout gives way to the idle one */
         return;
     }
-    if (!ex->active && !buf_used(&c->sk.out.sending) && !buf_used(&c->sk.out.pending))
+    if (!ex_active(ex) && !buf_used(&c->sk.out.sending) && !buf_used(&c->sk.out.pending))
         conn_process(c);
 }
 
 void conn_drain(struct conn *c)
 {
-    if (!c->ex->active && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
+    if (!ex_active(c->ex) && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
         conn_close(c);
         return;
     }
-    if (c->ex->active)
+    if (ex_active(c->ex))
         c->ex->close_client = true;
     else
         c->close_after = true;
@@ -1417,12 +1285,15 @@ static uint32_t conn_idle(struct conn *c)
     return c->w->s->cfg.keepalive_timeout_ms;
 }
 
+/* One timer per connection, its deadline decided by where the exchange is: an output the
+ * client does not take, a tunnel with no bytes, a body or head that stopped arriving, a wait
+ * for a cache fill, or the keep-alive time. While a backend is at work its timers run. */
 void conn_update_timer(struct conn *c)
 {
     struct worker *w = c->w;
     const rp_server_config *cfg = &w->s->cfg;
     struct exchange *ex = c->ex;
-    uint64_t deadline;
+    uint64_t deadline = 0;
 
     if (c->sk.dead)
         return;
@@ -1430,16 +1301,28 @@ void conn_update_timer(struct conn *c)
         deadline = w->now_ms + LINGER_MS;
     else if (outq_bytes(&c->sk.out))
         deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
-    else if (ex->tunnel) /* either side's bytes move it on */
-        deadline = w->now_ms + cfg->tunnel_idle_timeout_ms;
-    else if (ex->active && !ex->req_done)
-        deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
-    else if (ex->active)
-        deadline = pc_wait_deadline(ex); /* 0: waiting for the backend, whose timers run */
-    else if (buf_used(&c->sk.in) || !c->nreq)
-        deadline = c->head_start_ms + cfg->header_timeout_ms;
     else
-        deadline = w->now_ms + conn_idle(c);
+        switch ((enum ex_state)ex->state) {
+        case EX_IDLE: /* a head arriving (or the first one due), else keep-alive */
+            if (buf_used(&c->sk.in) || !c->nreq)
+                deadline = c->head_start_ms + cfg->header_timeout_ms;
+            else
+                deadline = w->now_ms + conn_idle(c);
+            break;
+        case EX_TUNNEL: /* either side's bytes move it on */
+            deadline = w->now_ms + cfg->tunnel_idle_timeout_ms;
+            break;
+        case EX_LOCAL:
+        case EX_CACHE_WAIT:
+        case EX_UPSTREAM:
+        case EX_RESPONSE:
+        case EX_DONE:
+            if (!ex->req_done) /* the client's body */
+                deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
+            else if (ex->state == EX_CACHE_WAIT)
+                deadline = pc_wait_deadline(ex);
+            break;
+        }
     if (!deadline)
         timer_disarm(w->tw, &c->sk.tm);
     else if (!timer_armed(&c->sk.tm) || c->sk.tm.deadline_ms != deadline)
@@ -1449,9 +1332,11 @@ void conn_update_timer(struct conn *c)
 static void conn_timeout(struct timer *t, uint64_t now)
 {
     struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
+    struct exchange *ex = c->ex;
+    bool stalled_out = outq_bytes(&c->sk.out) != 0; /* the client does not take its answer */
 
     (void)now;
-    if (c->ex->tunnel) { /* idle for tunnel_idle_timeout, or a side stopped reading */
+    if (ex->state == EX_TUNNEL) { /* idle for tunnel_idle_timeout, or a side stopped reading */
         conn_close(c);
         return;
     }
@@ -1460,21 +1345,21 @@ static void conn_timeout(struct timer *t, uint64_t now)
         conn_close(c);
         return;
     }
-    if (c->ex->active && pc_wait_deadline(c->ex)) { /* waited long enough for a cache fill */
+    if (ex->state == EX_CACHE_WAIT && pc_wait_deadline(ex)) { /* waited long enough for a fill */
         pc_wait_expired(c);
         return;
     }
-    if (c->ex->active && !c->ex->req_done && !c->ex->resp_started && !outq_bytes(&c->sk.out)) {
+    if (!stalled_out && ex_active(ex) && !ex->req_done && !ex_resp_started(ex)) {
         /* the client stopped sending its body */
-        if (c->ex->up)
-            up_close(c->ex->up);
-        c->ex->up = NULL;
+        if (ex->up)
+            up_close(ex->up);
+        ex->up = NULL;
         ex_end(c);
         respond_error(c, 408);
         conn_update_timer(c);
         return;
     }
-    if (!c->ex->active && buf_used(&c->sk.in) && !outq_bytes(&c->sk.out) && !c->linger) {
+    if (!stalled_out && ex->state == EX_IDLE && buf_used(&c->sk.in) && !c->linger) {
         respond_error(c, 408); /* the head did not arrive in time */
         conn_update_timer(c);
         return;

@@ -143,27 +143,36 @@ struct ex_more {
     char mp[];
 };
 
+/* Where an exchange is in its life. The request's own direction (its body still arriving,
+ * or whole) runs beside it: ex->req_done. Timers and events are decided by this state. */
+enum ex_state {
+    EX_IDLE = 0,   /* no request: the worker's no_ex, between requests */
+    EX_LOCAL,      /* a local endpoint's request, reading its body before the handler runs */
+    EX_CACHE_WAIT, /* parked behind another request filling the same cache entry */
+    EX_UPSTREAM,   /* at a backend (connecting, sending, or waiting for its response head) */
+    EX_RESPONSE,   /* a final response head went to the client: its body is relayed */
+    EX_TUNNEL,     /* switched protocols (a 101 went to the client): bytes relayed both ways */
+    EX_DONE,       /* the response is complete: the exchange is ending */
+};
+
 /* One request/response exchange on a client connection. */
 struct exchange {
-    bool active;
-    bool req_done;     /* whole request forwarded (head and body) */
-    bool resp_started; /* a final response head went to the client */
-    bool resp_done;
+    uint8_t state;      /* enum ex_state */
+    bool req_done;      /* whole request forwarded (head and body) */
     bool resp_dechunk;  /* chunked response to an HTTP/1.0 client */
     bool close_client;  /* close the client connection after this response */
     bool replayable;    /* `replay` holds the whole request so far */
     bool reuse_retried; /* already retried once after a stale pooled connection */
     bool idempotent;    /* may be sent again: an idempotent method, or an Idempotency-Key */
     bool upgrade;       /* the request asks to switch protocols and the domain tunnels */
-    bool tunnel;        /* switched (a 101 went to the client): bytes relayed both ways */
     uint8_t tun;        /* tunnel.c's record of half-closes */
     uint8_t method_id;
     uint8_t client_minor;
     uint8_t req_body, resp_body; /* enum h1_body_kind */
     uint8_t attempts;            /* backends tried so far */
     uint64_t tried;              /* bit i: the target's backend i was tried */
-    uint64_t req_left, resp_left, req_bytes;
-    struct h1_chunked req_ck, resp_ck;
+    uint64_t req_left, req_bytes;
+    struct h1_chunked req_ck;
     struct target *t;
     struct backend *be; /* the backend of `up`, the attempt whose response is relayed */
     struct upconn *up;
@@ -173,6 +182,18 @@ struct exchange {
     struct ex_more *more; /* what only some exchanges need, NULL for the others */
     struct pc_state *pc;  /* the cache's view of this request (pcache.c), NULL: not cached */
 };
+
+/* Whether an exchange holds a request (any state but EX_IDLE). */
+static inline bool ex_active(const struct exchange *ex)
+{
+    return ex->state != EX_IDLE;
+}
+
+/* Whether the client has (part of) an answer from a backend: nothing can be retried. */
+static inline bool ex_resp_started(const struct exchange *ex)
+{
+    return ex->state >= EX_RESPONSE;
+}
 
 struct conn {
     struct sock sk; /* first: CQE user_data points here */
@@ -196,21 +217,52 @@ enum up_state { US_CONNECTING = 1, US_READY, US_IDLE };
 
 struct upconn;
 
+/* Body bytes of the response being read. `raw` are the bytes as the backend framed them
+ * (chunk sizes and the trailer section included); `data` the body itself. They are the same
+ * bytes unless the body is chunked; then `data` is given only as the user asked (up->decode):
+ * UP_RAW gives none (data_len 0), UP_DECODE decodes in place (raw is then gone: raw_len 0),
+ * UP_BOTH decodes into the worker's scratch. */
+struct up_body {
+    char *raw;
+    const char *data;
+    uint32_t raw_len, data_len;
+};
+enum up_decode { UP_RAW = 0, UP_DECODE, UP_BOTH };
+
 /* What a user of the upstream client (an exchange, a health probe, a background refresh) is
- * told about its connection. Every callback may close `up` (up_close) before it returns. */
+ * told about its request. The client reads the response: heads, body framing, its end.
+ * Every callback may close `up` (up_close), or release it, before it returns. */
 struct up_ops {
-    void (*ready)(struct upconn *up); /* TCP is up (a TLS handshake has begun) */
-    void (*sent)(struct upconn *up);  /* a send completed */
-    void (*data)(struct upconn *up, char *p, uint32_t n); /* bytes (decrypted on TLS) */
-    void (*eof)(struct upconn *up);                       /* the backend closed in order */
-    /* The connection failed: err a negative errno (-ETIMEDOUT for timeouts), `what` says
-     * where; `up` is still open and the callee closes it. */
+    void (*ready)(struct upconn *up); /* TCP is up (a TLS handshake has begun); may be NULL */
+    void (*sent)(struct upconn *up);  /* a send completed; may be NULL */
+    /* A response head: interim ones (1xx) too, each before the final one. After a 101 the
+     * user calls up_tunnel or the response fails (-EPROTO). A chunked body's first bytes, if
+     * they came with the head, were checked: a response that breaks at once fails before
+     * its head is handed over. */
+    void (*head)(struct upconn *up, const struct h1_response *r);
+    void (*body)(struct upconn *up, const struct up_body *b); /* may be NULL: discarded */
+    /* The whole response arrived. `reusable`: the backend allows another request and no byte
+     * is left over or in flight. The user releases (up_release_to_pool) or closes `up`. */
+    void (*end)(struct upconn *up, bool reusable);
+    /* The bytes of one receive were handed over (heads, body): what they made the user queue
+     * can leave in one send. Not after `end`. May be NULL. */
+    void (*flush)(struct upconn *up);
+    /* After up_tunnel (so needed only by users that call it): the backend's bytes, decrypted
+     * on TLS, and the orderly end of its side. */
+    void (*data)(struct upconn *up, char *p, uint32_t n);
+    void (*eof)(struct upconn *up);
+    /* The request failed: err a negative errno (-ETIMEDOUT for timeouts, -EBADMSG for a
+     * malformed response, -ECONNRESET for a close before its end), `what` says where; `up` is
+     * still open and the callee closes it. */
     void (*failed)(struct upconn *up, int err, const char *what);
-    void (*try_timeout)(struct upconn *up); /* try_timeout passed without a byte */
+    void (*try_timeout)(struct upconn *up); /* try_timeout passed without a byte; may be NULL */
     /* No client waits for this user's requests (background refreshes): when the worker
      * starts draining, pools_close_all fails them at once (-ECANCELED) instead of waiting. */
     bool background;
 };
+
+/* The response reader's state of the current request (upstream.c). */
+enum up_read { UR_HEAD = 0, UR_BODY, UR_TUNNEL };
 
 struct upconn {
     struct sock sk;
@@ -220,14 +272,21 @@ struct upconn {
     const struct up_ops *ops;     /* its user's callbacks, NULL while pooled */
     void *user;                   /* handed back through ops: the exchange's conn, a probe... */
     struct upconn *pnext, *pprev; /* the backend's idle pool, or w->background while in use */
+    uint32_t use;                 /* counts up_get: a callback's user may change under it */
     uint8_t state;                /* enum up_state */
+    uint8_t read;                 /* enum up_read */
+    uint8_t method;               /* enum h1_method of the request: HEAD answers have no body */
+    uint8_t decode;               /* enum up_decode, set by the user (in its head callback) */
+    uint8_t body;                 /* enum h1_body_kind of the response being read */
+    bool skip_body;               /* up_skip_body: the user is done after the head */
     bool reused;                  /* taken from the pool for the current request */
     bool got_bytes;               /* a response byte arrived for the current request */
     bool reuse_ok;                /* the backend allows another request on this connection */
     bool needs_socket;            /* new: up_start() makes its socket and connects */
     bool req_sent;                /* a send of the current request completed */
     bool req_whole;               /* all of the request is queued: read_timeout may run */
-    bool tunnel;                  /* carries a tunnel: the client's idle timer governs */
+    uint64_t left;                /* Content-Length bytes of the body still to come */
+    struct h1_chunked ck;         /* a chunked body's decoder */
     struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
     struct buf tls_wait;          /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;
@@ -288,6 +347,7 @@ struct worker {
     struct exchange no_ex; /* what an idle connection points at: inactive, never written */
     char *plain;           /* decrypted bytes of the receive being handled (TLS) */
     struct buf scratch;    /* a response head being composed for a TLS client */
+    struct buf dechunk;    /* UP_BOTH: a chunked response body decoded beside its framing */
     uint64_t tls_failures; /* handshakes or records that failed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
@@ -539,10 +599,8 @@ void pc_store_start(struct pc_state *p, const char *domain, const struct h1_resp
                     const struct rp_hook_ctx *hk);
 /* Whether a response is being stored: false once its body passed the entry's limit. */
 bool pc_storing(const struct pc_state *p);
-/* Body bytes of the response being stored. */
+/* Body bytes of the response being stored (decoded: without a chunked framing). */
 void pc_store_body(struct pc_state *p, const char *data, size_t n);
-/* Scratch for n decoded bytes of a chunked body being stored, or NULL (not storing). */
-char *pc_dechunk_buf(struct pc_state *p, uint32_t n);
 /* The whole response arrived: stores it and ends the fill. */
 void pc_store_end(struct pc_state *p);
 /* Frees p: a fill still held ends as abandoned, a wait is cancelled. */
@@ -586,6 +644,12 @@ void up_on_connect(struct upconn *up, int res);
 void up_on_socket(struct upconn *up, int res);
 void up_release(struct upconn *up);
 void up_update_timer(struct upconn *up);
+/* After a 101 head: the connection becomes a byte relay, its bytes and end going to
+ * ops->data and ops->eof from now on. It is never pooled again. */
+void up_tunnel(struct upconn *up);
+/* From a head callback: the user needs nothing more of this response (it answered the client
+ * another way). The response ends at once (ops->end), reusable only when it has no body. */
+void up_skip_body(struct upconn *up);
 /* The worker drains (or gives up draining): closes the idle pooled connections, and fails
  * every request of a background user (up_ops.background) with -ECANCELED. */
 void pools_close_all(struct worker *w);

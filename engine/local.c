@@ -86,7 +86,7 @@ bool local_start(struct conn *c, const struct h1_request *r, const char *head, u
         conn_close(c);
         return true;
     }
-    ex->active = true;
+    ex->state = EX_LOCAL;
     ex->more->local = lr;
     ex->more->local_head_len = head_len;
     ex->method_id = r->method_id;

@@ -191,8 +191,6 @@ struct pc_state {
     struct cache_fill *fill;   /* this request fills the URL for others waiting on it */
     struct pc_wait *wait;      /* this request waits for another's fill */
     uint64_t wait_deadline_ms; /* worker clock: then it goes to the origin itself */
-    char *dechunk;             /* scratch for decoding a chunked body into the builder */
-    uint32_t dechunk_cap;
 };
 
 static int64_t wall_ms(void)
@@ -258,7 +256,6 @@ void pc_state_free(struct pc_state *p)
     cache_entry_abort(p->b);
     cache_entry_unref(p->stale);
     free(p->fields);
-    free(p->dechunk);
     free(p);
 }
 
@@ -832,24 +829,6 @@ void pc_store_body(struct pc_state *p, const char *data, size_t n)
         cache_entry_abort(p->b); /* too big, or out of memory: the client still gets it all */
         p->b = NULL;
     }
-}
-
-/* Chunked: the builder takes the decoded data; the client gets the framing as it came. */
-char *pc_dechunk_buf(struct pc_state *p, uint32_t n)
-{
-    if (!p || !p->b)
-        return NULL;
-    if (p->dechunk_cap < n || !p->dechunk) {
-        char *q = realloc(p->dechunk, n ? n : 1);
-        if (!q) {
-            cache_entry_abort(p->b);
-            p->b = NULL;
-            return NULL;
-        }
-        p->dechunk = q;
-        p->dechunk_cap = n ? n : 1;
-    }
-    return p->dechunk;
 }
 
 void pc_store_end(struct pc_state *p)

@@ -13,8 +13,6 @@
 #include "internal.h"
 #include "log.h"
 
-#define REFRESH_HEADERS_CAP 256
-
 struct refresh {
     struct worker *w;
     struct target *t;
@@ -23,11 +21,8 @@ struct refresh {
     struct pc_state *pc; /* the key, the request's fields, the stale entry and the fill */
     struct timer tm;     /* the whole refresh must end within the target's read_timeout */
     struct buf head;     /* the request head, kept for one go on a fresh connection */
-    struct h1_chunked ck;
-    uint64_t left; /* Content-Length bytes still to come */
-    uint8_t body;  /* enum h1_body_kind of the response, once its head came */
-    bool started;  /* the final response head came */
-    bool retried;  /* already sent again after a stale pooled connection */
+    bool started;        /* the final response head came */
+    bool retried;        /* already sent again after a stale pooled connection */
 };
 
 static const struct up_ops refresh_ops;
@@ -111,143 +106,41 @@ static bool refresh_fail(struct refresh *rf, int err, const char *what)
     return false;
 }
 
-/* Body bytes p[0..n) of the response being stored. Returns whether the refresh goes on. */
-static bool refresh_body(struct refresh *rf, const char *p, uint32_t n)
+/* The final response head r came. A 304 refreshes the entry; a 5xx the stale entry may stand
+ * in for (stale-if-error) leaves it as it is; anything else is stored if the cache may keep
+ * it, its body read (decoded) to its end. Interim heads are skipped. */
+static void refresh_head(struct upconn *up, const struct h1_response *r)
 {
-    uint32_t used = n;
-    size_t out = 0;
-    bool done = false;
-    char *dec;
-    ssize_t k;
+    struct refresh *rf = up->user;
 
-    if (!n)
-        return true;
-    switch (rf->body) {
-    case H1_BODY_LENGTH:
-        used = n < rf->left ? n : (uint32_t)rf->left;
-        rf->left -= used;
-        done = !rf->left;
-        pc_store_body(rf->pc, p, used);
-        break;
-    case H1_BODY_CHUNKED:
-        if (!(dec = pc_dechunk_buf(rf->pc, n)))
-            break; /* out of memory: nothing is stored */
-        if ((k = h1_chunked_feed(&rf->ck, p, n, dec, &out, &done)) < 0)
-            return refresh_fail(rf, -EBADMSG, "bad chunked response body");
-        used = (uint32_t)k;
-        pc_store_body(rf->pc, dec, out);
-        break;
-    default: /* until the backend closes (refresh_eof) */
-        pc_store_body(rf->pc, p, n);
-    }
-    if (!pc_storing(rf->pc)) { /* past the entry's limit: the rest is not worth reading */
-        refresh_end(rf, false);
-        return false;
-    }
-    if (done) {
-        refresh_done(rf, rf->up->reuse_ok && used == n);
-        return false;
-    }
-    return true;
-}
-
-/* The final response head r came, `extra` bytes after it so far. A 304 refreshes the entry;
- * a 5xx the stale entry may stand in for (stale-if-error) leaves it as it is; anything else
- * is stored if the cache may keep it. Returns whether the refresh goes on (to read a body). */
-static bool refresh_head(struct refresh *rf, const struct h1_response *r, uint32_t extra)
-{
-    bool bodyless = r->body == H1_BODY_NONE || (r->body == H1_BODY_LENGTH && !r->content_length);
-    bool reusable = r->keep_alive && bodyless && !extra;
-
+    if (r->status < 200)
+        return;
     rf->started = true;
-    rf->up->reuse_ok = r->keep_alive;
     health_report_success(rf->w, rf->be);
     if (pc_revalidated(rf->pc, r, NULL) || pc_stale_if_error(rf->pc, r)) {
-        refresh_end(rf, reusable);
-        return false;
+        up_skip_body(up); /* ends the refresh (refresh_end_cb) */
+        return;
     }
     pc_store_start(rf->pc, rf->t->label, r, NULL);
-    if (!pc_storing(rf->pc)) { /* not storable: its body is not worth reading */
-        refresh_end(rf, reusable);
-        return false;
-    }
-    if (bodyless) {
-        refresh_done(rf, reusable);
-        return false;
-    }
-    rf->body = r->body;
-    rf->left = r->content_length;
-    return true;
+    if (!pc_storing(rf->pc)) /* not storable: its body is not worth reading */
+        up_skip_body(up);
+    up->decode = UP_DECODE;
 }
 
-/* Parses the response head from p[0..n) (interim 1xx heads are skipped) and hands the bytes
- * after it to refresh_body. Returns how many bytes it used while the head is incomplete (the
- * caller keeps the rest), or -1 once the head was handled or the refresh failed. */
-static int refresh_parse(struct refresh *rf, const char *p, uint32_t n)
-{
-    struct h1_header hdrs[REFRESH_HEADERS_CAP];
-    const struct h1_limits *lim = &rf->w->s->lim;
-    uint32_t off = 0;
-    int rc;
-
-    for (;;) {
-        struct h1_response r = {.headers = hdrs, .headers_cap = REFRESH_HEADERS_CAP};
-        rc = h1_parse_response(p + off, n - off, &r, lim, H1_M_GET);
-        if (rc == -EAGAIN && n - off <= lim->max_head_bytes * 2u)
-            return (int)off;
-        if (rc < 0 || r.status == 101)
-            break;
-        off += (uint32_t)rc;
-        if (r.status >= 200) {
-            if (refresh_head(rf, &r, n - off))
-                refresh_body(rf, p + off, n - off);
-            return -1;
-        }
-    }
-    if (rc == -EAGAIN)
-        refresh_fail(rf, -E2BIG, "response head too large");
-    else
-        refresh_fail(rf, rc < 0 ? -EBADMSG : -EPROTO, "malformed response head");
-    return -1;
-}
-
-static void refresh_data(struct upconn *up, char *p, uint32_t n)
-{
-    struct refresh *rf = up->user;
-    struct buf *in = &up->sk.in; /* a partial head, as an exchange keeps it */
-    int k;
-
-    if (rf->started) {
-        refresh_body(rf, p, n);
-        return;
-    }
-    if (!buf_used(in)) { /* the common case: a whole head in one receive */
-        k = refresh_parse(rf, p, n);
-        if (k >= 0 && buf_append(in, p + k, n - (uint32_t)k))
-            refresh_fail(rf, -ENOMEM, "out of memory");
-        return;
-    }
-    if (buf_append(in, p, n)) {
-        refresh_fail(rf, -ENOMEM, "out of memory");
-        return;
-    }
-    k = refresh_parse(rf, buf_data(in), buf_used(in));
-    if (k >= 0)
-        buf_consume(in, (uint32_t)k);
-    else
-        buf_free(in); /* all used; `up` outlives this call even if the refresh ended */
-}
-
-static void refresh_eof(struct upconn *up)
+static void refresh_body(struct upconn *up, const struct up_body *b)
 {
     struct refresh *rf = up->user;
 
-    if (rf->started && rf->body == H1_BODY_UNTIL_CLOSE) {
-        up->reuse_ok = false;
-        refresh_done(rf, false);
-        return;
-    }
-    refresh_fail(rf, -ECONNRESET, rf->started ? "closed mid-response" : "closed before responding");
+    pc_store_body(rf->pc, b->data, b->data_len);
+    if (!pc_storing(rf->pc)) /* past the entry's limit: the rest is not worth reading */
+        refresh_end(rf, false);
+}
+
+/* The whole response arrived (or the part this refresh wanted): a body being stored is
+ * stored (the fill ends), then the refresh ends. */
+static void refresh_end_cb(struct upconn *up, bool reusable)
+{
+    refresh_done(up->user, reusable);
 }
 
 static void refresh_failed(struct upconn *up, int err, const char *what)
@@ -263,18 +156,13 @@ static void refresh_timeout(struct timer *tm, uint64_t now)
     refresh_fail(rf, -ETIMEDOUT, "not done within read_timeout");
 }
 
-static void refresh_idle(struct upconn *up)
-{
-    (void)up; /* connected, sent: the refresh's own timer bounds it all */
-}
-
+/* Connected, sent, and try_timeout (never armed: refresh_connect) need nothing: the refresh's
+ * own timer bounds it all. A 101 is refused by the reader (no up_tunnel here). */
 static const struct up_ops refresh_ops = {
-    .ready = refresh_idle,
-    .sent = refresh_idle,
-    .data = refresh_data,
-    .eof = refresh_eof,
+    .head = refresh_head,
+    .body = refresh_body,
+    .end = refresh_end_cb,
     .failed = refresh_failed,
-    .try_timeout = refresh_idle, /* never armed (refresh_connect) */
     .background = true,
 };
 

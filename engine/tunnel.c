@@ -72,10 +72,8 @@ void tunnel_begin(struct conn *c, struct upconn *up, const struct h1_response *r
     struct buf *b = conn_head_buf(c), *in = &c->sk.in;
     bool ok = true;
 
-    ex->tunnel = true;
-    ex->resp_started = true;
-    up->tunnel = true;
-    up->reuse_ok = false;
+    ex->state = EX_TUNNEL;
+    up_tunnel(up);
     c->w->tunnels++;
     health_report_success(c->w, ex->be);
     buf_put(b, &ok, "HTTP/1.1 101 ", 13);
@@ -164,7 +162,7 @@ void tunnel_sent(struct conn *c)
     struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
 
-    if (!ex->tunnel || c->sk.dead || !up)
+    if (ex->state != EX_TUNNEL || c->sk.dead || !up)
         return;
     if (ex->tun & TUN_CLIENT_EOF)
         shut_side(c->w, &up->sk, up->tls, &ex->tun, TUN_UP_NOTIFY, TUN_UP_SHUT);

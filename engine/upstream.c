@@ -2,6 +2,8 @@
  * made with socket and connect SQEs, serves one user's request at a time (an exchange, a
  * health probe, a background refresh: each reports through its struct up_ops), and goes
  * back to its backend's pool (most recently used first) when the response ended cleanly.
+ * It reads the response for its user: heads (interim ones too), the body's framing (length,
+ * chunked, until close) and its end, or turns into a byte relay after a 101.
  * Pooled connections keep a receive armed, so a backend that closes one is noticed at once.
  * Connections of background users are listed too, so that a drain can end them.
  */
@@ -99,7 +101,7 @@ void up_update_timer(struct upconn *up)
     default:
         if (up->sk.out.busy)
             deadline = w->now_ms + up->t->write_timeout_ms;
-        else if (!up->sk.want_recv || !up->req_whole || up->tunnel)
+        else if (!up->sk.want_recv || !up->req_whole || up->read == UR_TUNNEL)
             deadline = 0; /* held back for a slow client, or waiting for the client's body:
                              the client's timer runs (a stalled body is the client's 408) */
         else
@@ -161,9 +163,15 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
     up->user = user;
     if (ops->background)
         background_add(up);
+    up->use++;
     up->got_bytes = false;
     up->reuse_ok = false;
     up->req_sent = false;
+    up->read = UR_HEAD;
+    up->method = H1_M_GET;
+    up->decode = UP_RAW;
+    up->skip_body = false;
+    up->ck = (struct h1_chunked){0};
     up->try_deadline_ms = t->try_timeout_ms ? w->now_ms + t->try_timeout_ms : 0;
     up_update_timer(up);
     up->needs_socket = new_conn;
@@ -251,11 +259,177 @@ void up_on_connect(struct upconn *up, int res)
     sock_recv_start(up->w, &up->sk);
     sock_flush(up->w, &up->sk);
     up_update_timer(up);
-    up->ops->ready(up);
+    if (up->ops->ready)
+        up->ops->ready(up);
 }
 
+/* ---- reading the response ------------------------------------------------------------------ */
+
+#define UP_HEADERS_CAP 256 /* fields a response head may hold (the stack array's size) */
+
+/* Whether the user of `up` at `use` still holds it after a callback. */
+static bool up_held(const struct upconn *up, uint32_t use)
+{
+    return !up->sk.dead && up->ops && up->use == use;
+}
+
+void up_tunnel(struct upconn *up)
+{
+    up->read = UR_TUNNEL;
+    up->reuse_ok = false;
+}
+
+void up_skip_body(struct upconn *up)
+{
+    up->skip_body = true;
+}
+
+/* Whether the chunked body bytes that came with a response head are well framed so far:
+ * checked before the head is handed over, so a response that breaks at once fails cleanly. */
+static bool chunks_ok(const char *p, uint32_t n)
+{
+    struct h1_chunked ck = {0};
+    bool done = false;
+
+    return !n || h1_chunked_feed(&ck, p, n, NULL, NULL, &done) >= 0;
+}
+
+/* The response ended with `extra` bytes after it in what is being read: ops->end, reusable
+ * when the backend allows it and nothing is left over or still being sent. The last thing
+ * the reader does with `up` (the user may pool it, and another user take it). */
+static void resp_end(struct upconn *up, uint32_t extra)
+{
+    bool reusable = up->reuse_ok && !extra && !up->sk.out.busy;
+
+    up->read = UR_HEAD;
+    up->ops->end(up, reusable);
+}
+
+/* Body bytes p[0..n) in the response's framing. Returns how many belonged to the response
+ * (the rest is past its end; *done: it ended there), or -1 when the user no longer holds
+ * `up` (it failed, or closed it). */
+static int resp_body(struct upconn *up, char *p, uint32_t n, bool *done)
+{
+    struct up_body b = {.raw = p, .data = p, .raw_len = n, .data_len = n};
+    uint32_t use = up->use;
+
+    *done = false;
+    if (up->body == H1_BODY_LENGTH) {
+        if (n > up->left)
+            n = (uint32_t)up->left;
+        up->left -= n;
+        b.raw_len = b.data_len = n;
+        *done = !up->left;
+    } else if (up->body == H1_BODY_CHUNKED) {
+        char *out = up->decode == UP_DECODE ? p : NULL;
+        size_t out_len = 0;
+        ssize_t k;
+        if (up->decode == UP_BOTH) {
+            up->w->dechunk.off = up->w->dechunk.len = 0;
+            if (!(out = buf_reserve(&up->w->dechunk, n ? n : 1))) {
+                up->ops->failed(up, -ENOMEM, "out of memory");
+                return -1;
+            }
+        }
+        k = h1_chunked_feed(&up->ck, p, n, out, &out_len, done);
+        if (k < 0) {
+            up->ops->failed(up, -EBADMSG, "bad chunked response body");
+            return -1;
+        }
+        n = (uint32_t)k;
+        b.raw_len = up->decode == UP_DECODE ? 0 : n;
+        b.data = out;
+        b.data_len = (uint32_t)out_len;
+    } /* else until the backend closes: all of it */
+    if ((b.raw_len || b.data_len) && up->ops->body) {
+        up->ops->body(up, &b);
+        if (!up_held(up, use))
+            return -1;
+    }
+    return (int)n;
+}
+
+/* A final or interim head r parsed, `rest` the bytes after it so far. Returns false when the
+ * user no longer holds `up` or the response ended (no byte after it is for anyone). */
+static bool resp_head(struct upconn *up, const struct h1_response *r, char *rest, uint32_t n)
+{
+    uint32_t use = up->use;
+
+    if (r->status >= 200 && r->body == H1_BODY_CHUNKED && !chunks_ok(rest, n)) {
+        up->ops->failed(up, -EBADMSG, "bad chunked response body");
+        return false;
+    }
+    if (r->status >= 200) {
+        up->read = UR_BODY;
+        up->body = r->body;
+        up->left = r->content_length;
+        up->reuse_ok = r->keep_alive;
+    }
+    up->ops->head(up, r);
+    if (!up_held(up, use))
+        return false;
+    if (r->status == 101 && up->read != UR_TUNNEL) {
+        up->ops->failed(up, -EPROTO, "101 Switching Protocols is not supported");
+        return false;
+    }
+    if (up->read == UR_BODY && (up->skip_body || r->body == H1_BODY_NONE ||
+                                (r->body == H1_BODY_LENGTH && !r->content_length))) {
+        if (r->body != H1_BODY_NONE && !(r->body == H1_BODY_LENGTH && !r->content_length))
+            up->reuse_ok = false; /* a body nobody reads: the connection cannot go on */
+        resp_end(up, n);
+        return false;
+    }
+    return true;
+}
+
+/* Reads p[0..n): heads, then body bytes, or tunnel bytes. Returns how many it used while a
+ * head is incomplete (the caller keeps the rest), or -1 when all were handled. */
+static int resp_read(struct upconn *up, char *p, uint32_t n)
+{
+    const struct h1_limits *lim = &up->w->s->lim;
+    struct h1_header hdrs[UP_HEADERS_CAP];
+    uint32_t off = 0, use = up->use;
+    bool done;
+    int k;
+
+    while (up->read == UR_HEAD) {
+        struct h1_response r = {.headers = hdrs, .headers_cap = UP_HEADERS_CAP};
+        int rc = h1_parse_response(p + off, n - off, &r, lim, (enum h1_method)up->method);
+        if (rc == -EAGAIN) {
+            if (n - off <= lim->max_head_bytes * 2u)
+                return (int)off;
+            up->ops->failed(up, -E2BIG, "response head too large");
+            return -1;
+        }
+        if (rc < 0) {
+            up->ops->failed(up, -EBADMSG, "malformed response head");
+            return -1;
+        }
+        off += (uint32_t)rc;
+        if (!resp_head(up, &r, p + off, n - off))
+            return -1;
+    }
+    if (off == n)
+        return -1;
+    if (up->read == UR_TUNNEL) {
+        up->ops->data(up, p + off, n - off);
+        return -1;
+    }
+    if ((k = resp_body(up, p + off, n - off, &done)) < 0)
+        return -1;
+    if (done && up_held(up, use))
+        resp_end(up, n - off - (uint32_t)k);
+    return -1;
+}
+
+/* Bytes from the backend, decrypted on TLS. A partial head waits in sk.in; otherwise bytes
+ * are read where they landed. */
 static void up_plain_data(struct upconn *up, char *p, uint32_t n)
 {
+    struct buf *in = &up->sk.in;
+    uint32_t use = up->use;
+    int k;
+
     if (up->state != US_READY || !up->ops) {
         /* bytes on an idle connection answer nothing we asked: it cannot be reused */
         up_close(up);
@@ -263,7 +437,27 @@ static void up_plain_data(struct upconn *up, char *p, uint32_t n)
     }
     up->got_bytes = true; /* before the timer: try_timeout stops at the first byte */
     up_update_timer(up);
-    up->ops->data(up, p, n);
+    if (!buf_used(in)) { /* the common case: nothing kept from an earlier receive */
+        k = resp_read(up, p, n);
+        if (k >= 0 && up_held(up, use) && buf_append(in, p + k, n - (uint32_t)k)) {
+            up->ops->failed(up, -ENOMEM, "out of memory");
+            return;
+        }
+    } else {
+        if (buf_append(in, p, n)) {
+            up->ops->failed(up, -ENOMEM, "out of memory");
+            return;
+        }
+        k = resp_read(up, buf_data(in), buf_used(in));
+        if (!up_held(up, use))
+            return;
+        if (k >= 0)
+            buf_consume(in, (uint32_t)k);
+        else
+            in->off = in->len = 0; /* all handled */
+    }
+    if (up_held(up, use) && up->ops->flush)
+        up->ops->flush(up);
 }
 
 /* Once the handshake is done, the request held back during it goes out. */
@@ -321,16 +515,23 @@ void up_on_eof(struct upconn *up, int err)
         up_close(up);
         return;
     }
-    if (err)
+    if (err) {
         up->ops->failed(up, err, up->got_bytes ? "failed mid-response" : "failed");
-    else
+    } else if (up->read == UR_TUNNEL) {
         up->ops->eof(up);
+    } else if (up->read == UR_BODY && up->body == H1_BODY_UNTIL_CLOSE) {
+        up->reuse_ok = false;
+        resp_end(up, 0);
+    } else {
+        up->ops->failed(up, -ECONNRESET,
+                        up->read == UR_BODY ? "closed mid-response" : "closed before responding");
+    }
 }
 
 void up_on_sent(struct upconn *up)
 {
     up->req_sent = true;
-    if (up->ops)
+    if (up->ops && up->ops->sent)
         up->ops->sent(up);
     up_update_timer(up);
 }
@@ -397,7 +598,10 @@ static void up_timeout(struct timer *t, uint64_t now)
     if (up->try_deadline_ms && !up->got_bytes && up->state != US_IDLE &&
         now >= up->try_deadline_ms) {
         up->try_deadline_ms = 0; /* once per attempt */
-        up->ops->try_timeout(up);
+        if (up->ops->try_timeout)
+            up->ops->try_timeout(up);
+        else
+            up_update_timer(up);
         return;
     }
     switch (up->state) {

@@ -681,6 +681,7 @@ static void worker_fini(struct worker *w)
     free(w->plain);
     w->plain = NULL;
     buf_free(&w->scratch);
+    buf_free(&w->dechunk);
     bal_worker_fini(&w->bal);
     slab_fini(&w->conn_slab);
     slab_fini(&w->ex_slab);
