@@ -1,6 +1,6 @@
 /* hooks.h: the engine's side of interception hooks and local endpoints: the registered hook
  * lists, editable header lists (rp_headers), answers the proxy builds itself (rp_response)
- * and the local endpoint table. conn.c calls into it only when something is registered.
+ * and the local endpoint table. exchange.c calls into it only when something is registered.
  */
 #ifndef RP_HOOKS_H
 #define RP_HOOKS_H

@@ -441,7 +441,7 @@ void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storag
 void sock_kill(struct worker *w, struct sock *s);
 uint64_t w_now(struct worker *w);
 
-/* ---- conn.c: client side ----------------------------------------------------------------- */
+/* ---- session_h1.c: the HTTP/1.1 client-side session -------------------------------------- */
 
 /* A new client connection on fd; `tls`: it came from a TLS listener. */
 void conn_accepted(struct worker *w, int fd, bool tls, bool admin);
@@ -454,16 +454,50 @@ void conn_drain(struct conn *c);
 void conn_close(struct conn *c);
 /* Re-arms the connection's timer for the state it is in. */
 void conn_update_timer(struct conn *c);
+/* Goes on with the input: the body of the exchange in progress, or the next request heads. */
+void conn_process(struct conn *c);
+/* Input held back (recv_paused) is read again, then processed. */
+void conn_resume_input(struct conn *c);
+/* The exchange ended (ex_end ran): `close` after this answer, `unread`: part of the request
+ * body was never read (discarded until the client closes). Then the next request, if any. */
+void conn_exchange_done(struct conn *c, bool close, bool unread);
 
-/* Writing to the client: a head is composed in conn_head_buf() and handed over with
+/* The response writer, HTTP/1.1. A head is composed in conn_head_buf() and handed over with
  * conn_head_done() (which encrypts it on TLS, or closes the connection when !ok); bodies go
  * through conn_queue_bytes(); conn_flush_out() starts the send. */
 struct buf *conn_head_buf(struct conn *c);
 void conn_head_done(struct conn *c, bool ok);
 void conn_queue_bytes(struct conn *c, const void *p, uint32_t n);
 void conn_flush_out(struct conn *c);
-/* Sends an answer the proxy made; `close` ends the connection after it. */
-void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close);
+/* The head of the exchange's final response r as the client gets it (its framing and
+ * Connection per the exchange; X-Cache and storing per its cache state); `hk`: the response
+ * hooks' context, or NULL. Sent with the body that follows. */
+void conn_write_response_head(struct conn *c, const struct h1_response *r,
+                              const struct rp_hook_ctx *hk);
+/* An interim (1xx) response, passed on to an HTTP/1.1 client and flushed. */
+void conn_write_interim(struct conn *c, const struct h1_response *r);
+/* Asks an HTTP/1.1 client that sent Expect: 100-continue for its body (answered here, not
+ * forwarded: an HTTP/1.0 backend would never send the 100). */
+void conn_send_continue(struct conn *c, const struct h1_request *r);
+/* The client's address as text ("" when unknown), for X-Forwarded-For and hooks. */
+void conn_format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap);
+
+/* ---- exchange.c: one request's life ---------------------------------------------------------- */
+
+#define H1_HEADERS_CAP 256 /* fields a parsed head may hold (the stack array's size) */
+
+/* Starts the exchange of request r (its head is head[0..head_len), its body, if any, follows
+ * in the connection's input): routing, hooks, the cache, a backend; or an answer made here. */
+void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint32_t head_len);
+/* Moves request body bytes from the client's input to the backend (or a local endpoint). */
+void ex_feed_body(struct conn *c);
+/* Gives the connection an exchange for its current request (c->ex); NULL when out of
+ * memory. ex_end releases it (and what it holds: backend count, replay, cache state, a
+ * racing hedge) and points c->ex back at the worker's idle no_ex. */
+struct exchange *ex_new(struct conn *c);
+void ex_end(struct conn *c);
+/* The client side gives up on the exchange: its attempt is closed and it ends. */
+void ex_abort(struct conn *c);
 /* A request parked behind a cache fill goes on: answered from the cache (`served`), or sent
  * to its backend. */
 void conn_cache_resume(struct conn *c, bool served);
@@ -485,22 +519,10 @@ struct upstream_head {
  * when out of memory. Used by exchanges and by background refreshes (refresh.c). */
 bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b);
 
-/* ---- conn.c: the exchange's lifetime ---------------------------------------------------- */
-
-#define H1_HEADERS_CAP 256 /* fields a parsed head may hold (the stack array's size) */
-
-/* Gives the connection an exchange for its current request (c->ex); NULL when out of
- * memory. ex_end releases it (and what it holds: backend count, replay, cache state, a
- * racing hedge) and points c->ex back at the worker's idle no_ex. */
-struct exchange *ex_new(struct conn *c);
-void ex_end(struct conn *c);
-/* Asks an HTTP/1.1 client that sent Expect: 100-continue for its body (answered here, not
- * forwarded: an HTTP/1.0 backend would never send the 100). */
-void conn_send_continue(struct conn *c, const struct h1_request *r);
-/* The client's address as text ("" when unknown), for X-Forwarded-For and hooks. */
-void conn_format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap);
-
 /* ---- respond.c: answers the proxy composes ---------------------------------------------- */
+
+/* Sends an answer the proxy made; `close` ends the connection after it. */
+void conn_send_answer(struct conn *c, const struct rp_response *a, bool head_only, bool close);
 
 /* Writes an answer: status line, Server, the fields f[0..n), Content-Type text/plain unless
  * f names one, Content-Length, Connection: close when `close` (the connection then ends

@@ -1,7 +1,7 @@
 /* pcache.c: the engine's use of the response cache (cache/). It owns the library's calls
  * (rp_set_proxy_cache, purges, stats, the hooks' cache controls), the request path's cache
  * filter (lookups, hits served, request collapsing, invalidation), the cache's state of one
- * request (struct pc_state: revalidating and storing a response), which exchanges (conn.c)
+ * request (struct pc_state: revalidating and storing a response), which exchanges (exchange.c)
  * and background refreshes (refresh.c) both drive, and the admin API. The store, its policy
  * and its compression threads are in cache/. */
 #include <errno.h>

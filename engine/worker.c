@@ -1,7 +1,7 @@
 /* worker.c: one worker thread and its io_uring ring: set-up with feature fallbacks, the
  * submit-and-reap loop, multishot accept, multishot receive into provided buffers, one send
- * in flight per socket, cancellation and close. HTTP logic lives in conn.c and upstream.c;
- * this file only moves bytes and completions to them.
+ * in flight per socket, cancellation and close. HTTP logic lives in session_h1.c,
+ * exchange.c and upstream.c; this file only moves bytes and completions to them.
  */
 #include <errno.h>
 #include <malloc.h>

@@ -1,25 +1,19 @@
-/* conn.c: the HTTP/1.1 client connection and the proxied exchange on it. Parses request
- * heads, routes them, runs the request hooks and the cache filter, picks backends, streams
- * the request body, relays the response head and body back with the client's framing, and
- * decides keep-alive, pipelining, timeouts, retries and hedging, and the error answers
- * (400-range for bad requests, 502/503/504 for backend failures). Local endpoints are
- * local.c's, answers the proxy composes respond.c's, the upstream head upstream_head.c's.
+/* exchange.c: one proxied request's life on a client connection, as an explicit state
+ * (enum ex_state). Routes the request, runs the request hooks and the cache filter, picks
+ * backends, streams the request body, takes the response from the upstream client
+ * (upstream.c's callbacks) and hands it to the session's response writer, and decides
+ * retries, hedging and the 502/503/504 answers. Local endpoints are local.c's, answers the
+ * proxy composes respond.c's, the upstream head upstream_head.c's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 
-#include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
-
-#define LINGER_MS 2000
-
-static void conn_process(struct conn *c);
 
 /* The exchange's side of its upstream connections (struct up_ops, user: the conn). */
 static void ex_upstream_ready(struct upconn *up);
@@ -44,157 +38,6 @@ static const struct up_ops ex_up_ops = {
     .failed = ex_upstream_failed,
     .try_timeout = ex_try_timeout,
 };
-static void conn_timeout(struct timer *t, uint64_t now);
-
-/* ---- lifetime ---------------------------------------------------------------------------- */
-
-void conn_close(struct conn *c)
-{
-    struct worker *w = c->w;
-
-    if (c->ex->up) {
-        up_close(c->ex->up);
-        c->ex->up = NULL;
-    }
-    ex_end(c);
-    sock_kill(w, &c->sk);
-}
-
-void conn_release(struct conn *c)
-{
-    struct worker *w = c->w;
-
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    w->nconns--;
-    tls_conn_free(c->tls);
-    slab_free(&w->conn_slab, c);
-}
-
-/* TLS: ciphertext received is decrypted into the worker's plaintext buffer and handled as
- * if it had arrived in the clear; the handshake's replies go out through the sink. */
-static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
-{
-    struct worker *w = c->w;
-    ssize_t k = tls_recv(c->tls, p, n, w->plain, TLS_PLAIN_CAP);
-
-    while (k > 0) {
-        conn_on_data(c, w->plain, (uint32_t)k);
-        if (c->sk.dead)
-            return;
-        k = tls_recv(c->tls, NULL, 0, w->plain, TLS_PLAIN_CAP);
-    }
-    if (k == -ECONNRESET) { /* close_notify: an orderly end of the client's side */
-        conn_on_eof(c, 0);
-        return;
-    }
-    if (k < 0) {
-        w->tls_failures++;
-        log_debug("TLS connection failed: %s", tls_error(c->tls));
-        conn_close(c);
-        return;
-    }
-    conn_flush_out(c);
-}
-
-static int tls_to_client(void *arg, const char *p, size_t n)
-{
-    struct conn *c = arg;
-
-    return sock_queue(&c->sk, p, (uint32_t)n);
-}
-
-static void c_on_data(struct sock *s, char *p, uint32_t n)
-{
-    struct conn *c = (struct conn *)s;
-
-    if (c->tls)
-        conn_on_tls_data(c, p, n);
-    else
-        conn_on_data(c, p, n);
-}
-
-static void c_on_eof(struct sock *s, int err)
-{
-    conn_on_eof((struct conn *)s, err);
-}
-
-static void c_on_sent(struct sock *s)
-{
-    conn_on_sent((struct conn *)s);
-}
-
-static void c_release(struct sock *s)
-{
-    conn_release((struct conn *)s);
-}
-
-static const struct sock_ops conn_ops = {
-    .on_data = c_on_data,
-    .on_eof = c_on_eof,
-    .on_sent = c_on_sent,
-    .release = c_release,
-};
-
-void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
-{
-    struct conn *c = slab_alloc(&w->conn_slab);
-    socklen_t len = sizeof(c->peer);
-
-    if (!c) {
-        struct io_uring_sqe *sqe = w_sqe(w);
-        io_uring_prep_close(sqe, fd);
-        sqe->user_data = 0;
-        w->errors++;
-        return;
-    }
-    sock_init(&c->sk, fd, &conn_ops);
-    if (tls && !(c->tls = tls_conn_new(w->s->tls, NULL, tls_to_client, c))) {
-        struct io_uring_sqe *sqe = w_sqe(w);
-        io_uring_prep_close(sqe, fd);
-        sqe->user_data = 0;
-        slab_free(&w->conn_slab, c);
-        w->errors++;
-        return;
-    }
-    c->w = w;
-    c->admin = admin;
-    c->ex = &w->no_ex;
-    c->sk.tm.fn = conn_timeout;
-    /* multishot accept cannot return addresses; the client's address is needed for
-     * X-Forwarded-For and ip_hash, so ask once per connection (never blocks) */
-    if (getpeername(fd, (struct sockaddr *)&c->peer, &len))
-        c->peer.sin6_family = AF_UNSPEC;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
-    c->head_start_ms = w->now_ms; /* the first head is due header_timeout after accept */
-    sock_recv_start(w, &c->sk);
-    conn_update_timer(c);
-}
-
-/* ---- writing to the client --------------------------------------------------------------- */
-
-/* Queues bytes for the client (encrypted first on TLS); the event handler flushes once at
- * its end. */
-void conn_queue_bytes(struct conn *c, const void *p, uint32_t n)
-{
-    if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
-        conn_close(c);
-}
-
-void conn_flush_out(struct conn *c)
-{
-    if (!c->sk.dead)
-        sock_flush(c->w, &c->sk);
-}
-
 /* ---- the exchange ------------------------------------------------------------------------ */
 
 /* The exchange of the current request lives only while the request does, so an idle
@@ -226,6 +69,15 @@ void ex_end(struct conn *c)
     free(ex->more);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
+}
+
+void ex_abort(struct conn *c)
+{
+    if (c->ex->up) {
+        up_close(c->ex->up);
+        c->ex->up = NULL;
+    }
+    ex_end(c);
 }
 
 /* RFC 9110 section 9.2.2's idempotent methods, and any request that carries an
@@ -282,7 +134,7 @@ static void ex_forward(struct conn *c, const char *p, uint32_t n)
 }
 
 /* Moves request body bytes from the client's input to the backend. */
-static void ex_feed_body(struct conn *c)
+void ex_feed_body(struct conn *c)
 {
     struct exchange *ex = c->ex;
     struct buf *in = &c->sk.in;
@@ -327,16 +179,6 @@ static void ex_feed_body(struct conn *c)
         ex->up->req_whole = ex->req_done;
         sock_flush(c->w, &ex->up->sk);
         up_update_timer(ex->up);
-    }
-}
-
-void conn_send_continue(struct conn *c, const struct h1_request *r)
-{
-    /* We ask for the body ourselves rather than forward Expect: the backend may be an
-     * HTTP/1.0 server that never answers 100, and the client would stall. */
-    if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in)) {
-        conn_queue_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        conn_flush_out(c);
     }
 }
 
@@ -515,8 +357,7 @@ static rp_str ex_path(const struct exchange *ex)
                     : (rp_str){"", 0};
 }
 
-static void ex_start(struct conn *c, const struct h1_request *r, const char *head,
-                     uint32_t head_len)
+void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint32_t head_len)
 {
     struct exchange *ex;
     const rp_server_config *cfg = &c->w->s->cfg;
@@ -820,91 +661,8 @@ static void ex_upstream_sent(struct upconn *up)
     if (c->sk.dead)
         return;
     /* The backend took our bytes: read more of the client's body if we held it back. */
-    if (c->recv_paused && c->ex->up == up && outq_bytes(&up->sk.out) < WINDOW_BYTES / 2) {
-        c->recv_paused = false;
-        sock_recv_start(c->w, &c->sk);
-        conn_process(c);
-    }
-}
-
-/* Content-Length is always ours: one field with the parsed value (RFC 9110 section 8.6:
- * "5, 5" or two equal fields must not be passed on as they came), none when re-framing. */
-static bool resp_skip_header(const struct h1_header *h)
-{
-    return h->hop || h->kind == H1_H_CONTENT_LENGTH;
-}
-
-/* Where a head is composed: straight into the output in the clear; on TLS into the worker's
- * scratch buffer, which conn_head_done() then encrypts into the output. */
-struct buf *conn_head_buf(struct conn *c)
-{
-    return c->tls ? &c->w->scratch : &c->sk.out.pending;
-}
-
-void conn_head_done(struct conn *c, bool ok)
-{
-    struct buf *b = &c->w->scratch;
-
-    if (ok && c->tls)
-        conn_queue_bytes(c, buf_data(b), buf_used(b));
-    if (c->tls)
-        b->off = b->len = 0;
-    if (!ok)
-        conn_close(c);
-}
-
-/* Writes the head the client gets; `hk`: the response hooks' context, or NULL. */
-static void write_response_head(struct conn *c, const struct h1_response *r,
-                                const struct rp_hook_ctx *hk)
-{
-    struct exchange *ex = c->ex;
-    struct buf *b = conn_head_buf(c);
-    char line[64];
-    bool ok = true;
-
-    snprintf(line, sizeof(line), "HTTP/1.1 %03u ", r->status);
-    buf_put_str(b, &ok, line);
-    if (r->reason_len)
-        buf_put(b, &ok, r->reason, r->reason_len);
-    else
-        buf_put_str(b, &ok, h1_reason(r->status));
-    buf_put(b, &ok, "\r\n", 2);
-    for (uint32_t i = 0; i < r->n_headers; i++)
-        if (!resp_skip_header(&r->headers[i]))
-            buf_put_header(b, &ok, &r->headers[i]);
-    if (r->has_length && r->status != 204) { /* 204 must not have one (RFC 9110 8.6) */
-        snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
-                 (unsigned long long)r->content_length);
-        buf_put_str(b, &ok, line);
-    }
-    if (ex->resp_body == H1_BODY_CHUNKED && !ex->resp_dechunk)
-        buf_put_str(b, &ok, "Transfer-Encoding: chunked\r\n");
-    if (ex->close_client)
-        buf_put_str(b, &ok, "Connection: close\r\n");
-    else if (ex->client_minor == 0)
-        buf_put_str(b, &ok, "Connection: keep-alive\r\n");
-    if (ex->pc)
-        pc_store_begin(c, r, hk, b, &ok);
-    buf_put(b, &ok, "\r\n", 2);
-    conn_head_done(c, ok); /* sent with the body that follows: ex_response_data flushes */
-}
-
-static void write_interim(struct conn *c, const struct h1_response *r)
-{
-    struct buf *b = conn_head_buf(c);
-    char line[64];
-    bool ok = true;
-
-    if (c->ex->client_minor == 0)
-        return; /* HTTP/1.0 clients do not expect 1xx */
-    snprintf(line, sizeof(line), "HTTP/1.1 %03u %s\r\n", r->status, h1_reason(r->status));
-    buf_put_str(b, &ok, line);
-    for (uint32_t i = 0; i < r->n_headers; i++)
-        if (!r->headers[i].hop)
-            buf_put_header(b, &ok, &r->headers[i]);
-    buf_put(b, &ok, "\r\n", 2);
-    conn_head_done(c, ok);
-    conn_flush_out(c);
+    if (c->recv_paused && c->ex->up == up && outq_bytes(&up->sk.out) < WINDOW_BYTES / 2)
+        conn_resume_input(c);
 }
 
 /* The exchange is over on the backend's side: its connection goes back to the pool when
@@ -914,6 +672,7 @@ static void ex_finish(struct conn *c, bool reusable)
 {
     struct exchange *ex = c->ex;
     struct upconn *up = ex->up;
+    bool close, unread;
 
     if (up) {
         ex->up = NULL;
@@ -921,22 +680,10 @@ static void ex_finish(struct conn *c, bool reusable)
     }
     if (ex->pc && ex->state == EX_DONE)
         pc_store_end(ex->pc);
-    if (!ex->req_done) { /* the backend answered before the body ended: the rest is unread */
-        ex->close_client = true;
-        c->linger = true;
-    }
-    if (ex->close_client)
-        c->close_after = true;
+    close = ex->close_client;
+    unread = !ex->req_done; /* the backend answered before the body ended */
     ex_end(c);
-    if (c->close_after) {
-        conn_on_sent(c);
-        return;
-    }
-    if (c->recv_paused) {
-        c->recv_paused = false;
-        sock_recv_start(c->w, &c->sk);
-    }
-    conn_process(c);
+    conn_exchange_done(c, close, unread);
 }
 
 /* Runs the response hooks and writes the head with their edits. */
@@ -979,7 +726,7 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     }
     edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
     edited.n_headers = n;
-    write_response_head(c, &edited, &ctx);
+    conn_write_response_head(c, &edited, &ctx);
     hdrs_fini(&h);
     hook_ctx_fini(&ctx);
 }
@@ -1011,7 +758,7 @@ static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1
     if (c->w->s->hooks.resp.n)
         run_response_hooks(c, r); /* it may close the connection */
     else
-        write_response_head(c, r, NULL);
+        conn_write_response_head(c, r, NULL);
     if (c->sk.dead)
         return;
     /* the client gets the body as it came; an HTTP/1.0 client and the cache get it decoded */
@@ -1033,7 +780,7 @@ static void ex_resp_head(struct upconn *up, const struct h1_response *r)
         return; /* else the reader fails the attempt */
     }
     if (r->status < 200)
-        write_interim(c, r);
+        conn_write_interim(c, r);
     else
         ex_begin_response(c, up, r);
 }
@@ -1083,286 +830,4 @@ static void ex_tunnel_data(struct upconn *up, char *p, uint32_t n)
 static void ex_tunnel_eof(struct upconn *up)
 {
     tunnel_backend_eof(up->user);
-}
-
-/* ---- client events ----------------------------------------------------------------------- */
-
-/* Whether p[0..n) may hold the empty line that ends a head, looking only past `from` (the
- * bytes before were searched when they arrived): a head trickled in small segments is then
- * parsed once, not once per segment (picohttpparser's last_len). It only says when a parse
- * is worth it; the parser decides, so a false alarm (leading empty lines) costs one parse. */
-static bool head_may_end(const char *p, uint32_t n, uint32_t from)
-{
-    const char *q = p + (from > 2 ? from - 2 : 0), *end = p + n;
-
-    while (q < end && (q = memchr(q, '\n', (size_t)(end - q)))) {
-        if (q + 1 < end && (q[1] == '\n' || (q[1] == '\r' && q + 2 < end && q[2] == '\n')))
-            return true;
-        q++;
-    }
-    return false;
-}
-
-/* Parses a request head from p[0..n) and starts its exchange. `in_buf`: p is the start of
- * c->in, whose head bytes are consumed here (they stay readable until the next append).
- * Otherwise p is a receive buffer and the bytes after the head go to c->in first, so the
- * exchange finds any body there. Returns false when the head is incomplete. */
-static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
-{
-    struct worker *w = c->w;
-    struct h1_header hdrs[H1_HEADERS_CAP];
-    struct h1_request r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-    int status = 400;
-    int rc;
-
-    if (in_buf && n <= w->s->lim.max_head_bytes && !head_may_end(p, n, c->head_scanned)) {
-        c->head_scanned = n;
-        return false;
-    }
-    rc = h1_parse_request(p, n, &r, &w->s->lim, &status);
-    if (rc == -EAGAIN) {
-        c->head_scanned = in_buf ? n : 0;
-        return false;
-    }
-    c->head_scanned = 0;
-    if (rc < 0) {
-        w->errors++;
-        respond_error(c, status);
-        return true;
-    }
-    if (in_buf) {
-        buf_consume(&c->sk.in, (uint32_t)rc);
-    } else if ((uint32_t)rc < n && buf_append(&c->sk.in, p + rc, n - (uint32_t)rc)) {
-        conn_close(c);
-        return true;
-    }
-    ex_start(c, &r, p, (uint32_t)rc);
-    return true;
-}
-
-static void conn_process(struct conn *c)
-{
-    while (!c->sk.dead) {
-        uint32_t before = buf_used(&c->sk.in);
-        if (ex_active(c->ex)) {
-            ex_feed_body(c);
-            if (!ex_active(c->ex))
-                continue; /* a local endpoint read its body and answered */
-            if (c->ex->up && outq_bytes(&c->ex->up->sk.out) > WINDOW_BYTES && !c->recv_paused) {
-                c->recv_paused = true;
-                sock_recv_stop(c->w, &c->sk);
-            }
-            break;
-        }
-        if (c->close_after || c->linger || !before)
-            break;
-        if (c->nreq && outq_bytes(&c->sk.out) > WINDOW_BYTES)
-            break; /* a pipelining client that does not read: wait for the send */
-        if (!conn_parse(c, buf_data(&c->sk.in), before, true))
-            break; /* incomplete head */
-    }
-    if (!c->sk.dead) {
-        /* pipelined bytes waiting for the current exchange: bound them */
-        if (ex_active(c->ex) && c->ex->req_done &&
-            buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
-            c->recv_paused = true;
-            sock_recv_stop(c->w, &c->sk);
-        }
-        conn_update_timer(c);
-    }
-}
-
-void conn_on_data(struct conn *c, const char *p, uint32_t n)
-{
-    if (c->ex->state == EX_TUNNEL) {
-        tunnel_client_data(c, p, n);
-        return;
-    }
-    if (c->linger)
-        return; /* discarding input until the peer closes */
-    if (!ex_active(c->ex) && !buf_used(&c->sk.in) && !c->close_after) {
-        c->head_start_ms = c->w->now_ms;
-        /* the common case: a whole head in one receive, parsed where it landed */
-        if (conn_parse(c, p, n, false)) {
-            if (!c->sk.dead)
-                conn_process(c);
-            return;
-        }
-    }
-    if (buf_append(&c->sk.in, p, n)) {
-        conn_close(c);
-        return;
-    }
-    conn_process(c);
-    /* a head that can never complete within the limits is answered by the parser; this
-     * only bounds input that arrives while an exchange holds the connection */
-    if (!c->sk.dead && buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes + WINDOW_BYTES)
-        conn_close(c);
-}
-
-void conn_on_eof(struct conn *c, int err)
-{
-    c->peer_eof = true;
-    if (c->ex->state == EX_TUNNEL) {
-        tunnel_client_eof(c, err);
-        return;
-    }
-    if (err || c->linger || !ex_active(c->ex) || !c->ex->req_done) {
-        /* idle, aborted mid-request, or a reset: nothing more can be delivered */
-        conn_close(c);
-        return;
-    }
-    /* the client half-closed after a whole request: finish the response, then close */
-    c->ex->close_client = true;
-}
-
-void conn_on_sent(struct conn *c)
-{
-    struct exchange *ex = c->ex;
-
-    if (c->sk.dead)
-        return;
-    if (outq_bytes(&c->sk.out)) {
-        conn_update_timer(c);
-        return;
-    }
-    if (c->close_after && !ex_active(ex)) {
-        if (c->tls && !c->tls_notified && !c->peer_eof) { /* close_notify goes first */
-            c->tls_notified = true;
-            tls_shutdown(c->tls);
-            conn_flush_out(c);
-            return;
-        }
-        if (c->linger && !c->peer_eof) {
-            sock_shutdown_write(c->w, &c->sk);
-            c->close_after = false;
-            conn_update_timer(c);
-        } else {
-            conn_close(c);
-        }
-        return;
-    }
-    if (ex_active(ex) && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
-        ex->up->state == US_READY) {
-        sock_recv_start(c->w, &ex->up->sk); /* the client caught up: read the backend again */
-        up_update_timer(ex->up);
-    }
-    if (ex->state == EX_TUNNEL) {
-        tunnel_sent(c);
-        conn_update_timer(c); /* the write timeout gives way to the idle one */
-        return;
-    }
-    if (!ex_active(ex) && !buf_used(&c->sk.out.sending) && !buf_used(&c->sk.out.pending))
-        conn_process(c);
-}
-
-void conn_drain(struct conn *c)
-{
-    if (!ex_active(c->ex) && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
-        conn_close(c);
-        return;
-    }
-    if (ex_active(c->ex))
-        c->ex->close_client = true;
-    else
-        c->close_after = true;
-}
-
-/* ---- timers ------------------------------------------------------------------------------ */
-
-/* A connection between requests holds no buffers: idle keep-alive connections cost only
- * their struct (glibc's per-thread cache makes the next small allocation cheap). Returns
- * the keep-alive timeout. */
-static uint32_t conn_idle(struct conn *c)
-{
-    struct sock *sk = &c->sk;
-
-    if (!sk->out.busy) {
-        buf_free(&sk->in);
-        buf_free(&sk->out.sending);
-        buf_free(&sk->out.pending);
-    }
-    return c->w->s->cfg.keepalive_timeout_ms;
-}
-
-/* One timer per connection, its deadline decided by where the exchange is: an output the
- * client does not take, a tunnel with no bytes, a body or head that stopped arriving, a wait
- * for a cache fill, or the keep-alive time. While a backend is at work its timers run. */
-void conn_update_timer(struct conn *c)
-{
-    struct worker *w = c->w;
-    const rp_server_config *cfg = &w->s->cfg;
-    struct exchange *ex = c->ex;
-    uint64_t deadline = 0;
-
-    if (c->sk.dead)
-        return;
-    if (c->linger && !c->close_after && !outq_bytes(&c->sk.out))
-        deadline = w->now_ms + LINGER_MS;
-    else if (outq_bytes(&c->sk.out))
-        deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
-    else
-        switch ((enum ex_state)ex->state) {
-        case EX_IDLE: /* a head arriving (or the first one due), else keep-alive */
-            if (buf_used(&c->sk.in) || !c->nreq)
-                deadline = c->head_start_ms + cfg->header_timeout_ms;
-            else
-                deadline = w->now_ms + conn_idle(c);
-            break;
-        case EX_TUNNEL: /* either side's bytes move it on */
-            deadline = w->now_ms + cfg->tunnel_idle_timeout_ms;
-            break;
-        case EX_LOCAL:
-        case EX_CACHE_WAIT:
-        case EX_UPSTREAM:
-        case EX_RESPONSE:
-        case EX_DONE:
-            if (!ex->req_done) /* the client's body */
-                deadline = w->now_ms + (ex->t ? ex->t->read_timeout_ms : cfg->header_timeout_ms);
-            else if (ex->state == EX_CACHE_WAIT)
-                deadline = pc_wait_deadline(ex);
-            break;
-        }
-    if (!deadline)
-        timer_disarm(w->tw, &c->sk.tm);
-    else if (!timer_armed(&c->sk.tm) || c->sk.tm.deadline_ms != deadline)
-        timer_arm(w->tw, &c->sk.tm, deadline);
-}
-
-static void conn_timeout(struct timer *t, uint64_t now)
-{
-    struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
-    struct exchange *ex = c->ex;
-    bool stalled_out = outq_bytes(&c->sk.out) != 0; /* the client does not take its answer */
-
-    (void)now;
-    if (ex->state == EX_TUNNEL) { /* idle for tunnel_idle_timeout, or a side stopped reading */
-        conn_close(c);
-        return;
-    }
-    if (c->tls && !tls_handshake_done(c->tls)) { /* a handshake that never finished */
-        c->w->tls_failures++;
-        conn_close(c);
-        return;
-    }
-    if (ex->state == EX_CACHE_WAIT && pc_wait_deadline(ex)) { /* waited long enough for a fill */
-        pc_wait_expired(c);
-        return;
-    }
-    if (!stalled_out && ex_active(ex) && !ex->req_done && !ex_resp_started(ex)) {
-        /* the client stopped sending its body */
-        if (ex->up)
-            up_close(ex->up);
-        ex->up = NULL;
-        ex_end(c);
-        respond_error(c, 408);
-        conn_update_timer(c);
-        return;
-    }
-    if (!stalled_out && ex->state == EX_IDLE && buf_used(&c->sk.in) && !c->linger) {
-        respond_error(c, 408); /* the head did not arrive in time */
-        conn_update_timer(c);
-        return;
-    }
-    conn_close(c);
 }
