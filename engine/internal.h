@@ -279,6 +279,7 @@ struct upconn {
     uint8_t decode;               /* enum up_decode, set by the user (in its head callback) */
     uint8_t body;                 /* enum h1_body_kind of the response being read */
     bool skip_body;               /* up_skip_body: the user is done after the head */
+    bool ended;                   /* the response ended in the receive being read */
     bool reused;                  /* taken from the pool for the current request */
     bool got_bytes;               /* a response byte arrived for the current request */
     bool reuse_ok;                /* the backend allows another request on this connection */

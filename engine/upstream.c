@@ -302,6 +302,7 @@ static void resp_end(struct upconn *up, uint32_t extra)
     bool reusable = up->reuse_ok && !extra && !up->sk.out.busy;
 
     up->read = UR_HEAD;
+    up->ended = true;
     up->ops->end(up, reusable);
 }
 
@@ -339,7 +340,7 @@ static int resp_body(struct upconn *up, char *p, uint32_t n, bool *done)
         n = (uint32_t)k;
         b.raw_len = up->decode == UP_DECODE ? 0 : n;
         b.data = out;
-        b.data_len = (uint32_t)out_len;
+        b.data_len = out ? (uint32_t)out_len : 0;
     } /* else until the backend closes: all of it */
     if ((b.raw_len || b.data_len) && up->ops->body) {
         up->ops->body(up, &b);
@@ -382,6 +383,15 @@ static bool resp_head(struct upconn *up, const struct h1_response *r, char *rest
     return true;
 }
 
+/* Whether an empty line ends a head within p[0..min(n, max)): tells a head too large from a
+ * malformed one, once the parser refused it. */
+static bool head_ends_within(const char *p, uint32_t n, uint32_t max)
+{
+    if (n > max)
+        n = max;
+    return memmem(p, n, "\n\r\n", 3) || memmem(p, n, "\n\n", 2);
+}
+
 /* Reads p[0..n): heads, then body bytes, or tunnel bytes. Returns how many it used while a
  * head is incomplete (the caller keeps the rest), or -1 when all were handled. */
 static int resp_read(struct upconn *up, char *p, uint32_t n)
@@ -395,14 +405,13 @@ static int resp_read(struct upconn *up, char *p, uint32_t n)
     while (up->read == UR_HEAD) {
         struct h1_response r = {.headers = hdrs, .headers_cap = UP_HEADERS_CAP};
         int rc = h1_parse_response(p + off, n - off, &r, lim, (enum h1_method)up->method);
-        if (rc == -EAGAIN) {
-            if (n - off <= lim->max_head_bytes * 2u)
-                return (int)off;
-            up->ops->failed(up, -E2BIG, "response head too large");
-            return -1;
-        }
+        if (rc == -EAGAIN)
+            return (int)off; /* the parser bounds it: past max_head_bytes it fails */
         if (rc < 0) {
-            up->ops->failed(up, -EBADMSG, "malformed response head");
+            if (!head_ends_within(p + off, n - off, lim->max_head_bytes))
+                up->ops->failed(up, -E2BIG, "response head too large");
+            else
+                up->ops->failed(up, -EBADMSG, "malformed response head");
             return -1;
         }
         off += (uint32_t)rc;
@@ -436,10 +445,11 @@ static void up_plain_data(struct upconn *up, char *p, uint32_t n)
         return;
     }
     up->got_bytes = true; /* before the timer: try_timeout stops at the first byte */
+    up->ended = false;
     up_update_timer(up);
     if (!buf_used(in)) { /* the common case: nothing kept from an earlier receive */
         k = resp_read(up, p, n);
-        if (k >= 0 && up_held(up, use) && buf_append(in, p + k, n - (uint32_t)k)) {
+        if (k >= 0 && (uint32_t)k < n && buf_append(in, p + k, n - (uint32_t)k)) {
             up->ops->failed(up, -ENOMEM, "out of memory");
             return;
         }
@@ -456,7 +466,7 @@ static void up_plain_data(struct upconn *up, char *p, uint32_t n)
         else
             in->off = in->len = 0; /* all handled */
     }
-    if (up_held(up, use) && up->ops->flush)
+    if (up_held(up, use) && !up->ended && up->ops->flush)
         up->ops->flush(up);
 }
 

@@ -12,53 +12,10 @@
 #include "../../engine/upstream.c"
 
 /* ---- stubs for what upstream.c calls ---- */
-static int killed, connects_made;
-static struct io_uring_sqe fake_sqe;
+#include "stub_sock.h"
 
-struct io_uring_sqe *w_sqe(struct worker *w)
-{
-    (void)w;
-    memset(&fake_sqe, 0, sizeof(fake_sqe));
-    return &fake_sqe;
-}
-void sock_init(struct sock *s, int fd, const struct sock_ops *ops)
-{
-    memset(s, 0, sizeof(*s));
-    s->fd = fd;
-    s->ops = ops;
-}
-void sock_open(struct worker *w, struct sock *s, int family)
-{
-    (void)w;
-    (void)s;
-    (void)family;
-    connects_made++;
-}
-void sock_connect(struct worker *w, struct sock *s, const struct sockaddr_storage *sa,
-                  socklen_t len)
-{
-    (void)w;
-    (void)s;
-    (void)sa;
-    (void)len;
-}
-int sock_queue(struct sock *s, const void *p, uint32_t n)
-{
-    (void)s;
-    (void)p;
-    (void)n;
-    return 0;
-}
-void sock_recv_start(struct worker *w, struct sock *s)
-{
-    (void)w;
-    s->want_recv = true;
-}
-void sock_flush(struct worker *w, struct sock *s)
-{
-    (void)w;
-    (void)s;
-}
+static int killed;
+
 void sock_kill(struct worker *w, struct sock *s)
 {
     timer_disarm(w->tw, &s->tm);
@@ -122,7 +79,7 @@ static int setup(void **state)
     w.pools = pools;
     w.now_ms = 1000;
     timer_wheel_init(&tw, 1000);
-    killed = connects_made = failed = try_timeouts = 0;
+    killed = stub_socks_opened = failed = try_timeouts = 0;
     tgt.max_idle = 3;
     tgt.try_timeout_ms = 0;
     return 0;
@@ -234,7 +191,7 @@ static void test_fresh_skips_pool(void **state)
     assert_ptr_not_equal(f, a);
     assert_int_equal(f->state, US_CONNECTING);
     up_start(f);
-    assert_int_equal(connects_made, 1); /* a socket was asked for: a new connection */
+    assert_int_equal(stub_socks_opened, 1); /* a socket was asked for: a new connection */
     assert_int_equal(pools[0].n, 1);
     up_close(f);
 }
