@@ -52,18 +52,19 @@ endif
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/session_h1.c engine/exchange.c engine/upstream.c engine/tunnel.c engine/route.c \
            engine/respond.c engine/local.c engine/upstream_head.c \
            engine/h1.c engine/timer.c engine/log.c engine/hooks.c engine/pcache.c engine/refresh.c balance/balance.c balance/health.c tls/tls.c \
-           cache/policy.c cache/store.c cache/compress.c
+           cache/policy.c cache/store.c cache/compress.c engine/util.c engine/bufring.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
-              test_ringload test_tls test_worker test_tunnel test_upstream
+              test_ringload test_tls test_worker test_tunnel test_util test_upstream
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
            fuzz_cache_policy
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
 RINGLOAD_OBJ := $(BUILD)/obj/tools/ringload.o $(BUILD)/obj/tools/hist.o $(BUILD)/obj/tools/ws.o \
-                $(BUILD)/obj/engine/h1.o $(BUILD)/obj/tls/tls.o
+                $(BUILD)/obj/engine/h1.o $(BUILD)/obj/tls/tls.o $(BUILD)/obj/engine/util.o \
+                $(BUILD)/obj/engine/bufring.o
 
 .PHONY: all deps test unit integration asan demo fuzz fuzz-deps fuzz-run install format format-check clean bench
 all: $(BINS)
@@ -99,7 +100,8 @@ $(BUILD)/ringload: $(RINGLOAD_OBJ)
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -lm -o $@
 
-$(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o $(BUILD)/obj/tools/ws.o
+$(BUILD)/ringorigin: $(BUILD)/obj/tools/ringorigin.o $(BUILD)/obj/tools/ws.o $(BUILD)/obj/engine/util.o \
+                     $(BUILD)/obj/engine/bufring.o
 	@$(if $(Q),echo "  LD $@")
 	$(Q)$(CC) $(LDFLAGS) -pthread $^ $(PKG_LIBS) -o $@
 
@@ -156,7 +158,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ $@")
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
-		$< engine/h1.c engine/config.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
+		$< engine/h1.c engine/config.c engine/util.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz

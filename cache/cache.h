@@ -16,30 +16,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../engine/util.h" /* case folding and comparison (ascii_lower, span_ieq_span, ...) */
+
 struct cache;
 struct cache_entry;
 
 /* ---- shared small helpers and types ------------------------------------------------------- */
 
-static inline char cache_lc(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-}
-
 static inline bool cache_is_ows(char c)
 {
     return c == ' ' || c == '\t';
-}
-
-/* Case-insensitive equality of two spans. */
-static inline bool cache_ieq_span(const char *a, size_t an, const char *b, size_t bn)
-{
-    if (an != bn)
-        return false;
-    for (size_t i = 0; i < an; i++)
-        if (cache_lc(a[i]) != cache_lc(b[i]))
-            return false;
-    return true;
 }
 
 /* One header field line: borrowed spans, not NUL-terminated. */

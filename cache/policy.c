@@ -14,22 +14,6 @@ static inline bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* Case-insensitive equality of a span with a lowercase literal. */
-static bool ieq(const char *s, size_t n, const char *lower)
-{
-    size_t i = 0;
-    for (; i < n; i++)
-        if (lower[i] == '\0' || cache_lc(s[i]) != lower[i])
-            return false;
-    return lower[i] == '\0';
-}
-
-static bool istarts(const char *s, size_t n, const char *lower)
-{
-    size_t k = strlen(lower);
-    return n >= k && ieq(s, k, lower);
-}
-
 static void trim(const char **s, size_t *n)
 {
     while (*n && cache_is_ows(**s))
@@ -128,27 +112,27 @@ static void cc_apply(struct cache_cc *cc, const char *nm, size_t nn, bool has_va
         {"immutable", CACHE_CC_IMMUTABLE},
     };
 
-    if (ieq(nm, nn, "max-age"))
+    if (span_ieq(nm, nn, "max-age"))
         keep(&cc->max_age, d < 0 ? 0 : d, true);
-    else if (ieq(nm, nn, "s-maxage"))
+    else if (span_ieq(nm, nn, "s-maxage"))
         keep(&cc->s_maxage, d < 0 ? 0 : d, true);
-    else if (ieq(nm, nn, "max-stale")) {
+    else if (span_ieq(nm, nn, "max-stale")) {
         if (!has_val)
             cc->flags |= CACHE_CC_MAX_STALE_ANY;
         else if (d >= 0)
             keep(&cc->max_stale, d, true);
-    } else if (ieq(nm, nn, "min-fresh")) {
+    } else if (span_ieq(nm, nn, "min-fresh")) {
         if (d >= 0)
             keep(&cc->min_fresh, d, false);
-    } else if (ieq(nm, nn, "stale-while-revalidate")) {
+    } else if (span_ieq(nm, nn, "stale-while-revalidate")) {
         if (d >= 0)
             keep(&cc->swr, d, true);
-    } else if (ieq(nm, nn, "stale-if-error")) {
+    } else if (span_ieq(nm, nn, "stale-if-error")) {
         if (d >= 0)
             keep(&cc->sie, d, true);
     } else {
         for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
-            if (ieq(nm, nn, flags[i].name))
+            if (span_ieq(nm, nn, flags[i].name))
                 cc->flags |= flags[i].flag;
     }
 }
@@ -224,7 +208,7 @@ static bool month(struct cur *c, int *m)
     if (c->e - c->p < 3)
         return false;
     for (int i = 0; i < 12; i++)
-        if (ieq(c->p, 3, (char[]){names[3 * i], names[3 * i + 1], names[3 * i + 2], 0})) {
+        if (span_ieq(c->p, 3, (char[]){names[3 * i], names[3 * i + 1], names[3 * i + 2], 0})) {
             c->p += 3;
             *m = i + 1;
             return true;
@@ -333,7 +317,7 @@ static void ae_feed(struct ae_state *st, const char *v, size_t n)
         int q = 1000;
         trim(&el, &tn);
         trim(&pp, &pn); /* parameters: only q matters; an unreadable weight is not a yes */
-        if (pn >= 2 && cache_lc(pp[0]) == 'q') {
+        if (pn >= 2 && ascii_lower(pp[0]) == 'q') {
             const char *qv = pp + 1;
             size_t qn = pn - 1;
             trim(&qv, &qn);
@@ -344,7 +328,7 @@ static void ae_feed(struct ae_state *st, const char *v, size_t n)
                 q = q < 0 ? 0 : q;
             }
         }
-        if (ieq(el, tn, "gzip") || ieq(el, tn, "x-gzip"))
+        if (span_ieq(el, tn, "gzip") || span_ieq(el, tn, "x-gzip"))
             st->gzip_q = st->gzip_q > q ? st->gzip_q : q;
         else if (tn == 1 && el[0] == '*')
             st->star_q = st->star_q > q ? st->star_q : q;
@@ -369,17 +353,18 @@ bool cache_compressible_type(const char *v, size_t n)
     if (semi)
         n = (size_t)(semi - v);
     trim(&v, &n);
-    if (istarts(v, n, "text/") && n > 5)
+    if (span_istarts(v, n, "text/") && n > 5)
         return true;
-    if (ieq(v, n, "application/json") || ieq(v, n, "application/javascript") ||
-        ieq(v, n, "application/x-javascript") || ieq(v, n, "application/xml") ||
-        ieq(v, n, "image/svg+xml"))
+    if (span_ieq(v, n, "application/json") || span_ieq(v, n, "application/javascript") ||
+        span_ieq(v, n, "application/x-javascript") || span_ieq(v, n, "application/xml") ||
+        span_ieq(v, n, "image/svg+xml"))
         return true;
     const char *slash = memchr(v, '/', n);
     if (!slash)
         return false;
     size_t sub = n - (size_t)(slash + 1 - v);
-    return (sub > 5 && ieq(v + n - 5, 5, "+json")) || (sub > 4 && ieq(v + n - 4, 4, "+xml"));
+    return (sub > 5 && span_ieq(v + n - 5, 5, "+json")) ||
+           (sub > 4 && span_ieq(v + n - 4, 4, "+xml"));
 }
 
 /* Whether a comma-separated list holds the token `tok` (lowercase). */
@@ -388,7 +373,7 @@ static bool list_has(const char *v, size_t n, const char *tok)
     const char *el;
     size_t en, i = 0;
     while (next_elem(v, n, &i, &el, &en))
-        if (ieq(el, en, tok))
+        if (span_ieq(el, en, tok))
             return true;
     return false;
 }
@@ -398,9 +383,9 @@ static void content_encoding(struct cache_resp_meta *m, const char *v, size_t n)
     const char *el;
     size_t en, i = 0;
     while (next_elem(v, n, &i, &el, &en)) {
-        if (ieq(el, en, "identity"))
+        if (span_ieq(el, en, "identity"))
             continue;
-        if ((ieq(el, en, "gzip") || ieq(el, en, "x-gzip")) && !m->gzip_encoded)
+        if ((span_ieq(el, en, "gzip") || span_ieq(el, en, "x-gzip")) && !m->gzip_encoded)
             m->gzip_encoded = true;
         else
             m->other_encoded = true;
@@ -419,32 +404,32 @@ int cache_resp_meta_parse(struct cache_resp_meta *m, uint16_t status, const stru
     for (uint32_t i = 0; i < n; i++) {
         const char *nm = f[i].name, *v = f[i].value;
         size_t nn = f[i].name_len, vn = f[i].value_len;
-        if (ieq(nm, nn, "cache-control"))
+        if (span_ieq(nm, nn, "cache-control"))
             cache_cc_parse(&m->cc, v, vn);
-        else if (ieq(nm, nn, "date") && !m->has_date)
+        else if (span_ieq(nm, nn, "date") && !m->has_date)
             m->has_date = cache_parse_http_date(v, vn, &m->date_s) == 0;
-        else if (ieq(nm, nn, "expires") && !m->has_expires) {
+        else if (span_ieq(nm, nn, "expires") && !m->has_expires) {
             m->has_expires = true; /* first line wins; an invalid one means expired */
             m->expires_valid = cache_parse_http_date(v, vn, &m->expires_s) == 0;
-        } else if (ieq(nm, nn, "age") && !m->has_age) {
+        } else if (span_ieq(nm, nn, "age") && !m->has_age) {
             m->age_s = parse_delta(v, vn);
             m->has_age = m->age_s >= 0;
-        } else if (ieq(nm, nn, "last-modified") && !m->has_lm)
+        } else if (span_ieq(nm, nn, "last-modified") && !m->has_lm)
             m->has_lm = cache_parse_http_date(v, vn, &m->lm_s) == 0;
-        else if (ieq(nm, nn, "etag") && !m->has_etag && vn) {
+        else if (span_ieq(nm, nn, "etag") && !m->has_etag && vn) {
             m->has_etag = true;
             m->etag = v;
             m->etag_len = (uint32_t)vn;
-        } else if (ieq(nm, nn, "set-cookie"))
+        } else if (span_ieq(nm, nn, "set-cookie"))
             m->set_cookie = true;
-        else if (ieq(nm, nn, "vary")) {
+        else if (span_ieq(nm, nn, "vary")) {
             m->has_vary = true;
             m->vary_star |= list_has(v, vn, "*");
-        } else if (ieq(nm, nn, "content-encoding"))
+        } else if (span_ieq(nm, nn, "content-encoding"))
             content_encoding(m, v, vn);
-        else if (ieq(nm, nn, "content-type"))
+        else if (span_ieq(nm, nn, "content-type"))
             m->compressible = cache_compressible_type(v, vn);
-        else if (ieq(nm, nn, "content-length"))
+        else if (span_ieq(nm, nn, "content-length"))
             m->content_length = parse_delta(v, vn);
     }
     return 0;
@@ -477,18 +462,18 @@ int cache_req_meta_parse(struct cache_req_meta *m, uint32_t method_bit, const st
     for (uint32_t i = 0; i < n; i++) {
         const char *nm = f[i].name, *v = f[i].value;
         size_t nn = f[i].name_len, vn = f[i].value_len;
-        if (ieq(nm, nn, "cache-control")) {
+        if (span_ieq(nm, nn, "cache-control")) {
             had_cc = true;
             cache_cc_parse(&m->cc, v, vn);
-        } else if (ieq(nm, nn, "pragma"))
+        } else if (span_ieq(nm, nn, "pragma"))
             pragma |= list_has(v, vn, "no-cache");
-        else if (ieq(nm, nn, "authorization"))
+        else if (span_ieq(nm, nn, "authorization"))
             m->authorization = true;
-        else if (ieq(nm, nn, "accept-encoding"))
+        else if (span_ieq(nm, nn, "accept-encoding"))
             ae_feed(&ae, v, vn);
-        else if (ieq(nm, nn, "if-none-match"))
+        else if (span_ieq(nm, nn, "if-none-match"))
             m->has_inm = true;
-        else if (ieq(nm, nn, "if-modified-since") && !m->has_ims)
+        else if (span_ieq(nm, nn, "if-modified-since") && !m->has_ims)
             m->has_ims = cache_parse_http_date(v, vn, &m->ims_s) == 0;
     }
     m->accepts_gzip = ae_gzip(&ae);
@@ -732,7 +717,7 @@ bool cache_not_modified(const struct cache_req_meta *rq, const char *etag, size_
     if (rq->has_inm) {
         for (uint32_t i = 0; i < rq->n_fields; i++) {
             const struct cache_field *f = &rq->fields[i];
-            if (ieq(f->name, f->name_len, "if-none-match") &&
+            if (span_ieq(f->name, f->name_len, "if-none-match") &&
                 inm_matches(f->value, f->value_len, etag, etag ? etag_len : 0))
                 return true;
         }
@@ -833,7 +818,7 @@ int cache_key_build(char *out, size_t cap, uint32_t method_bit, const char *host
         return -ENOSPC;
     out[0] = 'G';
     for (size_t i = 0; i < host_len; i++)
-        out[1 + i] = cache_lc(host[i]);
+        out[1 + i] = ascii_lower(host[i]);
     out[1 + host_len] = ' ';
     memcpy(out + 2 + host_len, path, path_len);
     return (int)need;
@@ -846,7 +831,7 @@ int64_t cache_vary_norm(const struct cache_field *f, uint32_t n, const char *nam
     for (uint32_t i = 0; i < n; i++) {
         const char *el;
         size_t en, j = 0;
-        if (!cache_ieq_span(f[i].name, f[i].name_len, name, nlen))
+        if (!span_ieq_span(f[i].name, f[i].name_len, name, nlen))
             continue;
         len = len < 0 ? 0 : len;
         while (next_elem(f[i].value, f[i].value_len, &j, &el, &en)) {
@@ -870,8 +855,8 @@ static int span_cmp(const void *a, const void *b)
     const struct cache_span *x = a, *y = b;
     size_t n = (size_t)(x->n < y->n ? x->n : y->n);
     for (size_t i = 0; i < n; i++)
-        if (cache_lc(x->p[i]) != cache_lc(y->p[i]))
-            return (unsigned char)cache_lc(x->p[i]) - (unsigned char)cache_lc(y->p[i]);
+        if (ascii_lower(x->p[i]) != ascii_lower(y->p[i]))
+            return (unsigned char)ascii_lower(x->p[i]) - (unsigned char)ascii_lower(y->p[i]);
     return (x->n > y->n) - (x->n < y->n);
 }
 
@@ -882,16 +867,16 @@ int cache_vary_names(const struct cache_field *f, uint32_t n, bool skip_ae, stru
     size_t en;
     *out = NULL;
     for (uint32_t i = 0; i < n; i++)
-        if (ieq(f[i].name, f[i].name_len, "vary"))
+        if (span_ieq(f[i].name, f[i].name_len, "vary"))
             for (size_t j = 0; j < f[i].value_len + 1; j++)
                 cap += j == f[i].value_len || f[i].value[j] == ',';
     struct cache_span *s = cap ? malloc(cap * sizeof(*s)) : NULL;
     if (cap && !s)
         return -ENOMEM;
     for (uint32_t i = 0; i < n; i++)
-        for (size_t j = 0; ieq(f[i].name, f[i].name_len, "vary") &&
+        for (size_t j = 0; span_ieq(f[i].name, f[i].name_len, "vary") &&
                            next_elem(f[i].value, f[i].value_len, &j, &el, &en);)
-            if (!skip_ae || !ieq(el, en, "accept-encoding"))
+            if (!skip_ae || !span_ieq(el, en, "accept-encoding"))
                 s[k++] = (struct cache_span){el, (int64_t)en};
     if (k)
         qsort(s, k, sizeof(*s), span_cmp);

@@ -178,7 +178,7 @@ const char *cache_entry_field(const struct cache_entry *e, const char *name, uin
 {
     size_t nl = strlen(name);
     for (uint32_t i = 0; i < e->n_fields; i++)
-        if (cache_ieq_span(e->fields[i].name, e->fields[i].name_len, name, nl)) {
+        if (span_ieq_span(e->fields[i].name, e->fields[i].name_len, name, nl)) {
             *len = e->fields[i].value_len;
             return e->fields[i].value;
         }
@@ -208,7 +208,7 @@ static char *put(char **w, const char *s, size_t n, bool fold)
 {
     char *at = *w;
     for (size_t i = 0; i < n; i++)
-        at[i] = fold ? cache_lc(s[i]) : s[i];
+        at[i] = fold ? ascii_lower(s[i]) : s[i];
     *w += n;
     return at;
 }
@@ -791,12 +791,12 @@ int cache_refresh(struct cache *c, const struct cache_entry *old, const struct c
     if (!skip_old || !skip_new || !vn || !vv)
         goto out;
     for (uint32_t j = 0; j < n; j++)
-        skip_new[j] = cache_ieq_span(fields[j].name, fields[j].name_len, "content-length", 14);
+        skip_new[j] = span_ieq_span(fields[j].name, fields[j].name_len, "content-length", 14);
     for (uint32_t i = 0; i < old->n_fields; i++)
         for (uint32_t j = 0; j < n && !skip_old[i]; j++)
             skip_old[i] =
-                !skip_new[j] && cache_ieq_span(old->fields[i].name, old->fields[i].name_len,
-                                               fields[j].name, fields[j].name_len);
+                !skip_new[j] && span_ieq_span(old->fields[i].name, old->fields[i].name_len,
+                                              fields[j].name, fields[j].name_len);
     for (uint32_t i = 0; i < old->n_vary; i++) {
         vn[i] = (struct cache_span){old->vary_names[i], old->vary_name_lens[i]};
         vv[i] = (struct cache_span){old->vary_values[i],

@@ -4,7 +4,7 @@
  * strings and arrays live in an arena owned by the rp_file_config, so they outlive libconfig's
  * tree, which is destroyed before the loader returns. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L /* fileno, strncasecmp */
+#define _POSIX_C_SOURCE 200809L /* fileno */
 #endif
 #include "config.h"
 
@@ -16,9 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "util.h"
 
 #define MAX_HEADER_BYTES (1 << 20)
 #define MAX_HEADER_COUNT 10000
@@ -353,23 +354,16 @@ static bool port_ok(const char *p, size_t n)
 /* "host:port" or "[ip6]:port" in p[0..n); the port may be left out unless need_port. */
 static bool hostport_ok(const char *p, size_t n, bool need_port, bool names_ok)
 {
-    const char *end = p + n, *hend;
+    struct hostport hp;
 
-    if (n && p[0] == '[') {
-        const char *close = memchr(p, ']', n);
-        if (!close || !ip_literal_ok(AF_INET6, p + 1, (size_t)(close - p - 1)))
-            return false;
-        hend = close + 1;
-    } else {
-        hend = memchr(p, ':', n);
-        if (!hend)
-            hend = end;
-        if (!host_ok(p, (size_t)(hend - p), names_ok))
-            return false;
-    }
-    if (hend == end)
+    if (hostport_split(p, n, &hp))
+        return false;
+    if (hp.bracketed ? !ip_literal_ok(AF_INET6, hp.host, hp.host_len)
+                     : !host_ok(hp.host, hp.host_len, names_ok))
+        return false;
+    if (!hp.port)
         return !need_port;
-    return *hend == ':' && port_ok(hend + 1, (size_t)(end - hend - 1));
+    return port_ok(hp.port, hp.port_len);
 }
 
 /* What a header value or path may hold: visible ASCII, no spaces (so no CR/LF injection). */
@@ -641,18 +635,17 @@ static int missing(struct loader *ld, const config_setting_t *g, const char *nam
 static int check_backend(struct loader *ld, const config_setting_t *s, const char **addr)
 {
     const char *a, *p;
-    size_t n;
+    size_t n, skip;
+    bool tls;
     int rc = get_copy(ld, s, addr);
 
     if (rc)
         return rc;
     a = *addr;
-    if (!strncasecmp(a, "https://", 8))
-        p = a + 8;
-    else if (!strncasecmp(a, "http://", 7))
-        p = a + 7;
-    else
+    skip = url_scheme_len(a, &tls);
+    if (!skip)
         goto bad;
+    p = a + skip;
     n = strlen(p);
     if (n && p[n - 1] == '/')
         n--;
@@ -772,9 +765,7 @@ static int parse_domain_name(struct loader *ld, const config_setting_t *s, void 
     if (!hostname_ok(name + skip, strlen(name + skip)))
         return fail(ld, s, s, "\"%s\" is not a valid domain (want a host name or \"*.suffix\")",
                     name);
-    for (char *p = name; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
+    str_lower(name);
     return 0;
 }
 
@@ -1304,17 +1295,16 @@ static int parse_admin(struct loader *ld, const config_setting_t *s, void *obj)
 /* Splits a checked "ip:port" or "[ip6]:port" into family, address and port. */
 static void split_addr(const char *a, int *af, unsigned char ip[16], unsigned *port)
 {
-    const char *colon = strrchr(a, ':');
     char host[INET6_ADDRSTRLEN];
-    size_t n;
+    struct hostport hp;
 
-    *af = a[0] == '[' ? AF_INET6 : AF_INET;
-    n = (size_t)(colon - a) - (*af == AF_INET6 ? 2 : 0);
-    memcpy(host, a + (*af == AF_INET6), n);
-    host[n] = 0;
+    hostport_split(a, strlen(a), &hp); /* checked: it has a host that fits, and a port */
+    *af = hp.bracketed ? AF_INET6 : AF_INET;
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = 0;
     memset(ip, 0, 16);
     inet_pton(*af, host, ip);
-    *port = (unsigned)atoi(colon + 1);
+    *port = (unsigned)atoi(hp.port);
 }
 
 /* Whether two listen addresses would take each other's connections: the same family and
@@ -1406,14 +1396,6 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-static int xdigit(char c)
-{
-    return is_digit(c)            ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 static bool name_start(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '*';
@@ -1483,15 +1465,15 @@ static int copy_integer(struct scan *s)
     if (*s->p == '-' || *s->p == '+')
         copy1(s);
     hex = s->p == start && *s->p == '0' && (peek(s, 1) == 'x' || peek(s, 1) == 'X') &&
-          xdigit(peek(s, 2)) >= 0;
+          hex_value(peek(s, 2)) >= 0;
     if (hex) {
         copy1(s);
         copy1(s);
     }
     base = hex ? 16 : 10;
     max = neg ? (uint64_t)INT64_MAX + 1 : INT64_MAX;
-    while (s->p < s->end && (hex ? xdigit(*s->p) >= 0 : is_digit(*s->p))) {
-        unsigned d = (unsigned)xdigit(*s->p);
+    while (s->p < s->end && (hex ? hex_value(*s->p) >= 0 : is_digit(*s->p))) {
+        unsigned d = (unsigned)hex_value(*s->p);
         if (v > (max - d) / base)
             big = true;
         else

@@ -9,6 +9,8 @@
 #include <limits.h>
 #include <string.h>
 
+#include "util.h"
+
 /* Character classes, one table lookup per byte on the hot path. */
 enum {
     C_TCHAR = 1 << 0,  /* token: RFC 9110 tchar */
@@ -21,22 +23,17 @@ enum {
 
 #define IS_ALPHA(c) (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
-#define IS_TSPECIAL(c)                                                                             \
-    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' ||          \
-     (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' ||           \
-     (c) == '`' || (c) == '|' || (c) == '~')
 #define IS_HOSTSPECIAL(c)                                                                          \
     ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' ||           \
      (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' ||          \
      (c) == ',' || (c) == ';' || (c) == '=' || (c) == '%')
 #define CLS(c)                                                                                     \
-    (((IS_ALPHA(c) || IS_DIGIT(c) || IS_TSPECIAL(c)) ? C_TCHAR : 0) |                              \
+    ((HTTP_TCHAR(c) ? C_TCHAR : 0) |                                                               \
      (((c) == '\t' || ((c) >= 0x20 && (c) != 0x7f)) ? C_VALUE : 0) |                               \
      (((c) > 0x20 && (c) < 0x7f) ? C_TARGET : 0) |                                                 \
      ((IS_ALPHA(c) || IS_DIGIT(c) || IS_HOSTSPECIAL(c)) ? C_HOST : 0) |                            \
      ((IS_DIGIT(c) || (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'f')) ? C_HEX : 0) |                 \
      (IS_DIGIT(c) ? C_DIGIT : 0))
-#define LOW(c) ((c) >= 'A' && (c) <= 'Z' ? (c) | 0x20 : (c))
 
 #define R4(f, c) f(c), f((c) + 1), f((c) + 2), f((c) + 3)
 #define R16(f, c) R4(f, c), R4(f, (c) + 4), R4(f, (c) + 8), R4(f, (c) + 12)
@@ -44,7 +41,6 @@ enum {
 #define R256(f) R64(f, 0), R64(f, 64), R64(f, 128), R64(f, 192)
 
 static const uint8_t cls[256] = {R256(CLS)};
-static const uint8_t low[256] = {R256(LOW)};
 
 /* Leading empty lines skipped before a request-line (RFC 9112 2.2 asks for at least one). */
 #define MAX_LEADING_EMPTY 4
@@ -56,65 +52,40 @@ static inline bool is_ows(unsigned char c)
     return c == ' ' || c == '\t';
 }
 
-/* Compares n bytes of s (any case) with a lowercase literal of at least n bytes. */
-static inline bool ieq_n(const char *s, const char *lower, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (low[(unsigned char)s[i]] != (unsigned char)lower[i])
-            return false;
-    return true;
-}
-
-#define IEQ_LIT(s, n, lit) ((n) == sizeof(lit) - 1 && ieq_n((s), (lit), sizeof(lit) - 1))
-
 bool h1_span_ieq(const char *s, size_t n, const char *lower)
 {
-    size_t i;
-
-    /* Walks the literal, not the span, so nothing past its NUL is read. */
-    for (i = 0; lower[i]; i++)
-        if (i == n || low[(unsigned char)s[i]] != (unsigned char)lower[i])
-            return false;
-    return i == n;
-}
-
-static bool span_ieq_span(const char *a, const char *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (low[(unsigned char)a[i]] != low[(unsigned char)b[i]])
-            return false;
-    return true;
+    return span_ieq(s, n, lower);
 }
 
 static uint8_t hdr_kind(const char *n, size_t len)
 {
     switch (len) {
     case 2:
-        return ieq_n(n, "te", 2) ? H1_H_TE : H1_H_OTHER;
+        return mem_ieq(n, "te", 2) ? H1_H_TE : H1_H_OTHER;
     case 4:
-        return ieq_n(n, "host", 4) ? H1_H_HOST : H1_H_OTHER;
+        return mem_ieq(n, "host", 4) ? H1_H_HOST : H1_H_OTHER;
     case 6:
-        return ieq_n(n, "expect", 6) ? H1_H_EXPECT : H1_H_OTHER;
+        return mem_ieq(n, "expect", 6) ? H1_H_EXPECT : H1_H_OTHER;
     case 7:
-        if (ieq_n(n, "trailer", 7))
+        if (mem_ieq(n, "trailer", 7))
             return H1_H_TRAILER;
-        return ieq_n(n, "upgrade", 7) ? H1_H_UPGRADE : H1_H_OTHER;
+        return mem_ieq(n, "upgrade", 7) ? H1_H_UPGRADE : H1_H_OTHER;
     case 10:
-        if (ieq_n(n, "connection", 10))
+        if (mem_ieq(n, "connection", 10))
             return H1_H_CONNECTION;
-        return ieq_n(n, "keep-alive", 10) ? H1_H_KEEP_ALIVE : H1_H_OTHER;
+        return mem_ieq(n, "keep-alive", 10) ? H1_H_KEEP_ALIVE : H1_H_OTHER;
     case 14:
-        return ieq_n(n, "content-length", 14) ? H1_H_CONTENT_LENGTH : H1_H_OTHER;
+        return mem_ieq(n, "content-length", 14) ? H1_H_CONTENT_LENGTH : H1_H_OTHER;
     case 15:
-        return ieq_n(n, "x-forwarded-for", 15) ? H1_H_X_FORWARDED_FOR : H1_H_OTHER;
+        return mem_ieq(n, "x-forwarded-for", 15) ? H1_H_X_FORWARDED_FOR : H1_H_OTHER;
     case 16:
-        if (ieq_n(n, "proxy-connection", 16))
+        if (mem_ieq(n, "proxy-connection", 16))
             return H1_H_PROXY_CONNECTION;
-        return ieq_n(n, "x-forwarded-host", 16) ? H1_H_X_FORWARDED_HOST : H1_H_OTHER;
+        return mem_ieq(n, "x-forwarded-host", 16) ? H1_H_X_FORWARDED_HOST : H1_H_OTHER;
     case 17:
-        if (ieq_n(n, "transfer-encoding", 17))
+        if (mem_ieq(n, "transfer-encoding", 17))
             return H1_H_TRANSFER_ENCODING;
-        return ieq_n(n, "x-forwarded-proto", 17) ? H1_H_X_FORWARDED_PROTO : H1_H_OTHER;
+        return mem_ieq(n, "x-forwarded-proto", 17) ? H1_H_X_FORWARDED_PROTO : H1_H_OTHER;
     default:
         return H1_H_OTHER;
     }
@@ -303,7 +274,7 @@ bool h1_list_has(const char *v, size_t n, const char *lower)
 
     while (list_next(v, n, &i, &el, &len)) {
         const char *slash = memchr(el, '/', len); /* "websocket/13": the protocol's name */
-        if (h1_span_ieq(el, slash ? (size_t)(slash - el) : len, lower))
+        if (span_ieq(el, slash ? (size_t)(slash - el) : len, lower))
             return true;
     }
     return false;
@@ -353,7 +324,7 @@ static void te_merge(const char *v, size_t n, struct te_info *te)
         if (!len)
             continue;
         /* Only the bare token counts: "chunked;x=y" is some other coding to us. */
-        te->last_chunked = IEQ_LIT(el, len, "chunked");
+        te->last_chunked = span_ieq(el, len, "chunked");
         if (te->last_chunked)
             te->chunked++;
         else
@@ -373,12 +344,12 @@ static void connection_tokens(struct h1_header *h, uint32_t n, bool *close, bool
         while (list_next(h[k].value, h[k].value_len, &i, &el, &len)) {
             if (!len)
                 continue;
-            if (IEQ_LIT(el, len, "close"))
+            if (span_ieq(el, len, "close"))
                 *close = true;
-            else if (IEQ_LIT(el, len, "keep-alive"))
+            else if (span_ieq(el, len, "keep-alive"))
                 *ka = true;
             for (uint32_t j = 0; j < n; j++)
-                if (!h[j].hop && h[j].name_len == len && span_ieq_span(h[j].name, el, len))
+                if (!h[j].hop && h[j].name_len == len && mem_ieq(h[j].name, el, len))
                     h[j].hop = true;
         }
     }
@@ -483,9 +454,9 @@ static int target_form(struct h1_request *req)
         req->path_len = n;
         return 0;
     }
-    if (n > 7 && ieq_n(t, "http://", 7))
+    if (n > 7 && mem_ieq(t, "http://", 7))
         skip = 7;
-    else if (n > 8 && ieq_n(t, "https://", 8))
+    else if (n > 8 && mem_ieq(t, "https://", 8))
         skip = 8;
     else
         return 400;
@@ -536,7 +507,7 @@ static int request_semantics(struct h1_request *req)
             break;
         case H1_H_EXPECT:
             /* RFC 9110 10.1.1: a 100-continue from an HTTP/1.0 client is ignored. */
-            if (IEQ_LIT(h[k].value, h[k].value_len, "100-continue"))
+            if (span_ieq(h[k].value, h[k].value_len, "100-continue"))
                 req->expect_continue = req->minor == 1;
             else
                 expect_bad = true;
@@ -817,11 +788,6 @@ enum {
     CK_ERROR,
 };
 
-static inline unsigned hexval(unsigned char c)
-{
-    return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
-}
-
 /* One framing byte. Returns false on a framing error. */
 static bool chunk_byte(struct h1_chunked *c, unsigned char ch)
 {
@@ -830,7 +796,7 @@ static bool chunk_byte(struct h1_chunked *c, unsigned char ch)
         if (cls[ch] & C_HEX) {
             if (++c->line_len > 16)
                 return false;
-            c->remaining = c->remaining << 4 | hexval(ch);
+            c->remaining = c->remaining << 4 | (unsigned)hex_value(ch);
             return true;
         }
         if (!c->line_len)

@@ -145,7 +145,8 @@ uint8_t h1_header_kind(const char *name, size_t len);
  * ignoring case, whitespace and a "/version" after the token (Upgrade's protocol form). */
 bool h1_list_has(const char *v, size_t n, const char *lower);
 
-/* Case-insensitive comparison of a span with a NUL-terminated lowercase literal. */
+/* Case-insensitive comparison of a span with a NUL-terminated lowercase literal: util.h's
+ * span_ieq, under the name the engine's callers use. */
 bool h1_span_ieq(const char *s, size_t n, const char *lower);
 
 /* The canonical reason phrase for a status code ("Not Found"), "Unknown" if none. */

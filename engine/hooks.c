@@ -11,6 +11,7 @@
 
 #include "hooks.h"
 #include "internal.h"
+#include "util.h"
 
 /* ---- registration ------------------------------------------------------------------------ */
 
@@ -75,18 +76,12 @@ void hooks_fini(struct hooks *hk)
 
 /* ---- header lists ------------------------------------------------------------------------ */
 
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 static bool valid_name(const char *n)
 {
     size_t i = 0;
 
     for (; n[i]; i++)
-        if (!is_tchar((unsigned char)n[i]))
+        if (!http_is_tchar((unsigned char)n[i]))
             return false;
     return i > 0 && i < 256;
 }
@@ -189,7 +184,7 @@ bool rp_headers_at(const rp_headers *h, size_t i, rp_str *name, rp_str *value)
 
 static bool name_eq(const struct h1_header *f, const char *name, size_t len)
 {
-    return f->name_len == len && !strncasecmp(f->name, name, len);
+    return span_ieq_span(f->name, f->name_len, name, len);
 }
 
 bool rp_headers_get(const rp_headers *h, const char *name, rp_str *value)
@@ -568,32 +563,6 @@ enum local_match local_match(const struct hooks *hk, const char *method, uint32_
             used += (size_t)snprintf(allow + used, cap - used, ", HEAD");
     }
     return LOCAL_WRONG_METHOD;
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = (char)(ch | 0x20);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-size_t pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space)
-{
-    size_t k = 0;
-
-    for (size_t j = 0; j < n && k + 1 < cap; j++) {
-        int hi, lo;
-        if (s[j] == '%' && j + 2 < n && (hi = hexval(s[j + 1])) >= 0 &&
-            (lo = hexval(s[j + 2])) >= 0) {
-            out[k++] = (char)(hi * 16 + lo);
-            j += 2;
-        } else {
-            out[k++] = plus_is_space && s[j] == '+' ? ' ' : s[j];
-        }
-    }
-    out[k] = 0;
-    return k;
 }
 
 bool rp_request_param(const rp_request *req, const char *name, rp_str *value)

@@ -137,10 +137,6 @@ void hooks_fini(struct hooks *hk);
 int local_add(struct hooks *hk, const char *method, const char *pattern, rp_handler_fn fn,
               void *user);
 
-/* Percent-decodes s[0..n) into out (at most cap - 1 bytes, NUL-terminated) and returns the
- * length; invalid escapes are kept as sent. plus_is_space: '+' is a space (query strings). */
-size_t pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space);
-
 enum local_match { LOCAL_NONE, LOCAL_FOUND, LOCAL_WRONG_METHOD };
 
 /* Matches path[0..len) (no query) and a method against the local endpoints. LOCAL_FOUND sets

@@ -25,6 +25,7 @@
 #include "ringproxy.h"
 #include "route.h"
 #include "timer.h"
+#include "util.h"
 
 /* ---- byte buffers ---------------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "util.h"
 
 #define DEF_CONNECT_MS 10000
 #define DEF_READ_MS 30000
@@ -20,36 +21,23 @@
 #define DEF_RETRIES 2
 #define DEF_MAX_IDLE 32
 
-static int parse_hostport(const char *s, size_t n, char *host, size_t hostcap, int *port)
+/* "host[:port]" or "[ip6][:port]" in s[0..n), which a NUL or a '/' follows (either ends
+ * strtol's digits); *port is def_port without one. strtol also takes a port written " 80" or
+ * "+80"; the daemon's config check (config.c) refuses those before they get here. */
+static int parse_hostport(const char *s, size_t n, char *host, size_t hostcap, int *port,
+                          int def_port)
 {
-    const char *colon = NULL;
-    size_t hl;
+    struct hostport hp;
 
-    if (n && s[0] == '[') {
-        const char *end = memchr(s, ']', n);
-        if (!end)
-            return -EINVAL;
-        hl = (size_t)(end - s - 1);
-        if (hl == 0 || hl >= hostcap)
-            return -EINVAL;
-        memcpy(host, s + 1, hl);
-        host[hl] = 0;
-        colon = end + 1 < s + n ? end + 1 : NULL;
-        if (colon && *colon != ':')
-            return -EINVAL;
-    } else {
-        colon = memchr(s, ':', n);
-        hl = colon ? (size_t)(colon - s) : n;
-        if (hl == 0 || hl >= hostcap)
-            return -EINVAL;
-        memcpy(host, s, hl);
-        host[hl] = 0;
-    }
-    *port = 80;
-    if (colon) {
+    if (hostport_split(s, n, &hp) || hp.host_len == 0 || hp.host_len >= hostcap)
+        return -EINVAL;
+    memcpy(host, hp.host, hp.host_len);
+    host[hp.host_len] = 0;
+    *port = def_port;
+    if (hp.port) {
         char *end;
-        long p = strtol(colon + 1, &end, 10);
-        if (end != s + n || p < 1 || p > 65535 || colon + 1 == end)
+        long p = strtol(hp.port, &end, 10);
+        if (end != s + n || p < 1 || p > 65535 || hp.port == end)
             return -EINVAL;
         *port = (int)p;
     }
@@ -85,22 +73,23 @@ int route_parse_backend(const char *addr, struct backend *be)
 {
     char host[256];
     const char *p;
-    size_t n;
+    size_t n, skip = 0;
+    bool tls = false;
     int port;
 
-    if (addr && !strncasecmp(addr, "https://", 8)) {
-        be->tls = true;
-        p = addr + 8;
-    } else if (addr && !strncasecmp(addr, "http://", 7)) {
-        p = addr + 7;
-    } else {
+    if (addr)
+        skip = url_scheme_len(addr, &tls);
+    if (!skip) {
         log_error("backend '%s': want http://host:port", addr ? addr : "(null)");
         return -EINVAL;
     }
+    if (tls)
+        be->tls = true;
+    p = addr + skip;
     n = strlen(p);
     if (n && p[n - 1] == '/')
         n--;
-    if (memchr(p, '/', n) || parse_hostport(p, n, host, sizeof(host), &port)) {
+    if (memchr(p, '/', n) || parse_hostport(p, n, host, sizeof(host), &port, tls ? 443 : 80)) {
         log_error("backend '%s': want http://host:port", addr);
         return -EINVAL;
     }
@@ -109,8 +98,6 @@ int route_parse_backend(const char *addr, struct backend *be)
     if (!be->addr || !be->authority)
         return -ENOMEM;
     be->authority_len = (uint32_t)n;
-    if (be->tls && port == 80 && !memchr(p, ']', n) && !strchr(be->authority, ':'))
-        port = 443;
     /* SNI and the certificate name: a DNS name only (RFC 6066 forbids IP literals) */
     if (be->tls && !strchr(host, ':') && !is_ipv4(host) && !(be->sni = strdup(host)))
         return -ENOMEM;
@@ -164,9 +151,7 @@ static struct target *target_new(struct route_table *rt, const char *name)
         free(t);
         return NULL;
     }
-    for (char *p = t->label; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p + 32);
+    str_lower(t->label);
     t->index = rt->n_targets++;
     t->connect_timeout_ms = DEF_CONNECT_MS;
     t->read_timeout_ms = DEF_READ_MS;
@@ -243,9 +228,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
         memmove(t->name, t->name + 1, t->name_len);
         t->name_len--;
     }
-    for (char *p = t->name; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p + 32);
+    str_lower(t->name);
     t->lb = d->load_balancer;
     t->connect_timeout_ms = or_default(d->connect_timeout_ms, DEF_CONNECT_MS);
     t->read_timeout_ms = or_default(d->read_timeout_ms, DEF_READ_MS);
@@ -424,9 +407,9 @@ static uint32_t host_without_port(const char *h, uint32_t n)
 static bool domain_matches(const struct target *t, const char *h, uint32_t n)
 {
     if (!t->wildcard)
-        return n == t->name_len && !strncasecmp(h, t->name, n);
+        return n == t->name_len && mem_ieq(h, t->name, n);
     /* ".example.com" matches "a.example.com" and "a.b.example.com", not "example.com" */
-    return n > t->name_len && !strncasecmp(h + n - t->name_len, t->name, t->name_len);
+    return n > t->name_len && mem_ieq(h + n - t->name_len, t->name, t->name_len);
 }
 
 struct target *route_match(const struct route_table *rt, const char *host, uint32_t host_len,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../tls/tls.h"
+#include "bufring.h"
 #include "internal.h"
 #include "log.h"
 #include "uring_compat.h"
@@ -554,31 +555,22 @@ static int setup_ring(struct worker *w)
     io_uring_register_ring_fd(&w->ring);
     w->nbufs = NBUFS;
     w->bufsz = BUFSZ;
-    w->br = rp_setup_buf_ring(&w->ring, NBUFS, BUF_GROUP, &ret);
-    if (!w->br) {
-        log_error("provided-buffer rings refused (%s): need Linux 5.19+", strerror(-ret));
+    w->br_added = 0;
+    /* The kernel cycles through every buffer, so all of them are touched within the first
+     * few hundred receives: fault them in now (prefault), as the fixed per-worker cost they are. */
+    ret = bufring_setup(&w->ring, NBUFS, BUFSZ, BUF_GROUP, true, &w->br, &w->bufs);
+    if (ret) {
+        if (ret != -ENOMEM) /* out of memory is not a kernel too old */
+            log_error("provided-buffer rings refused (%s): need Linux 5.19+", strerror(-ret));
         io_uring_queue_exit(&w->ring);
         return ret;
     }
-    if (posix_memalign((void **)&w->bufs, 4096, (size_t)NBUFS * BUFSZ)) {
-        rp_free_buf_ring(&w->ring, w->br, BUF_GROUP);
-        io_uring_queue_exit(&w->ring);
-        return -ENOMEM;
-    }
-    /* The kernel cycles through every buffer, so all of them are touched within the first
-     * few hundred receives: fault them in now, as the fixed per-worker cost they are. */
-    memset(w->bufs, 0, (size_t)NBUFS * BUFSZ);
-    for (uint32_t i = 0; i < NBUFS; i++)
-        give_back(w, i);
-    io_uring_buf_ring_advance(w->br, (int)w->br_added);
-    w->br_added = 0;
     return 0;
 }
 
 static void teardown_ring(struct worker *w)
 {
-    rp_free_buf_ring(&w->ring, w->br, BUF_GROUP);
-    free(w->bufs);
+    bufring_free(&w->ring, w->br, BUF_GROUP, w->bufs);
     io_uring_queue_exit(&w->ring);
 }
 

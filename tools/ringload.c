@@ -26,8 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../engine/bufring.h"
 #include "../engine/h1.h"
 #include "../engine/uring_compat.h"
+#include "../engine/util.h"
 #include "../tls/tls.h"
 #include "hist.h"
 #include "ws.h"
@@ -239,55 +241,31 @@ static int parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
-static bool is_tchar(int ch)
-{
-    return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 /* Parses http:// and https:// URLs. Returns 0 or -EINVAL. */
 static int parse_url(const char *s, struct url *u)
 {
-    const char *a, *end, *p, *hs, *he, *ps = NULL;
+    const char *a, *end;
+    struct hostport hp;
     size_t n;
 
     memset(u, 0, sizeof(*u));
-    if (strncasecmp(s, "https://", 8) == 0) {
-        u->tls = true;
-        a = s + 8;
-    } else if (strncasecmp(s, "http://", 7) == 0) {
-        a = s + 7;
-    } else {
+    n = url_scheme_len(s, &u->tls);
+    if (!n)
         return -EINVAL;
-    }
+    a = s + n;
     end = a + strcspn(a, "/?#");
     if (end == a || memchr(a, '@', (size_t)(end - a)))
         return -EINVAL;
-    if (*a == '[') {
-        hs = a + 1;
-        he = memchr(hs, ']', (size_t)(end - hs));
-        if (!he || he == hs)
-            return -EINVAL;
-        p = he + 1;
-        if (p != end && *p != ':')
-            return -EINVAL;
-    } else {
-        hs = a;
-        he = memchr(a, ':', (size_t)(end - a));
-        if (!he)
-            he = end;
-        p = he;
-        if (he == hs)
-            return -EINVAL;
-    }
-    if (p < end) {
+    if (hostport_split(a, (size_t)(end - a), &hp) || hp.host_len == 0)
+        return -EINVAL;
+    if (hp.port) {
         uint64_t port;
         char tmp[8];
 
-        ps = p + 1;
-        n = (size_t)(end - ps);
+        n = hp.port_len;
         if (n == 0 || n >= sizeof(tmp))
             return -EINVAL;
-        memcpy(tmp, ps, n);
+        memcpy(tmp, hp.port, n);
         tmp[n] = 0;
         if (parse_uint(tmp, 1, 65535, &port))
             return -EINVAL;
@@ -295,14 +273,14 @@ static int parse_url(const char *s, struct url *u)
     } else {
         strcpy(u->port, u->tls ? "443" : "80");
     }
-    n = (size_t)(he - hs);
+    n = hp.host_len;
     if (n >= sizeof(u->host))
         return -EINVAL;
-    memcpy(u->host, hs, n);
+    memcpy(u->host, hp.host, n);
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)hs[i]) && !strchr("-._:%", hs[i]))
+        if (!isalnum((unsigned char)hp.host[i]) && !strchr("-._:%", hp.host[i]))
             return -EINVAL;
-    if (*a == '[' && !strchr(u->host, ':'))
+    if (hp.bracketed && !strchr(u->host, ':'))
         return -EINVAL;
     n = (size_t)(end - a);
     if (n >= sizeof(u->authority))
@@ -380,7 +358,7 @@ static int check_header(const char *h)
     if (!colon || colon == h || strpbrk(h, "\r\n"))
         return -EINVAL;
     for (const char *p = h; p < colon; p++)
-        if (!is_tchar((unsigned char)*p))
+        if (!http_is_tchar((unsigned char)*p))
             return -EINVAL;
     return 0;
 }
@@ -454,7 +432,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
             break;
         case 'm':
             for (const char *p = optarg; *p; p++)
-                if (!is_tchar((unsigned char)*p))
+                if (!http_is_tchar((unsigned char)*p))
                     return bad_opt("-m", optarg);
             if (!*optarg)
                 return bad_opt("-m", optarg);
@@ -545,7 +523,7 @@ static bool has_header(const struct opts *o, const char *lower)
     size_t n = strlen(lower);
 
     for (unsigned i = 0; i < o->nheaders; i++)
-        if (strncasecmp(o->headers[i], lower, n) == 0 && o->headers[i][n] == ':')
+        if (str_istarts(o->headers[i], lower) && o->headers[i][n] == ':')
             return true;
     return false;
 }
@@ -639,8 +617,8 @@ static bool ws_head_ok(const struct h1_response *res, const char *key)
         const struct h1_header *h = &res->headers[i];
 
         if (h->kind == H1_H_UPGRADE)
-            up = h->value_len == 9 && strncasecmp(h->value, "websocket", 9) == 0;
-        else if (h->name_len == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0)
+            up = span_ieq(h->value, h->value_len, "websocket");
+        else if (span_ieq(h->name, h->name_len, "sec-websocket-accept"))
             acc = h->value_len == 28 && memcmp(h->value, want, 28) == 0;
     }
     return up && acc;
@@ -1666,7 +1644,7 @@ static int worker_init(struct worker *w)
 {
     struct io_uring_params p;
     unsigned entries = pow2_at_least(w->nconns * 4 < 256 ? 256 : w->nconns * 4);
-    int ret, err;
+    int ret;
 
     if (entries > 32768)
         entries = 32768;
@@ -1698,15 +1676,9 @@ static int worker_init(struct worker *w)
     w->nbufs = pow2_at_least(w->nconns * 2 < 256 ? 256 : w->nconns * 2);
     if (w->nbufs > 4096)
         w->nbufs = 4096;
-    if (posix_memalign((void **)&w->bufs, 4096, (size_t)w->nbufs * BUF_SIZE))
-        return w->err_what = "buffers", -ENOMEM;
-    w->br = rp_setup_buf_ring(&w->ring, w->nbufs, BGID, &err);
-    if (!w->br)
-        return w->err_what = "provided buffer ring", err;
-    for (unsigned i = 0; i < w->nbufs; i++)
-        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
-                              io_uring_buf_ring_mask(w->nbufs), (int)i);
-    io_uring_buf_ring_advance(w->br, (int)w->nbufs);
+    ret = bufring_setup(&w->ring, w->nbufs, BUF_SIZE, BGID, false, &w->br, &w->bufs);
+    if (ret)
+        return w->err_what = "provided buffer ring", ret;
     return 0;
 }
 
@@ -2160,8 +2132,7 @@ static int run(const struct opts *o)
     }
 out:
     for (uint32_t i = 0; ws && i < o->threads; i++) {
-        free(ws[i].br); /* unregistered with its ring */
-        free(ws[i].bufs);
+        bufring_free(NULL, ws[i].br, BGID, ws[i].bufs); /* the ring's exit unregistered it */
         free(ws[i].conns);
         free(ws[i].heap);
         free(ws[i].hslab);

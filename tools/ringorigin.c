@@ -2,8 +2,8 @@
  * benchmarks of ringproxy. One ring, one SO_REUSEPORT listener and one provided-buffer ring per
  * thread; responses are shaped per request through query parameters (?status= ?size= ?delay= ...).
  * With --ws it is also a WebSocket echo server (RFC 6455), frames streamed through as they arrive.
- * Self-contained on purpose: it shares nothing with the proxy engine but uring_compat.h, and takes
- * only SHA-1 from wolfSSL (for Sec-WebSocket-Accept).
+ * Self-contained on purpose: it shares nothing with the proxy engine but small helpers
+ * (uring_compat.h, bufring.c, util.c), and takes only SHA-1 from wolfSSL (Sec-WebSocket-Accept).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,7 +24,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "../engine/bufring.h"
 #include "../engine/uring_compat.h"
+#include "../engine/util.h"
 #include "ws.h"
 
 #define RING_ENTRIES 2048
@@ -135,7 +137,7 @@ struct wsrx {
 struct worker;
 
 struct conn {
-    struct conn *prev, *next;
+    struct list_node link; /* in worker.conns */
     struct worker *w;
     int fd;
     bool recv_armed, recv_cancel, send_inflight, timer_armed;
@@ -168,7 +170,7 @@ struct worker {
     const struct config *cfg;
     int lfd, efd;
     uint64_t evval;
-    struct conn *conns;
+    struct list_node conns; /* every open connection */
     bool stop;
     int err;
     pthread_barrier_t *ready;
@@ -241,46 +243,6 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
     }
     *out = v;
     return true;
-}
-
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool ieq(const char *a, size_t n, const char *lit)
-{
-    return strlen(lit) == n && strncasecmp(a, lit, n) == 0;
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* URL-decodes src into dst (at least n bytes); returns the decoded length. */
-static size_t url_decode(char *dst, const char *src, size_t n)
-{
-    size_t i, o = 0;
-
-    for (i = 0; i < n; i++) {
-        if (src[i] == '%' && i + 2 < n && hexval(src[i + 1]) >= 0 && hexval(src[i + 2]) >= 0) {
-            dst[o++] = (char)(hexval(src[i + 1]) * 16 + hexval(src[i + 2]));
-            i += 2;
-        } else if (src[i] == '+') {
-            dst[o++] = ' ';
-        } else {
-            dst[o++] = src[i];
-        }
-    }
-    return o;
 }
 
 static const char *reason(int status)
@@ -575,14 +537,7 @@ static void conn_close(struct conn *c, bool reset)
 
 static void conn_free(struct conn *c)
 {
-    struct worker *w = c->w;
-
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_del(&c->link);
     oq_free(c);
     free(c->in);
     free(c->xhdr);
@@ -762,7 +717,7 @@ static void add_header_param(struct conn *c, const char *v, size_t n)
 
     if (n >= sizeof(dec))
         return;
-    len = url_decode(dec, v, n);
+    len = pct_decode(v, n, dec, sizeof(dec), true); /* all of it: n < sizeof(dec) */
     colon = memchr(dec, ':', len);
     if (!colon || colon == dec)
         return;
@@ -770,7 +725,7 @@ static void add_header_param(struct conn *c, const char *v, size_t n)
     for (i = 0; i < len; i++) {
         if (dec[i] == '\r' || dec[i] == '\n' || dec[i] == '\0')
             return;
-        if (i < name_len && !is_tchar((unsigned char)dec[i]))
+        if (i < name_len && !http_is_tchar((unsigned char)dec[i]))
             return;
     }
     i = name_len + 1;
@@ -794,27 +749,27 @@ static void apply_param(struct conn *c, const char *k, size_t kn, const char *v,
     uint64_t n = 0;
     bool num = parse_u64(v, vn, &n);
 
-    if (ieq(k, kn, "header"))
+    if (span_ieq(k, kn, "header"))
         add_header_param(c, v, vn);
     else if (!num)
         return;
-    else if (ieq(k, kn, "status") && n >= 200 && n <= 999)
+    else if (span_ieq(k, kn, "status") && n >= 200 && n <= 999)
         q->status = (int)n;
-    else if (ieq(k, kn, "size"))
+    else if (span_ieq(k, kn, "size"))
         q->size = n, q->has_size = true;
-    else if (ieq(k, kn, "delay") && n <= 3600000)
+    else if (span_ieq(k, kn, "delay") && n <= 3600000)
         q->delay_ms = (unsigned)n;
-    else if (ieq(k, kn, "chunked"))
+    else if (span_ieq(k, kn, "chunked"))
         q->chunked = n != 0;
-    else if (ieq(k, kn, "close"))
+    else if (span_ieq(k, kn, "close"))
         q->close = q->close || n != 0;
-    else if (ieq(k, kn, "echo"))
+    else if (span_ieq(k, kn, "echo"))
         q->echo = n != 0;
-    else if (ieq(k, kn, "reset"))
+    else if (span_ieq(k, kn, "reset"))
         q->reset = n != 0;
-    else if (ieq(k, kn, "hang"))
+    else if (span_ieq(k, kn, "hang"))
         q->hang = n != 0;
-    else if (ieq(k, kn, "cl") && n <= INT64_MAX)
+    else if (span_ieq(k, kn, "cl") && n <= INT64_MAX)
         q->cl_lie = (int64_t)n;
 }
 
@@ -823,9 +778,9 @@ static void parse_target(struct conn *c, const char *t, size_t n)
     const char *q = memchr(t, '?', n), *end = t + n, *hash = memchr(t, '#', n);
     size_t plen = (size_t)((q ? q : end) - t);
 
-    if (ieq(t, plen, "/health"))
+    if (span_ieq(t, plen, "/health"))
         c->req.kind = KIND_HEALTH;
-    else if (ieq(t, plen, "/__stats"))
+    else if (span_ieq(t, plen, "/__stats"))
         c->req.kind = KIND_STATS;
     if (c->req.kind != KIND_HELLO) /* --echo and -s shape only the default body */
         c->req.echo = c->req.has_size = false;
@@ -869,11 +824,11 @@ static void parse_connection(struct req *q, const char *v, size_t n)
     size_t i = 0, tn;
 
     while (list_next(v, n, &i, &t, &tn)) {
-        if (ieq(t, tn, "close"))
+        if (span_ieq(t, tn, "close"))
             q->keepalive = false;
-        else if (ieq(t, tn, "keep-alive") && q->http10)
+        else if (span_ieq(t, tn, "keep-alive") && q->http10)
             q->keepalive = true;
-        else if (ieq(t, tn, "upgrade"))
+        else if (span_ieq(t, tn, "upgrade"))
             q->conn_upgrade = true;
     }
 }
@@ -884,35 +839,35 @@ static void parse_upgrade(struct req *q, const char *v, size_t n)
     size_t i = 0, tn;
 
     while (list_next(v, n, &i, &t, &tn))
-        if (ieq(t, tn, "websocket"))
+        if (span_ieq(t, tn, "websocket"))
             q->up_ws = true;
 }
 
 /* Handles one header field; returns 0 or the HTTP status to answer with. */
 static int parse_field(struct req *q, const char *name, size_t nn, const char *v, size_t vn)
 {
-    if (ieq(name, nn, "content-length")) {
+    if (span_ieq(name, nn, "content-length")) {
         uint64_t n;
 
         if (!parse_u64(v, vn, &n) || (q->has_cl && n != q->cl))
             return 400;
         q->cl = n;
         q->has_cl = true;
-    } else if (ieq(name, nn, "transfer-encoding")) {
+    } else if (span_ieq(name, nn, "transfer-encoding")) {
         size_t s = vn;
 
         while (s > 0 && v[s - 1] != ',' && v[s - 1] != ' ')
             s--;
-        if (!ieq(v + s, vn - s, "chunked"))
+        if (!span_ieq(v + s, vn - s, "chunked"))
             return 501;
         q->te = true;
-    } else if (ieq(name, nn, "connection")) {
+    } else if (span_ieq(name, nn, "connection")) {
         parse_connection(q, v, vn);
-    } else if (ieq(name, nn, "expect") && ieq(v, vn, "100-continue")) {
+    } else if (span_ieq(name, nn, "expect") && span_ieq(v, vn, "100-continue")) {
         q->expect = true;
-    } else if (ieq(name, nn, "upgrade")) {
+    } else if (span_ieq(name, nn, "upgrade")) {
         parse_upgrade(q, v, vn);
-    } else if (ieq(name, nn, "sec-websocket-key")) {
+    } else if (span_ieq(name, nn, "sec-websocket-key")) {
         if (vn <= WS_KEY_MAX)
             memcpy(q->ws_key, v, vn);
         q->ws_key_len = vn;
@@ -928,7 +883,7 @@ static int parse_request_line(struct conn *c, const char *l, size_t n)
     if (!sp1 || sp1 == l)
         return 400;
     for (i = 0; l + i < sp1; i++)
-        if (!is_tchar((unsigned char)l[i]))
+        if (!http_is_tchar((unsigned char)l[i]))
             return 400;
     sp2 = memchr(sp1 + 1, ' ', (size_t)(l + n - sp1 - 1));
     if (!sp2 || sp2 == sp1 + 1 || l + n - sp2 - 1 != 8 || memcmp(sp2 + 1, "HTTP/1.", 7))
@@ -941,8 +896,8 @@ static int parse_request_line(struct conn *c, const char *l, size_t n)
     else if (sp2[8] != '1')
         return 400;
     c->req.keepalive = !c->req.http10;
-    c->req.head = ieq(l, (size_t)(sp1 - l), "HEAD");
-    c->req.get = ieq(l, (size_t)(sp1 - l), "GET");
+    c->req.head = span_ieq(l, (size_t)(sp1 - l), "head");
+    c->req.get = span_ieq(l, (size_t)(sp1 - l), "get");
     parse_target(c, sp1 + 1, (size_t)(sp2 - sp1 - 1));
     return 0;
 }
@@ -999,7 +954,7 @@ static int parse_head(struct conn *c, const char *b, size_t start, size_t end)
         if (!colon || colon == p)
             return 400;
         for (const char *q = p; q < colon; q++)
-            if (!is_tchar((unsigned char)*q))
+            if (!http_is_tchar((unsigned char)*q))
                 return 400;
         for (v = colon + 1; v < le && (*v == ' ' || *v == '\t'); v++)
             ;
@@ -1046,7 +1001,7 @@ static int chunk_step(struct conn *c)
 
         switch (c->ck_state) {
         case CK_SIZE:
-            if ((hv = hexval(ch)) >= 0) {
+            if ((hv = hex_value(ch)) >= 0) {
                 if (c->body_left >> 58)
                     return -1;
                 c->body_left = c->body_left * 16 + (uint64_t)hv;
@@ -1614,10 +1569,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
     c->w = w;
     c->fd = cqe->res;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    list_add(&w->conns, &c->link);
     atomic_fetch_add_explicit(&w->sh->connections, 1, memory_order_relaxed);
     arm_recv(c);
 }
@@ -1656,8 +1608,9 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 static int worker_init(struct worker *w)
 {
     struct io_uring_params p;
-    int ret, err;
+    int ret;
 
+    list_init(&w->conns); /* first: worker_fini walks it whatever fails below */
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     p.cq_entries = CQ_ENTRIES;
@@ -1671,15 +1624,9 @@ static int worker_init(struct worker *w)
     if (ret < 0)
         return ret;
     w->ring_ok = true;
-    if (posix_memalign((void **)&w->bufs, 4096, (size_t)NBUFS * BUF_SIZE))
-        return -ENOMEM;
-    w->br = rp_setup_buf_ring(&w->ring, NBUFS, BGID, &err);
-    if (!w->br)
-        return err;
-    for (unsigned i = 0; i < NBUFS; i++)
-        io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * BUF_SIZE, BUF_SIZE, (unsigned short)i,
-                              io_uring_buf_ring_mask(NBUFS), (int)i);
-    io_uring_buf_ring_advance(w->br, NBUFS);
+    ret = bufring_setup(&w->ring, NBUFS, BUF_SIZE, BGID, false, &w->br, &w->bufs);
+    if (ret)
+        return ret;
     arm_accept(w);
     arm_event(w);
     return 0;
@@ -1689,15 +1636,14 @@ static void worker_fini(struct worker *w)
 {
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
-    while (w->conns) {
-        struct conn *c = w->conns;
+    while (!list_empty(&w->conns)) {
+        struct conn *c = container_of(w->conns.next, struct conn, link);
 
         if (!c->close_submitted)
             close(c->fd);
         conn_free(c);
     }
-    free(w->br); /* unregistered with the ring itself */
-    free(w->bufs);
+    bufring_free(NULL, w->br, BGID, w->bufs); /* the ring's exit unregistered it */
     w->br = NULL;
     w->bufs = NULL;
 }

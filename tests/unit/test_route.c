@@ -136,6 +136,17 @@ static void test_backend_parsing(void **state)
     assert_int_equal(((struct sockaddr_in *)&be.sa)->sin_port, htons(8443));
     free(be.addr);
     free(be.authority);
+    /* ... also for a bracketed IPv6 literal; a port written out is kept, even 80 */
+    memset(&be, 0, sizeof(be));
+    assert_int_equal(route_parse_backend("https://[::1]", &be), 0);
+    assert_int_equal(((struct sockaddr_in6 *)&be.sa)->sin6_port, htons(443));
+    free(be.addr);
+    free(be.authority);
+    memset(&be, 0, sizeof(be));
+    assert_int_equal(route_parse_backend("https://127.0.0.1:80", &be), 0);
+    assert_int_equal(((struct sockaddr_in *)&be.sa)->sin_port, htons(80));
+    free(be.addr);
+    free(be.authority);
 }
 
 static void test_domain_validation(void **state)
