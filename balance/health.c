@@ -176,7 +176,7 @@ static const struct up_ops probe_ops = {
 
 static void probe_timeout(struct timer *t, uint64_t now)
 {
-    struct probe *pr = (struct probe *)((char *)t - offsetof(struct probe, tm));
+    struct probe *pr = container_of(t, struct probe, tm);
     char why[48];
 
     (void)now;
@@ -186,7 +186,7 @@ static void probe_timeout(struct timer *t, uint64_t now)
 
 static void hc_run(struct timer *t, uint64_t now)
 {
-    struct hcheck *hc = (struct hcheck *)((char *)t - offsetof(struct hcheck, next));
+    struct hcheck *hc = container_of(t, struct hcheck, next);
     struct health_state *hs = hc->hs;
     struct probe *pr = calloc(1, sizeof(*pr));
 
@@ -250,7 +250,7 @@ static void hc_build_request(struct hcheck *hc)
     hc->req_len = n > 0 && (size_t)n < sizeof(hc->req) ? (uint32_t)n : 0;
 }
 
-int health_worker_start(struct worker *w)
+static int health_worker_start(struct worker *w)
 {
     struct rp_server *s = w->s;
     uint32_t n = 0;
@@ -277,7 +277,7 @@ int health_worker_start(struct worker *w)
     return 0;
 }
 
-void health_worker_tick(struct worker *w)
+static void health_worker_tick(struct worker *w)
 {
     struct rp_server *s = w->s;
 
@@ -291,7 +291,7 @@ void health_worker_tick(struct worker *w)
     }
 }
 
-void health_worker_stop(struct worker *w)
+static void health_worker_stop(struct worker *w)
 {
     for (uint32_t i = 0; i < w->n_hchecks; i++) {
         struct hcheck *hc = &w->hchecks[i];
@@ -305,9 +305,17 @@ void health_worker_stop(struct worker *w)
     }
 }
 
-void health_worker_fini(struct worker *w)
+static void health_worker_fini(struct worker *w)
 {
     free(w->hchecks);
     w->hchecks = NULL;
     w->n_hchecks = 0;
 }
+
+const struct worker_module health_module = {
+    .start = health_worker_start,
+    .tick = health_worker_tick,
+    .drain = health_worker_stop,
+    .fini = health_worker_fini,
+    .name = "health checks",
+};

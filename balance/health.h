@@ -44,13 +44,9 @@ struct hcheck {
 /* Builds the shared table for `rt`. Returns 0 or -ENOMEM. Start-up only. */
 int health_table_init(struct health_state **out, const struct route_table *rt);
 
-/* Worker side, on the worker's thread: create this worker's checkers and arm them
- * (start), run passive back-offs that are due (tick, every loop pass), stop everything
- * for a drain (stop), and free (fini). */
-int health_worker_start(struct worker *w);
-void health_worker_tick(struct worker *w);
-void health_worker_stop(struct worker *w);
-void health_worker_fini(struct worker *w);
+/* Worker side: health_module (engine/internal.h's struct worker_module) creates this
+ * worker's checkers and arms them (start), runs passive back-offs that are due (tick, every
+ * loop pass), stops everything for a drain, and frees (fini). */
 
 /* Live traffic: a connect failure or reset (failure), or a response head (success). Any
  * worker thread. */

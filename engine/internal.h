@@ -199,9 +199,9 @@ static inline bool ex_resp_started(const struct exchange *ex)
 struct conn {
     struct sock sk; /* first: CQE user_data points here */
     struct worker *w;
-    struct conn *next, *prev; /* worker's list of live connections */
-    bool close_after;         /* close once the output has drained */
-    bool linger;              /* closing: write side shut, discarding input until EOF */
+    struct list_node link; /* the worker's list of live connections */
+    bool close_after;      /* close once the output has drained */
+    bool linger;           /* closing: write side shut, discarding input until EOF */
     bool peer_eof;
     bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
@@ -270,34 +270,34 @@ struct upconn {
     struct worker *w;
     struct backend *be;
     struct target *t;
-    const struct up_ops *ops;     /* its user's callbacks, NULL while pooled */
-    void *user;                   /* handed back through ops: the exchange's conn, a probe... */
-    struct upconn *pnext, *pprev; /* the backend's idle pool, or w->background while in use */
-    uint32_t use;                 /* counts up_get: a callback's user may change under it */
-    uint8_t state;                /* enum up_state */
-    uint8_t read;                 /* enum up_read */
-    uint8_t method;               /* enum h1_method of the request: HEAD answers have no body */
-    uint8_t decode;               /* enum up_decode, set by the user (in its head callback) */
-    uint8_t body;                 /* enum h1_body_kind of the response being read */
-    bool skip_body;               /* up_skip_body: the user is done after the head */
-    bool ended;                   /* the response ended in the receive being read */
-    bool reused;                  /* taken from the pool for the current request */
-    bool got_bytes;               /* a response byte arrived for the current request */
-    bool reuse_ok;                /* the backend allows another request on this connection */
-    bool needs_socket;            /* new: up_start() makes its socket and connects */
-    bool req_sent;                /* a send of the current request completed */
-    bool req_whole;               /* all of the request is queued: read_timeout may run */
-    uint64_t left;                /* Content-Length bytes of the body still to come */
-    struct h1_chunked ck;         /* a chunked body's decoder */
-    struct tls_conn *tls;         /* https:// backends: TLS state, from the connect on */
-    struct buf tls_wait;          /* plaintext queued while the handshake runs */
+    const struct up_ops *ops; /* its user's callbacks, NULL while pooled */
+    void *user;               /* handed back through ops: the exchange's conn, a probe... */
+    struct list_node link;    /* the backend's idle pool, or w->background while in use */
+    uint32_t use;             /* counts up_get: a callback's user may change under it */
+    uint8_t state;            /* enum up_state */
+    uint8_t read;             /* enum up_read */
+    uint8_t method;           /* enum h1_method of the request: HEAD answers have no body */
+    uint8_t decode;           /* enum up_decode, set by the user (in its head callback) */
+    uint8_t body;             /* enum h1_body_kind of the response being read */
+    bool skip_body;           /* up_skip_body: the user is done after the head */
+    bool ended;               /* the response ended in the receive being read */
+    bool reused;              /* taken from the pool for the current request */
+    bool got_bytes;           /* a response byte arrived for the current request */
+    bool reuse_ok;            /* the backend allows another request on this connection */
+    bool needs_socket;        /* new: up_start() makes its socket and connects */
+    bool req_sent;            /* a send of the current request completed */
+    bool req_whole;           /* all of the request is queued: read_timeout may run */
+    uint64_t left;            /* Content-Length bytes of the body still to come */
+    struct h1_chunked ck;     /* a chunked body's decoder */
+    struct tls_conn *tls;     /* https:// backends: TLS state, from the connect on */
+    struct buf tls_wait;      /* plaintext queued while the handshake runs */
     uint64_t connect_deadline_ms;
     uint64_t try_deadline_ms; /* try_timeout of the current attempt; 0: none, or it fired */
     uint64_t sent_ns;         /* when the attempt started (least_latency only) */
 };
 
 struct pool {
-    struct upconn *head; /* most recently used first */
+    struct list_node idle; /* struct upconn.link, most recently used first */
     uint32_t n;
 };
 
@@ -317,12 +317,41 @@ void *slab_alloc(struct slab *sl); /* zeroed; NULL when out of memory */
 void slab_free(struct slab *sl, void *p);
 void slab_fini(struct slab *sl);
 
+struct listener;
+struct worker;
+
+/* What a listener does with a connection it accepted (the session layer's). */
+typedef void (*accept_fn)(struct worker *w, int fd, const struct listener *l);
+
 struct listener {
     int fd;
     bool armed;
     bool tls;
     bool admin;
+    accept_fn accepted;
 } __attribute__((aligned(1 << OP_BITS)));
+
+/* A message another worker's ring posts to this one (OP_WAKE, through IORING_OP_MSG_RING):
+ * embedded first in whatever the message is about; the worker runs fn with it. */
+struct wake {
+    void (*fn)(struct worker *w, struct wake *k);
+};
+
+/* What the worker's loop runs of a layer above it, besides socket events (struct sock_ops):
+ * each layer that keeps per-worker state has one, listed in the server (s->modules) in the
+ * order they run. Every member may be NULL. Worker thread. */
+struct worker_module {
+    /* The worker's own state, before its ring: 0 or -errno, which stops the server's start. */
+    int (*init)(struct worker *w);
+    int (*start)(struct worker *w);  /* the ring is up, before the loop: 0 or -errno (logged) */
+    void (*tick)(struct worker *w);  /* every loop pass, after the timers ran */
+    void (*drain)(struct worker *w); /* the worker starts draining: finish, take nothing new */
+    void (*force)(struct worker *w); /* the drain timed out: close what is left */
+    void (*fini)(struct worker *w);  /* after the loop */
+    const char *name;                /* for the log */
+};
+/* The layers' modules (session_h1.c, upstream.c, balance/health.c), in server.c's list. */
+extern const struct worker_module session_module, upstream_module, health_module;
 
 struct worker {
     struct rp_server *s;
@@ -337,12 +366,12 @@ struct worker {
     uint32_t n_ls;
     struct timer_wheel *tw;
     uint64_t now_ms;
-    struct conn *conns;
+    struct list_node conns; /* struct conn.link */
     uint32_t nconns;
     struct sock *graveyard;
-    struct pool *pools;        /* one per backend */
-    struct upconn *background; /* upconns in use by background users (up_ops.background) */
-    struct hcheck *hchecks;    /* active checks of the backends this worker owns */
+    struct pool *pools;          /* one per backend */
+    struct list_node background; /* upconns in use by background users (up_ops.background) */
+    struct hcheck *hchecks;      /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
     struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
     struct slab ex_slab;   /* exchanges: one per request in flight */
@@ -391,6 +420,7 @@ struct rp_server {
     struct h1_limits lim;
     struct worker *workers;
     int nworkers;
+    const struct worker_module *const *modules; /* NULL-terminated, in the order they run */
     atomic_int running;
     atomic_int stopping;
 };
@@ -447,6 +477,8 @@ uint64_t w_now(struct worker *w);
 
 /* A new client connection on fd; `tls`: it came from a TLS listener. */
 void conn_accepted(struct worker *w, int fd, bool tls, bool admin);
+/* The listeners' accept_fn: a connection of listener l. */
+void session_accept(struct worker *w, int fd, const struct listener *l);
 void conn_on_data(struct conn *c, const char *p, uint32_t n);
 void conn_on_eof(struct conn *c, int err);
 void conn_on_sent(struct conn *c);
@@ -596,8 +628,6 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
 void pc_free(struct exchange *ex);
 /* A parked request: when it gives up waiting (0: not waiting), worker clock. */
 uint64_t pc_wait_deadline(const struct exchange *ex);
-/* The OP_WAKE completion: the fill ended; the request is served or sent upstream. */
-void pc_on_wake(struct worker *w, void *arg);
 /* The wait's deadline passed: the request goes upstream itself. */
 void pc_wait_expired(struct conn *c);
 

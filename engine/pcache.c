@@ -168,6 +168,7 @@ void rp_proxy_cache_stats(rp_server *s, rp_cache_stats *st)
  * filler's thread wakes it by posting a CQE to its worker's ring (IORING_OP_MSG_RING); if the
  * exchange ends first, the record is orphaned and freed when that CQE arrives. */
 struct pc_wait {
+    struct wake wk; /* first: the filler's worker posts it to ours (OP_WAKE) */
     struct cache_waiter w;
     struct conn *c;
     bool orphan;
@@ -582,6 +583,8 @@ enum pc_result pc_request(struct conn *c, const struct h1_request *r)
 /* ---- request collapsing ------------------------------------------------------------------ */
 
 /* The filler's thread (inside cache_fill_end): posts the wake-up to the waiter's worker. */
+static void pc_on_wake(struct worker *w, struct wake *k);
+
 static void wake_waiter(void *arg, unsigned worker, int result)
 {
     struct pc_wait *pw = arg;
@@ -606,6 +609,7 @@ static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read
 
     if (!pw)
         return PC_FORWARD;
+    pw->wk.fn = pc_on_wake;
     pw->w.fn = wake_waiter;
     pw->w.arg = pw;
     pw->w.worker = (unsigned)c->w->id;
@@ -646,9 +650,10 @@ static bool serve_after_wait(struct conn *c)
     return ok;
 }
 
-void pc_on_wake(struct worker *w, void *arg)
+/* The OP_WAKE completion: the fill ended; the request is served or sent upstream. */
+static void pc_on_wake(struct worker *w, struct wake *k)
 {
-    struct pc_wait *pw = arg;
+    struct pc_wait *pw = (struct pc_wait *)k;
     struct conn *c = pw->c;
 
     (void)w;

@@ -150,7 +150,7 @@ static void refresh_failed(struct upconn *up, int err, const char *what)
 
 static void refresh_timeout(struct timer *tm, uint64_t now)
 {
-    struct refresh *rf = (struct refresh *)((char *)tm - offsetof(struct refresh, tm));
+    struct refresh *rf = container_of(tm, struct refresh, tm);
 
     (void)now;
     refresh_fail(rf, -ETIMEDOUT, "not done within read_timeout");

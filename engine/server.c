@@ -95,6 +95,14 @@ static int copy_config(rp_server *s)
     return rc;
 }
 
+/* The layers the workers run, in order: sessions drain before the pools close under them. */
+static const struct worker_module *const worker_modules[] = {
+    &session_module,
+    &upstream_module,
+    &health_module,
+    NULL,
+};
+
 rp_server *rp_server_new(const rp_server_config *cfg)
 {
     rp_server *s = calloc(1, sizeof(*s));
@@ -104,6 +112,7 @@ rp_server *rp_server_new(const rp_server_config *cfg)
     if (cfg)
         s->cfg = *cfg;
     apply_defaults(&s->cfg);
+    s->modules = worker_modules;
     if (copy_config(s))
         goto err;
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
@@ -289,6 +298,7 @@ static int open_listeners(rp_server *s)
             w->ls[j].fd = fd;
             w->ls[j].tls = s->listen[j].tls;
             w->ls[j].admin = s->listen[j].admin;
+            w->ls[j].accepted = session_accept;
         }
     }
     return 0;

@@ -30,12 +30,7 @@ void conn_release(struct conn *c)
 {
     struct worker *w = c->w;
 
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_del(&c->link);
     w->nconns--;
     tls_conn_free(c->tls);
     slab_free(&w->conn_slab, c);
@@ -135,10 +130,7 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
      * X-Forwarded-For and ip_hash, so ask once per connection (never blocks) */
     if (getpeername(fd, (struct sockaddr *)&c->peer, &len))
         c->peer.sin6_family = AF_UNSPEC;
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
+    list_add(&w->conns, &c->link);
     w->nconns++;
     c->head_start_ms = w->now_ms; /* the first head is due header_timeout after accept */
     sock_recv_start(w, &c->sk);
@@ -518,7 +510,7 @@ void conn_update_timer(struct conn *c)
 
 static void conn_timeout(struct timer *t, uint64_t now)
 {
-    struct conn *c = (struct conn *)((char *)t - offsetof(struct sock, tm));
+    struct conn *c = container_of(t, struct conn, sk.tm);
     struct exchange *ex = c->ex;
     bool stalled_out = outq_bytes(&c->sk.out) != 0; /* the client does not take its answer */
 
@@ -549,3 +541,48 @@ static void conn_timeout(struct timer *t, uint64_t now)
     }
     conn_close(c);
 }
+
+/* ---- the worker's view ------------------------------------------------------------------- */
+
+void session_accept(struct worker *w, int fd, const struct listener *l)
+{
+    conn_accepted(w, fd, l->tls, l->admin);
+}
+
+static void sessions_drain(struct worker *w)
+{
+    for (struct list_node *n = w->conns.next, *next; n != &w->conns; n = next) {
+        next = n->next; /* conn_drain may close it: it stays listed until released */
+        conn_drain(container_of(n, struct conn, link));
+    }
+}
+
+static void sessions_force(struct worker *w)
+{
+    for (struct list_node *n = w->conns.next, *next; n != &w->conns; n = next) {
+        next = n->next;
+        conn_close(container_of(n, struct conn, link));
+    }
+}
+
+static int sessions_init(struct worker *w)
+{
+    list_init(&w->conns);
+    slab_init(&w->conn_slab, sizeof(struct conn), 256);
+    slab_init(&w->ex_slab, sizeof(struct exchange), 64);
+    return 0;
+}
+
+static void sessions_fini(struct worker *w)
+{
+    slab_fini(&w->conn_slab);
+    slab_fini(&w->ex_slab);
+}
+
+const struct worker_module session_module = {
+    .init = sessions_init,
+    .drain = sessions_drain,
+    .force = sessions_force,
+    .fini = sessions_fini,
+    .name = "client sessions",
+};

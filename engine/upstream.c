@@ -23,31 +23,9 @@
 static void up_timeout(struct timer *t, uint64_t now);
 static const struct sock_ops up_ops;
 
-/* The worker's list of connections in use by background users: nobody waits for those, so
- * a draining worker ends them rather than wait. The pool's links serve: an upconn in use is
- * in no pool. */
-static void background_add(struct upconn *up)
-{
-    struct worker *w = up->w;
-
-    up->pprev = NULL;
-    up->pnext = w->background;
-    if (w->background)
-        w->background->pprev = up;
-    w->background = up;
-}
-
-static void background_remove(struct upconn *up)
-{
-    if (up->pprev)
-        up->pprev->pnext = up->pnext;
-    else
-        up->w->background = up->pnext;
-    if (up->pnext)
-        up->pnext->pprev = up->pprev;
-    up->pnext = up->pprev = NULL;
-}
-
+/* An upconn is on one list at a time through `link`: its backend's idle pool (most recently
+ * used first) while idle, or the worker's list of connections in use by background users
+ * (nobody waits for those, so a draining worker ends them rather than wait). */
 static bool is_background(const struct upconn *up)
 {
     return up->state != US_IDLE && up->ops && up->ops->background;
@@ -60,27 +38,15 @@ static struct pool *pool_of(struct upconn *up)
 
 static void pool_remove(struct upconn *up)
 {
-    struct pool *p = pool_of(up);
-
-    if (up->pprev)
-        up->pprev->pnext = up->pnext;
-    else
-        p->head = up->pnext;
-    if (up->pnext)
-        up->pnext->pprev = up->pprev;
-    up->pnext = up->pprev = NULL;
-    p->n--;
+    list_del(&up->link);
+    pool_of(up)->n--;
 }
 
 static void pool_push(struct upconn *up)
 {
     struct pool *p = pool_of(up);
 
-    up->pprev = NULL;
-    up->pnext = p->head;
-    if (p->head)
-        p->head->pprev = up;
-    p->head = up;
+    list_add(&p->idle, &up->link);
     p->n++;
 }
 
@@ -120,10 +86,11 @@ void up_update_timer(struct upconn *up)
 static struct upconn *up_from_pool(struct worker *w, struct backend *be)
 {
     struct pool *p = &w->pools[be->index];
-    struct upconn *up = p->head;
+    struct upconn *up;
 
-    if (!up)
+    if (list_empty(&p->idle))
         return NULL;
+    up = container_of(p->idle.next, struct upconn, link);
     pool_remove(up);
     return up;
 }
@@ -162,7 +129,7 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
     up->ops = ops;
     up->user = user;
     if (ops->background)
-        background_add(up);
+        list_add(&w->background, &up->link);
     up->use++;
     up->got_bytes = false;
     up->reuse_ok = false;
@@ -553,7 +520,7 @@ void up_close(struct upconn *up)
     if (up->state == US_IDLE)
         pool_remove(up);
     else if (is_background(up))
-        background_remove(up);
+        list_del(&up->link);
     up->ops = NULL;
     up->user = NULL;
     sock_kill(up->w, &up->sk);
@@ -564,7 +531,7 @@ void up_release_to_pool(struct upconn *up, bool reusable)
     struct pool *p = pool_of(up);
 
     if (is_background(up))
-        background_remove(up);
+        list_del(&up->link);
     up->ops = NULL;
     up->user = NULL;
     if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle) {
@@ -591,19 +558,38 @@ void up_release(struct upconn *up)
 void pools_close_all(struct worker *w)
 {
     for (uint32_t i = 0; i < w->s->rt.n_backends; i++)
-        while (w->pools[i].head)
-            up_close(w->pools[i].head);
-    while (w->background) {
-        struct upconn *up = w->background;
+        while (!list_empty(&w->pools[i].idle))
+            up_close(container_of(w->pools[i].idle.next, struct upconn, link));
+    while (!list_empty(&w->background)) {
+        struct upconn *up = container_of(w->background.next, struct upconn, link);
         up->ops->failed(up, -ECANCELED, "the worker is draining");
-        if (w->background == up) /* the user should have closed it */
+        if (w->background.next == &up->link) /* the user should have closed it */
             up_close(up);
     }
 }
 
+/* The worker's pools, one per backend, and its list of background connections. */
+static int upstream_init(struct worker *w)
+{
+    uint32_t n = w->s->rt.n_backends ? w->s->rt.n_backends : 1;
+
+    if (!(w->pools = calloc(n, sizeof(*w->pools))))
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        list_init(&w->pools[i].idle);
+    list_init(&w->background);
+    return 0;
+}
+
+static void upstream_fini(struct worker *w)
+{
+    free(w->pools);
+    w->pools = NULL;
+}
+
 static void up_timeout(struct timer *t, uint64_t now)
 {
-    struct upconn *up = (struct upconn *)((char *)t - offsetof(struct sock, tm));
+    struct upconn *up = container_of(t, struct upconn, sk.tm);
 
     if (up->try_deadline_ms && !up->got_bytes && up->state != US_IDLE &&
         now >= up->try_deadline_ms) {
@@ -666,4 +652,12 @@ static const struct sock_ops up_ops = {
     .on_socket = u_on_socket,
     .on_connect = u_on_connect,
     .release = u_release,
+};
+
+const struct worker_module upstream_module = {
+    .init = upstream_init,
+    .drain = pools_close_all,
+    .force = pools_close_all,
+    .fini = upstream_fini,
+    .name = "backend pools",
 };

@@ -400,7 +400,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         if (w->draining)
             close_fd(w, cqe->res);
         else
-            conn_accepted(w, cqe->res, l->tls, l->admin);
+            l->accepted(w, cqe->res, l);
     } else if (cqe->res != -ECANCELED) {
         log_warn("worker %d: accept failed: %s", w->id, strerror(-cqe->res));
     }
@@ -439,7 +439,7 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_WAKE: /* posted by another ring: this ring never counted it as its own op */
         w->ops++;
-        pc_on_wake(w, p);
+        ((struct wake *)p)->fn(w, p);
         break;
     case OP_CONNECT:
         ((struct sock *)p)->connecting = false;
@@ -467,25 +467,16 @@ static void start_drain(struct worker *w)
         sqe->user_data = 0;
         w->ls[i].fd = -1;
     }
-    for (struct conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        conn_drain(c);
-    }
-    pools_close_all(w);
-    health_worker_stop(w);
+    for (const struct worker_module *const *m = w->s->modules; *m; m++)
+        if ((*m)->drain)
+            (*m)->drain(w);
 }
 
 static void force_close_all(struct worker *w)
 {
-    for (struct conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->ex->up)
-            up_close(c->ex->up);
-        if (c->ex->up2)
-            up_close(c->ex->up2);
-        sock_kill(w, &c->sk);
-    }
-    pools_close_all(w);
+    for (const struct worker_module *const *m = w->s->modules; *m; m++)
+        if ((*m)->force)
+            (*m)->force(w);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -630,7 +621,9 @@ static void run_loop(struct worker *w)
         w->now_ms = mono_ms();
         trim_when_quiet(w, reap(w));
         timer_run(w->tw, w->now_ms);
-        health_worker_tick(w);
+        for (const struct worker_module *const *m = w->s->modules; *m; m++)
+            if ((*m)->tick)
+                (*m)->tick(w);
         bury_all(w);
         if (!w->draining && atomic_load(&w->s->stopping))
             start_drain(w);
@@ -648,14 +641,14 @@ static int worker_init(struct worker *w)
 {
     int ret;
 
-    slab_init(&w->conn_slab, sizeof(struct conn), 256);
-    slab_init(&w->ex_slab, sizeof(struct exchange), 64);
     if ((w->s->tls || w->s->upstream_tls) && !(w->plain = malloc(TLS_PLAIN_CAP)))
         return -ENOMEM;
     w->tw = malloc(sizeof(*w->tw));
-    w->pools = calloc(w->s->rt.n_backends ? w->s->rt.n_backends : 1, sizeof(*w->pools));
-    if (!w->tw || !w->pools)
+    if (!w->tw)
         return -ENOMEM;
+    for (const struct worker_module *const *m = w->s->modules; *m; m++)
+        if ((*m)->init && (ret = (*m)->init(w)))
+            return ret;
     ret = bal_worker_init(&w->bal, &w->s->rt, (uint64_t)w->id + 1);
     if (ret)
         return ret;
@@ -667,7 +660,9 @@ static void worker_fini(struct worker *w)
     if (w->br)
         teardown_ring(w);
     w->br = NULL;
-    health_worker_fini(w);
+    for (const struct worker_module *const *m = w->s->modules; *m; m++)
+        if ((*m)->fini)
+            (*m)->fini(w);
     if (w->s->tls || w->s->upstream_tls)
         tls_thread_exit();
     free(w->plain);
@@ -675,12 +670,8 @@ static void worker_fini(struct worker *w)
     buf_free(&w->scratch);
     buf_free(&w->dechunk);
     bal_worker_fini(&w->bal);
-    slab_fini(&w->conn_slab);
-    slab_fini(&w->ex_slab);
-    free(w->pools);
     free(w->tw);
     w->tw = NULL;
-    w->pools = NULL;
 }
 
 static void gate_report(struct start_gate *g)
@@ -698,6 +689,8 @@ __thread struct worker *worker_self;
 
 void worker_run(struct worker *w, struct start_gate *g)
 {
+    int ret;
+
     worker_self = w;
     w->start_err = worker_init(w);
     gate_report(g);
@@ -706,8 +699,9 @@ void worker_run(struct worker *w, struct start_gate *g)
         timer_wheel_init(w->tw, w->now_ms);
         for (uint32_t i = 0; i < w->n_ls; i++)
             arm_accept(w, &w->ls[i]);
-        if (health_worker_start(w))
-            log_error("worker %d: cannot start health checks: out of memory", w->id);
+        for (const struct worker_module *const *m = w->s->modules; *m; m++)
+            if ((*m)->start && (ret = (*m)->start(w)))
+                log_error("worker %d: cannot start %s: %s", w->id, (*m)->name, strerror(-ret));
         run_loop(w);
         log_info("worker %d: %llu connections, %llu requests, %llu errors, %llu failed TLS "
                  "handshakes or records, %llu tunnels (%llu bytes in, %llu out)",

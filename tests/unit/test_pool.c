@@ -59,7 +59,6 @@ static const struct up_ops ops = {
 static struct rp_server srv;
 static struct worker w;
 static struct timer_wheel tw;
-static struct pool pools[1];
 static struct backend be = {.addr = "http://127.0.0.1:1", .index = 0};
 static struct target tgt = {.idle_timeout_ms = 1000,
                             .max_idle = 3,
@@ -72,11 +71,10 @@ static int setup(void **state)
 {
     (void)state;
     memset(&w, 0, sizeof(w));
-    memset(pools, 0, sizeof(pools));
     srv.rt.n_backends = 1;
     w.s = &srv;
     w.tw = &tw;
-    w.pools = pools;
+    assert_int_equal(upstream_module.init(&w), 0);
     w.now_ms = 1000;
     timer_wheel_init(&tw, 1000);
     killed = stub_socks_opened = failed = try_timeouts = 0;
@@ -89,6 +87,7 @@ static int teardown(void **state)
 {
     (void)state;
     pools_close_all(&w);
+    upstream_module.fini(&w);
     return 0;
 }
 
@@ -107,11 +106,11 @@ static void test_mru_first(void **state)
     (void)state;
     up_release_to_pool(a, true);
     up_release_to_pool(b, true);
-    assert_int_equal(pools[0].n, 2);
+    assert_int_equal(w.pools[0].n, 2);
     assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), b);
     assert_true(b->reused);
     assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), a);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
     up_release_to_pool(a, true);
     up_release_to_pool(b, true);
 }
@@ -125,7 +124,7 @@ static void test_max_idle(void **state)
         c[i] = used_conn();
     for (int i = 0; i < 5; i++)
         up_release_to_pool(c[i], true);
-    assert_int_equal(pools[0].n, 3);
+    assert_int_equal(w.pools[0].n, 3);
     assert_int_equal(killed, 2);
 }
 
@@ -133,7 +132,7 @@ static void test_not_reusable_closes(void **state)
 {
     (void)state;
     up_release_to_pool(used_conn(), false);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
     assert_int_equal(killed, 1);
 }
 
@@ -142,7 +141,7 @@ static void test_zero_max_idle_disables(void **state)
     (void)state;
     tgt.max_idle = 0;
     up_release_to_pool(used_conn(), true);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
 }
 
 static void test_idle_timeout_evicts(void **state)
@@ -152,9 +151,9 @@ static void test_idle_timeout_evicts(void **state)
     w.now_ms = 1500;
     up_release_to_pool(used_conn(), true);
     timer_run(&tw, 2100); /* first one idle 1100 ms, second 600 ms */
-    assert_int_equal(pools[0].n, 1);
+    assert_int_equal(w.pools[0].n, 1);
     timer_run(&tw, 2600);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
     assert_int_equal(killed, 2);
 }
 
@@ -166,11 +165,11 @@ static void test_backend_close_evicts(void **state)
     up_release_to_pool(a, true);
     assert_true(a->sk.want_recv); /* pooled connections keep a receive armed */
     up_on_eof(a, 0);              /* the backend closed it while idle */
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
     a = used_conn();
     up_release_to_pool(a, true);
     up_on_data(a, "x", 1); /* unsolicited bytes: not reusable either */
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
 }
 
 static void test_draining_pools_nothing(void **state)
@@ -178,7 +177,7 @@ static void test_draining_pools_nothing(void **state)
     (void)state;
     w.draining = true;
     up_release_to_pool(used_conn(), true);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
 }
 
 static void test_fresh_skips_pool(void **state)
@@ -192,7 +191,7 @@ static void test_fresh_skips_pool(void **state)
     assert_int_equal(f->state, US_CONNECTING);
     up_start(f);
     assert_int_equal(stub_socks_opened, 1); /* a socket was asked for: a new connection */
-    assert_int_equal(pools[0].n, 1);
+    assert_int_equal(w.pools[0].n, 1);
     up_close(f);
 }
 
@@ -288,17 +287,17 @@ static void test_drain_fails_background_requests(void **state)
 
     (void)state;
     bg_failed = 0;
-    assert_ptr_equal(w.background, b);
+    assert_ptr_equal(w.background.next, &b->link); /* newest first */
     b->state = US_READY;
     up_release_to_pool(b, true); /* done: pooled, off the background list */
-    assert_ptr_equal(w.background, a);
-    assert_null(a->pnext);
+    assert_ptr_equal(w.background.next, &a->link);
+    assert_ptr_equal(a->link.next, &w.background);                    /* a alone */
     assert_ptr_equal(up_get(&w, &tgt, &be, &ops, &client, false), b); /* now an exchange's */
     w.draining = true;
     pools_close_all(&w);
     assert_int_equal(bg_failed, 1);
     assert_int_equal(bg_err, -ECANCELED);
-    assert_null(w.background);
+    assert_true(list_empty(&w.background));
     assert_false(mine->sk.dead);
     assert_false(b->sk.dead);
     up_close(mine);

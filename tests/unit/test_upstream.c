@@ -18,7 +18,6 @@
 static struct rp_server srv;
 static struct worker w;
 static struct timer_wheel tw;
-static struct pool pools[1];
 static struct backend be = {.addr = "http://127.0.0.1:1", .index = 0};
 static struct target tgt = {.idle_timeout_ms = 1000,
                             .max_idle = 4,
@@ -243,12 +242,11 @@ static int setup(void **state)
 {
     (void)state;
     memset(&w, 0, sizeof(w));
-    memset(pools, 0, sizeof(pools));
     srv.rt.n_backends = 1;
     srv.lim = (struct h1_limits){.max_head_bytes = 1024, .max_headers = 64, .max_target_len = 512};
     w.s = &srv;
     w.tw = &tw;
-    w.pools = pools;
+    assert_int_equal(upstream_module.init(&w), 0);
     w.now_ms = 1000;
     timer_wheel_init(&tw, 1000);
     rec_init(&R);
@@ -265,6 +263,7 @@ static int teardown(void **state)
         up_close(R2.up);
     R.up = R2.up = NULL;
     pools_close_all(&w);
+    upstream_module.fini(&w);
     bury();
     buf_free(&w.dechunk);
     return 0;
@@ -427,7 +426,7 @@ static void whole_response_in_one_receive(void **state)
     assert_int_equal(R.raw_len, 11);
     assert_memory_equal(R.raw, "hello world", 11);
     assert_int_equal(R.data_len, 11);
-    assert_int_equal(pools[0].n, 1); /* the user pooled it */
+    assert_int_equal(w.pools[0].n, 1); /* the user pooled it */
 }
 
 static void bytes_after_the_response_are_not_reusable(void **state)
@@ -439,7 +438,7 @@ static void bytes_after_the_response_are_not_reusable(void **state)
     assert_false(R.reusable);
     assert_int_equal(R.raw_len, 11); /* the body, not a byte more */
     assert_memory_equal(R.raw, "hello world", 11);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
 
     /* the rest of the body and the extra bytes in a later receive */
     rec_init(&R);
@@ -559,11 +558,11 @@ static void bodyless_statuses(void **state)
     feed_str(R.up, "HTTP/1.1 204 No Content\r\n\r\n");
     assert_string_equal(R.log, "HE");
     assert_true(R.reusable);
-    assert_int_equal(pools[0].n, 1);
+    assert_int_equal(w.pools[0].n, 1);
 
     rec_init(&R); /* the pooled one again: a 204 with a stray byte after it */
     start(&R, H1_M_GET);
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
     feed_str(R.up, "HTTP/1.1 204 No Content\r\n\r\nX");
     assert_string_equal(R.log, "HE");
     assert_false(R.reusable);
@@ -702,7 +701,7 @@ static void body_until_close(void **state)
         assert_false(R.reusable);
         assert_int_equal(R.raw_len, 6);
         assert_memory_equal(R.raw, "abcdef", 6);
-        assert_int_equal(pools[0].n, 0);
+        assert_int_equal(w.pools[0].n, 0);
     }
 
     rec_init(&R); /* no body byte at all */
@@ -968,7 +967,7 @@ static void close_in_head_or_body(void **state)
     start(&R, H1_M_GET);
     feed_str(R.up, SWITCH "abc");
     assert_string_equal(R.log, "HD");
-    assert_int_equal(pools[0].n, 0);
+    assert_int_equal(w.pools[0].n, 0);
 }
 
 /* The user pools `up` in `end` and a new user (R2) takes it back at once: the rest of the
