@@ -9,8 +9,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "../engine/internal.h"
 #include "../engine/log.h"
+#include "../engine/upstream.h"
+#include "../engine/worker-t.h"
 
 /* One check in progress: a connection of the upstream client's (plain or TLS, as traffic to
  * the backend), never pooled, and the check's own timeout. */
