@@ -177,6 +177,12 @@ install: all
 	ln -sf libringproxy.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libringproxy.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ringproxy.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/ringproxy.pc
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 644 man/ringproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 man/ringproxy.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	sed -e 's|/usr/local/bin/ringproxy|$(PREFIX)/bin/ringproxy|g' tools/ringproxy.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/ringproxy.service
 
 FORMAT_SRC = $(filter-out engine/uring_compat.h,$(wildcard engine/*.[ch] balance/*.[ch] cache/*.[ch] tls/*.[ch] \
                                              tools/*.[ch] tests/unit/*.c tests/fuzz/*.c))

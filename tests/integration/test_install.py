@@ -1,11 +1,14 @@
 """`make install` as a user runs it: the README's library example builds against the installed
 prefix with pkg-config and runs; the shared library exports only rp_ symbols; the header is
-clean C11 and C++."""
+clean C11 and C++. The man pages and the systemd unit are installed, render without warnings
+and verify; ringproxy.conf(5) documents exactly the keys of engine/config.c's tables, and its
+example passes ringproxy -t."""
 import os
 import re
+import shutil
 import subprocess
 
-from harness import BUILD, free_port, get, wait_port
+from harness import BUILD, Skip, free_port, get, wait_port
 from test_hooks import Front, echoed
 from test_library import ROOT
 
@@ -19,6 +22,10 @@ def make_vars():
         v.append("SAN=1")
     if "fast" in BUILD.split("/"):
         v.append("WOLFSSL=fast")
+    # any other directory (--build build/x) is named as such, so `make install` builds there
+    derived = ("build/asan" if "SAN=1" in v else "build") + ("/fast" if "WOLFSSL=fast" in v else "")
+    if os.path.normpath(BUILD) != derived:
+        v.append(f"BUILD={BUILD}")
     return v
 
 
@@ -143,3 +150,143 @@ def test_static_link_with_pkg_config(P):
     finally:
         p.terminate()
         assert p.wait(timeout=10) == 0
+
+
+# ---- man pages and the systemd unit ----
+
+MAN_PAGES = ["share/man/man8/ringproxy.8", "share/man/man5/ringproxy.conf.5"]
+UNIT = "lib/systemd/system/ringproxy.service"
+
+
+def test_install_man_pages_and_unit(P):
+    prefix = install(P)
+    for f in MAN_PAGES + [UNIT]:
+        assert os.path.isfile(os.path.join(prefix, f)), f
+    for f in MAN_PAGES:
+        assert os.stat(os.path.join(prefix, f)).st_mode & 0o777 == 0o644, f
+    unit = open(os.path.join(prefix, UNIT)).read()
+    # the installed unit runs the installed daemon, checks the file first, keeps io_uring
+    assert f"ExecStartPre={prefix}/bin/ringproxy -t -c /etc/ringproxy/ringproxy.conf\n" in unit
+    assert f"ExecStart={prefix}/bin/ringproxy -c /etc/ringproxy/ringproxy.conf\n" in unit
+    assert "/usr/local/bin" not in unit
+    assert not re.search(r"^SystemCallFilter=", unit, re.M), "a filter may block io_uring"
+    # TimeoutStopSec above the default shutdown_timeout (30 s, server.c), or the drain is
+    # cut by SIGKILL
+    stop = re.search(r"^TimeoutStopSec=(\d+)s$", unit, re.M)
+    assert stop and int(stop.group(1)) > 30, stop
+    if not shutil.which("systemd-analyze"):
+        print("   (systemd-analyze not installed: unit not verified)")
+        return
+    env = dict(os.environ, MANPATH=os.path.join(prefix, "share", "man"))
+    man = [] if shutil.which("man") else ["--man=no"]
+    r = subprocess.run(["systemd-analyze", "verify", *man, os.path.join(prefix, UNIT)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    mine = [l for l in (r.stdout + r.stderr).splitlines() if "ringproxy" in l]
+    assert r.returncode == 0 and not mine, (r.returncode, r.stdout, r.stderr)
+
+
+def render_warnings(page):
+    """What groff (all warnings on) and man -l print on stderr for `page`, and man's text."""
+    found, out, text = False, [], ""
+    if shutil.which("groff"):
+        found = True
+        r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", page], capture_output=True,
+                           text=True, timeout=60)
+        out += [f"groff rc={r.returncode}"] * (r.returncode != 0) + r.stderr.splitlines()
+    if shutil.which("man"):
+        found = True
+        env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
+        r = subprocess.run(["man", "--warnings", "-l", page], capture_output=True, text=True,
+                           env=env, timeout=60)
+        out += [f"man rc={r.returncode}"] * (r.returncode != 0) + r.stderr.splitlines()
+        text = r.stdout
+    if not found:
+        raise Skip("neither man nor groff is installed: the man pages cannot be rendered")
+    return out, text
+
+
+def test_man_pages_render_without_warnings(P):
+    prefix = install(P)
+    for f in MAN_PAGES:
+        warnings, text = render_warnings(os.path.join(prefix, f))
+        assert not warnings, (f, warnings)
+        if text:
+            assert "NAME" in text and "SEE ALSO" in text, (f, text[:500])
+
+
+def config_tables():
+    """{table: [key, ...]} from engine/config.c: every `static const struct key NAME[]` table
+    (the first string literal of each entry is its key), plus the tls group, whose two keys
+    parse_tls_pair() checks by name."""
+    src = open(os.path.join(ROOT, "engine", "config.c")).read()
+    tables = {}
+    for name, body in re.findall(r"static const struct key (\w+)\[\] = \{(.*?)\n\};", src, re.S):
+        keys = []
+        for entry in body.split("\n"):
+            lit = re.search(r'"((?:[^"\\]|\\.)*)"', entry)
+            if lit:
+                keys.append(lit.group(1))
+        tables[name] = keys
+    pair = re.search(r"static int parse_tls_pair\(.*?\n\}", src, re.S).group(0)
+    tables["tls"] = re.findall(r'strcmp\(config_setting_name\(\w+\), "(\w+)"\)', pair)
+    assert len(tables) >= 9 and all(tables.values()), tables
+    return tables
+
+
+def man_tables(text):
+    """{table: [key, ...]} from ringproxy.conf.5: each section names its table in a
+    `.\\" table: NAME` comment; its keys are the .TP tags `\\fBkey\\fR (`."""
+    tables, cur = {}, None
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        m = re.match(r'\.\\" table: (\w+)$', line)
+        if m:
+            cur = m.group(1)
+            assert cur not in tables, f"table {cur} documented twice"
+            tables[cur] = []
+        elif line.startswith(".SH") or line.startswith(".SS"):
+            cur = None
+        elif line == ".TP" and cur and i + 1 < len(lines):
+            key = re.match(r"\\fB([a-z_]+)\\fR \(", lines[i + 1])
+            assert key, (cur, lines[i + 1])
+            tables[cur].append(key.group(1))
+    return tables
+
+
+def test_man_conf_documents_every_config_key(P):
+    code = config_tables()
+    man = man_tables(open(os.path.join(ROOT, "man", "ringproxy.conf.5")).read())
+    assert set(code) == set(man), ("tables only in config.c:", set(code) - set(man),
+                                   "sections for no table:", set(man) - set(code))
+    for t, keys in code.items():
+        doc = man[t]
+        assert len(doc) == len(set(doc)), (t, "a key documented twice", doc)
+        assert set(keys) == set(doc), (t, "undocumented:", set(keys) - set(doc),
+                                       "documented, not in config.c:", set(doc) - set(keys))
+
+
+def test_man_conf_example_is_complete_and_valid(P):
+    """The EXAMPLE of ringproxy.conf(5) sets every documented key and passes ringproxy -t
+    (its /etc/ringproxy/ files made here)."""
+    text = open(os.path.join(ROOT, "man", "ringproxy.conf.5")).read()
+    ex = re.search(r"^\.SH EXAMPLE\n\.nf\n(.*?)^\.fi$", text, re.S | re.M).group(1)
+    ex = ex.replace("\\-", "-")
+    assert "\\" not in ex, "an roff escape in the example the test does not undo"
+    for t, keys in man_tables(text).items():
+        for k in keys:
+            assert re.search(rf"\b{k} = ", ex), (t, k, "not in the example")
+    d = os.path.join(P.tmp, "etc")
+    os.makedirs(d)
+    paths = set(re.findall(r'"/etc/ringproxy/([\w.-]+)"', ex))
+    for base in {p.rsplit(".", 1)[0] for p in paths}:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{d}/{base}.key", "-out",
+                        f"{d}/{base}.pem", "-days", "2", "-subj", f"/CN={base}"],
+                       check=True, capture_output=True)
+    path = os.path.join(P.tmp, "example.conf")
+    with open(path, "w") as f:
+        f.write(ex.replace("/etc/ringproxy/", d + "/"))
+    r = subprocess.run([f"{BUILD}/ringproxy", "-t", "-c", path], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == f"{path}: configuration is valid\n", (r.stdout,
+                                                                                    r.stderr)
