@@ -46,8 +46,10 @@ struct exchange *ex_new(struct conn *c)
 {
     struct exchange *ex = slab_alloc(&c->w->ex_slab);
 
-    if (ex)
+    if (ex) {
         c->ex = ex;
+        metrics_inflight(c->w, 1);
+    }
     return ex;
 }
 
@@ -69,6 +71,7 @@ void ex_end(struct conn *c)
     free(ex->more);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
+    metrics_inflight(c->w, -1);
 }
 
 void ex_abort(struct conn *c)
@@ -162,8 +165,8 @@ void ex_feed_body(struct conn *c)
                 if (ex->up)
                     up_close(ex->up);
                 ex->up = NULL;
+                respond_error(c, status); /* first: the answer is counted in its domain */
                 ex_end(c);
-                respond_error(c, status);
             }
             return;
         }
@@ -200,9 +203,7 @@ static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh
 
     if (!up)
         return NULL;
-    /* least_latency learns from the time to a response head; others need no clock read */
-    if (ex->t->lb == RP_LB_LEAST_LATENCY)
-        up->sent_ns = mono_ns();
+    up->sent_ns = mono_ns(); /* the response-time histogram, and least_latency, learn from it */
     up->req_whole = ex->req_done;
     up->method = ex->method_id;
     if (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay))) {
@@ -313,7 +314,6 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
         rc = ex_upstream_head(c, r, &edited, &ctx);
     } else {
         atomic_fetch_sub_explicit(&ex->be->requests, 1, memory_order_relaxed); /* never sent */
-        ex_end(c);
         if (ctx.answer) {
             respond_unread(c, r, ctx.answer);
         } else {
@@ -323,6 +323,7 @@ static int run_request_hooks(struct conn *c, const struct h1_request *r)
             respond_unread(c, r, &a);
             resp_fini(&a);
         }
+        ex_end(c);
         rc = 0;
     }
     hdrs_fini(&h);
@@ -363,7 +364,7 @@ void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint
     const rp_server_config *cfg = &c->w->s->cfg;
     char body[300];
 
-    c->w->requests++;
+    ctr_add(&c->w->requests, 1);
     c->nreq++;
     if (r->method_id == H1_M_CONNECT) {
         respond_unread_text(c, r, 405, "CONNECT is not supported\n");
@@ -387,14 +388,14 @@ void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint
     ex->t = route_match(&c->w->s->rt, r->host, r->host_len, r->path, r->path_len);
     if (!ex->t) {
         ex_end(c);
-        respond_unread_text(c, r, 404, "no route for this host and path\n");
+        respond_unread_text(c, r, 404, "no route for this host and path\n"); /* not routed */
         return;
     }
     if (!(ex->be = ex_pick(c))) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);
-        ex_end(c);
         respond_unread_text(c, r, 503, body);
+        ex_end(c);
         return;
     }
     ex->state = EX_UPSTREAM;
@@ -493,7 +494,7 @@ static void report_error(struct conn *c, const struct backend *be, int err, cons
 /* A backend that hangs or resets must not look fast to least_latency. */
 static void observe_failure(const struct upconn *up)
 {
-    if (up->sent_ns) {
+    if (up->sent_ns && up->t->lb == RP_LB_LEAST_LATENCY) {
         uint64_t now = mono_ns();
         bal_observe(up->be, now, now - up->sent_ns);
     }
@@ -560,6 +561,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
     bool refresh;
 
     atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    metrics_failure(c->w, be, err, what);
     log_warn("backend %s (%.*s): %s: %s (attempt %u)", be->addr, (int)ex->t->name_len, ex->t->name,
              what, strerror(-err), ex->attempts);
     observe_failure(up);
@@ -589,12 +591,14 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
         report_error(c, be, err, what);
     if (refresh) {
         ex->reuse_retried = true; /* same backend, fresh connection */
+        metrics_retry(c->w, ex->t);
         if (ex_connect(c, true)) {
             if (ex->up)
                 sock_flush(c->w, &ex->up->sk);
             return;
         }
-    } else if (may_retry(c, connecting) && (next = ex_pick(c)) && attempt_replace(c, next)) {
+    } else if (may_retry(c, connecting) && (next = ex_pick(c)) &&
+               (metrics_retry(c->w, ex->t), attempt_replace(c, next))) {
         return;
     }
     if (c->sk.dead || c->ex != ex || ex->up)
@@ -604,9 +608,9 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
         conn_update_timer(c);
         return;
     }
-    c->w->errors++;
-    ex_end(c);
+    ctr_add(&c->w->errors, 1);
     respond_error(c, err == -ETIMEDOUT ? 504 : 502);
+    ex_end(c);
     conn_update_timer(c);
 }
 
@@ -617,6 +621,7 @@ static void ex_try_timeout(struct upconn *up)
     struct backend *be = up->be, *next;
 
     atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+    metrics_failure(c->w, be, -ETIMEDOUT, "try_timeout");
     log_warn("backend %s (%.*s): no response within try_timeout (attempt %u)", be->addr,
              (int)ex->t->name_len, ex->t->name, ex->attempts);
     observe_failure(up);
@@ -638,9 +643,10 @@ static void ex_try_timeout(struct upconn *up)
     }
     if (c->w->s->hooks.err.n)
         report_error(c, be, -ETIMEDOUT, "no response within try_timeout");
+    metrics_retry(c->w, ex->t);
     if (!attempt_replace(c, next) && !c->sk.dead && c->ex == ex && !ex->up) {
-        ex_end(c); /* out of memory */
-        respond_error(c, 502);
+        respond_error(c, 502); /* out of memory */
+        ex_end(c);
         conn_update_timer(c);
     }
 }
@@ -726,6 +732,7 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     }
     edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
     edited.n_headers = n;
+    metrics_request(c->w, ex->t, edited.status);
     conn_write_response_head(c, &edited, &ctx);
     hdrs_fini(&h);
     hook_ctx_fini(&ctx);
@@ -739,8 +746,12 @@ static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1
     health_report_success(c->w, ex->be);
     if (up->sent_ns) {
         uint64_t now = mono_ns();
-        bal_observe(ex->be, now, now - up->sent_ns);
+        metrics_response_time(c->w, ex->be, now - up->sent_ns);
+        if (ex->t->lb == RP_LB_LEAST_LATENCY)
+            bal_observe(ex->be, now, now - up->sent_ns);
     }
+    if (r->status >= 500)
+        metrics_failure(c->w, ex->be, r->status, NULL);
     ex->resp_body = r->body;
     ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;
     if (r->body == H1_BODY_UNTIL_CLOSE || ex->resp_dechunk || !ex->req_done)
@@ -757,8 +768,10 @@ static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1
     }
     if (c->w->s->hooks.resp.n)
         run_response_hooks(c, r); /* it may close the connection */
-    else
+    else {
+        metrics_request(c->w, ex->t, r->status);
         conn_write_response_head(c, r, NULL);
+    }
     if (c->sk.dead)
         return;
     /* the client gets the body as it came; an HTTP/1.0 client and the cache get it decoded */

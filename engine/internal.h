@@ -22,6 +22,7 @@
 #include "exchange-t.h"
 #include "h1.h"
 #include "hooks.h"
+#include "metrics.h"
 #include "ringproxy.h"
 #include "route.h"
 #include "session-t.h"

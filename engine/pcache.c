@@ -342,6 +342,8 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
 
     if (form != BODY_AS_STORED)
         body = cache_entry_copy(e, &blen);
+    metrics_request(c->w, c->ex->t, status);
+    metrics_cache(c->w, xcache[0] == 'S' ? CK_STALE : xcache[0] == 'R' ? CK_REVALIDATED : CK_HIT);
     snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, h1_reason(status));
     buf_put(b, &ok, line, strlen(line));
     for (uint32_t i = 0; i < e->n_fields; i++) {
@@ -765,6 +767,7 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
 
     if (!ex->pc || ex->pc->invalidate)
         return;
+    metrics_cache(c->w, CK_MISS);
     if (c->w->s->x_cache)
         buf_put(head, ok, "X-Cache: MISS\r\n", 15);
     pc_store_start(ex->pc, ex->t->label, r, hk);

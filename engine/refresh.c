@@ -74,6 +74,7 @@ static void refresh_connect(struct refresh *rf, bool fresh)
 static void report_failure(struct refresh *rf, int err, const char *what, bool health)
 {
     atomic_fetch_add_explicit(&rf->be->failures, 1, memory_order_relaxed);
+    metrics_failure(rf->w, rf->be, err, what);
     log_warn("backend %s (%.*s): background cache refresh: %s: %s", rf->be->addr,
              (int)rf->t->name_len, rf->t->name, what, strerror(-err));
     if (health)

@@ -89,14 +89,18 @@ static int copy_config(rp_server *s)
             rc = -ENOMEM;
         if (!rc)
             rc = pc_admin_setup(s);
+        if (!rc)
+            rc = metrics_admin_setup(s);
     }
     c->admin_listen = NULL; /* in s->listen */
     c->admin_token = NULL;  /* only s->admin_token holds it: never kept twice, never logged */
     return rc;
 }
 
-/* The layers the workers run, in order: sessions drain before the pools close under them. */
+/* The layers the workers run, in order: metrics first (the others count from their start),
+ * sessions drain before the pools close under them. */
 static const struct worker_module *const worker_modules[] = {
+    &metrics_module,
     &session_module,
     &upstream_module,
     &health_module,
@@ -521,6 +525,7 @@ int rp_listen_and_serve(rp_server *s)
     if (!ret)
         ret = run_workers(s);
     close_listeners(s);
+    metrics_free(s); /* every worker has stopped: no scrape can read them now */
     if (!ret)
         log_info("ringproxy stopped");
 out:

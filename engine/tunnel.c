@@ -74,7 +74,8 @@ void tunnel_begin(struct conn *c, struct upconn *up, const struct h1_response *r
 
     ex->state = EX_TUNNEL;
     up_tunnel(up);
-    c->w->tunnels++;
+    ctr_add(&c->w->tunnels, 1);
+    metrics_request(c->w, ex->t, 101);
     health_report_success(c->w, ex->be);
     buf_put(b, &ok, "HTTP/1.1 101 ", 13);
     if (r->reason_len)
@@ -113,7 +114,7 @@ void tunnel_client_data(struct conn *c, const char *p, uint32_t n)
 
     if (ex->tun & TUN_CLIENT_EOF)
         return;
-    c->w->tunnel_bytes_in += n;
+    ctr_add(&c->w->tunnel_bytes_in, n);
     if (up_queue(up, p, n)) {
         conn_close(c);
         return;
@@ -129,7 +130,7 @@ void tunnel_client_data(struct conn *c, const char *p, uint32_t n)
 
 void tunnel_backend_data(struct conn *c, struct upconn *up, const char *p, uint32_t n)
 {
-    c->w->tunnel_bytes_out += n;
+    ctr_add(&c->w->tunnel_bytes_out, n);
     conn_queue_bytes(c, p, n);
     if (c->sk.dead)
         return;

@@ -65,7 +65,7 @@ struct worker_module {
     const char *name;                /* for the log */
 };
 /* The layers' modules (session_h1.c, upstream.c, balance/health.c), in server.c's list. */
-extern const struct worker_module session_module, upstream_module, health_module;
+extern const struct worker_module session_module, upstream_module, health_module, metrics_module;
 
 struct worker {
     struct rp_server *s;
@@ -105,6 +105,7 @@ struct worker {
     /* counters (worker-local, read at exit) */
     uint64_t accepted, requests, errors;
     uint64_t tunnels, tunnel_bytes_in, tunnel_bytes_out; /* in: client to backend */
+    struct wmetrics *m; /* the counters /metrics sums (metrics.h), from init to the run's end */
 };
 
 struct cache;

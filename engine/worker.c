@@ -396,7 +396,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
     if (!(cqe->flags & IORING_CQE_F_MORE))
         l->armed = false;
     if (cqe->res >= 0) {
-        w->accepted++;
+        ctr_add(&w->accepted, 1);
         if (w->draining)
             close_fd(w, cqe->res);
         else
