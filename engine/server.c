@@ -100,11 +100,7 @@ static int copy_config(rp_server *s)
 /* The layers the workers run, in order: metrics first (the others count from their start),
  * sessions drain before the pools close under them. */
 static const struct worker_module *const worker_modules[] = {
-    &metrics_module,
-    &session_module,
-    &upstream_module,
-    &health_module,
-    NULL,
+    &metrics_module, &session_module, &upstream_module, &health_module, NULL,
 };
 
 rp_server *rp_server_new(const rp_server_config *cfg)
