@@ -205,6 +205,7 @@ static int state_init(struct bal_state *st, const struct target *t, uint64_t see
 
     if (!mem)
         return -ENOMEM;
+    st->wgen = atomic_load_explicit(&t->wgen, memory_order_acquire);
     st->key = (uint64_t *)mem;
     st->cur = (int32_t *)(st->key + n);
     st->thr = (uint32_t *)(st->cur + n);
@@ -259,7 +260,22 @@ static bool usable(const struct target *t, uint32_t i, uint64_t exclude)
 {
     if (i < 64 && (exclude >> i) & 1)
         return false;
-    return atomic_load_explicit(&t->backends[i]->healthy, memory_order_relaxed);
+    return atomic_load_explicit(&t->backends[i]->healthy, memory_order_relaxed) &&
+           !atomic_load_explicit(&t->backends[i]->drained, memory_order_relaxed);
+}
+
+/* A weight changed at run time (the admin API): this worker's tables for t are built again.
+ * Out of memory, the old ones stay (and the next pick tries again). */
+static void state_rebuild(struct bal_state *st, const struct target *t, uint64_t seed)
+{
+    struct bal_state fresh = {0};
+
+    if (state_init(&fresh, t, seed)) {
+        free(fresh.key);
+        return;
+    }
+    free(st->key);
+    *st = fresh;
 }
 
 static struct backend *pick_rr(struct bal_state *st, const struct target *t, uint64_t ex)
@@ -510,6 +526,8 @@ struct backend *bal_pick(struct bal_worker *bw, const struct target *t,
 
     if (!t->n_backends)
         return NULL;
+    if (st->wgen != atomic_load_explicit(&t->wgen, memory_order_relaxed))
+        state_rebuild(st, t, bw->rng);
     switch (t->lb) {
     case RP_LB_WEIGHTED_RR:
         return pick_wrr(st, t, exclude);

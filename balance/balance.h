@@ -25,6 +25,7 @@ struct bal_state {
     int32_t *cur;     /* weighted_rr: nginx's current weights */
     uint32_t *thr;    /* random: Walker's alias table, exact in integers: column i keeps i */
     uint32_t *alias;  /* when a draw in [0, total) falls below thr[i], else gives alias[i] */
+    uint32_t wgen;    /* the target's wgen these tables were built for */
 };
 
 /* One per worker: state for every target of the route table. */

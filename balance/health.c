@@ -100,7 +100,8 @@ struct backend *health_fallback(struct worker *w, const struct target *t, uint64
         struct health_state *hs = &w->s->health[be->index];
         uint64_t at = atomic_load_explicit(&hs->retry_at_ms, memory_order_relaxed);
         if ((i < 64 && (exclude >> i) & 1) ||
-            !atomic_load_explicit(&hs->passive_down, memory_order_relaxed))
+            !atomic_load_explicit(&hs->passive_down, memory_order_relaxed) ||
+            atomic_load_explicit(&be->drained, memory_order_relaxed))
             continue;
         if (at < best_at) {
             best = be;

@@ -218,10 +218,13 @@ void pc_store_body(struct pc_state *p, const char *data, size_t n);
 void pc_store_end(struct pc_state *p);
 /* Frees p: a fill still held ends as abandoned, a wait is cancelled. */
 void pc_state_free(struct pc_state *p);
-/* Registers the admin API's endpoints in s->admin. 0 or -ENOMEM. */
-int pc_admin_setup(rp_server *s);
+/* ---- admin.c: the admin API ------------------------------------------------------------------ */
+
+/* Registers the admin API's endpoints in s->admin (the cache, the backends, /metrics). 0 or
+ * -ENOMEM. */
+int admin_setup(rp_server *s);
 /* Whether a request to the admin listener carries the token (always, without one). */
-bool pc_admin_authorized(const rp_server *s, const struct h1_request *r);
+bool admin_authorized(const rp_server *s, const struct h1_request *r);
 
 /* ---- refresh.c: background cache refreshes --------------------------------------------------- */
 

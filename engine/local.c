@@ -161,7 +161,7 @@ void local_admin_request(struct conn *c, const struct h1_request *r, const char 
 {
     struct rp_response a;
 
-    if (!pc_admin_authorized(c->w->s, r)) {
+    if (!admin_authorized(c->w->s, r)) {
         resp_init(&a, 401);
         rp_headers_add(&a.h, "WWW-Authenticate", "Bearer realm=\"ringproxy admin\"");
         rp_headers_add(&a.h, "Content-Type", "application/json");

@@ -21,9 +21,10 @@ struct backend {
     uint32_t authority_len;
     struct sockaddr_storage sa;
     socklen_t salen;
-    int weight;
-    uint32_t index; /* position in route_table.backends: indexes per-worker pools */
+    atomic_int weight; /* 1-100; the admin API may change it while running (target.wgen) */
+    uint32_t index;    /* position in route_table.backends: indexes per-worker pools */
     atomic_int healthy;
+    atomic_bool drained; /* the admin API took it out: no new requests, in-flight ones finish */
     atomic_uint inflight;
     atomic_ulong requests;
     atomic_ulong failures;
@@ -56,7 +57,8 @@ struct target {
     bool no_cache;          /* the domain never uses the response cache */
     struct tls_ctx *up_tls; /* client context for https:// backends, while running */
     uint32_t host_header_len;
-    uint32_t index; /* position among all targets: indexes per-worker balancer state */
+    uint32_t index;   /* position among all targets: indexes per-worker balancer state */
+    atomic_uint wgen; /* bumped when a backend's weight changes: workers rebuild their tables */
 };
 
 struct route_table {

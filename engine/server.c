@@ -88,9 +88,7 @@ static int copy_config(rp_server *s)
         if (!rc && c->admin_token && !(s->admin_token = strdup(c->admin_token)))
             rc = -ENOMEM;
         if (!rc)
-            rc = pc_admin_setup(s);
-        if (!rc)
-            rc = metrics_admin_setup(s);
+            rc = admin_setup(s);
     }
     c->admin_listen = NULL; /* in s->listen */
     c->admin_token = NULL;  /* only s->admin_token holds it: never kept twice, never logged */

@@ -509,6 +509,49 @@ static double ewma_ms(const struct fx *f, uint32_t i)
     return d / MS;
 }
 
+/* The admin API's runtime controls: a drained backend is never picked (by any strategy), and
+ * a weight changed while running (target.wgen bumped) takes effect at the next pick. */
+static void test_drained_never_picked(void **state)
+{
+    static const rp_lb_strategy all[] = {RP_LB_ROUND_ROBIN, RP_LB_WEIGHTED_RR, RP_LB_LEAST_CONN,
+                                         RP_LB_IP_HASH,     RP_LB_RANDOM,      RP_LB_LEAST_LATENCY};
+    struct sockaddr_in c = v4("10.1.2.3");
+    struct fx f;
+
+    (void)state;
+    for (size_t s = 0; s < sizeof(all) / sizeof(all[0]); s++) {
+        fx_init(&f, all[s], NULL, 3);
+        atomic_store(&f.t->backends[1]->drained, true);
+        for (int i = 0; i < 300; i++)
+            assert_int_not_equal(pick(&f, (const struct sockaddr *)&c, 0), 1);
+        atomic_store(&f.t->backends[0]->drained, true);
+        atomic_store(&f.t->backends[2]->drained, true);
+        assert_int_equal(pick(&f, (const struct sockaddr *)&c, 0), -1);
+        fx_fini(&f);
+    }
+}
+
+static void test_weight_change_rebuilds_tables(void **state)
+{
+    static const rp_lb_strategy all[] = {RP_LB_WEIGHTED_RR, RP_LB_RANDOM};
+    struct fx f;
+
+    (void)state;
+    for (size_t s = 0; s < sizeof(all) / sizeof(all[0]); s++) {
+        int n0 = 0;
+        fx_init(&f, all[s], NULL, 2);
+        atomic_store(&f.t->backends[0]->weight, 9);
+        atomic_fetch_add(&f.t->wgen, 1);
+        for (int i = 0; i < 10000; i++)
+            n0 += pick(&f, NULL, 0) == 0;
+        /* weighted_rr: exactly 9 in 10; random: within 1% of it */
+        assert_true(n0 >= 8900 && n0 <= 9100);
+        if (all[s] == RP_LB_WEIGHTED_RR)
+            assert_int_equal(n0, 9000);
+        fx_fini(&f);
+    }
+}
+
 static void test_observe_peak_and_decay(void **state)
 {
     const double E1 = 0.36787944117144233, E05 = 0.6065306597126334; /* e^-1, e^-0.5 */
@@ -721,6 +764,8 @@ int main(void)
         cmocka_unit_test(test_random_uniform),
         cmocka_unit_test(test_random_weighted),
         cmocka_unit_test(test_random_skips_down_and_excluded),
+        cmocka_unit_test(test_drained_never_picked),
+        cmocka_unit_test(test_weight_change_rebuilds_tables),
         cmocka_unit_test(test_observe_peak_and_decay),
         cmocka_unit_test(test_least_latency_avoids_observed_slow),
         cmocka_unit_test(test_least_latency_sheds_and_recovers),
