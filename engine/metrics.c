@@ -16,11 +16,6 @@ static const uint64_t lat_le_ns[LAT_BUCKETS] = {
     1000000,   2500000,   5000000,   10000000,   25000000,   50000000,
     100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000,
 };
-static const char *const lat_le[LAT_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
-                                                "0.1",   "0.25",   "0.5",   "1",    "2.5",   "5"};
-static const char *const fail_name[FAIL_KINDS] = {"refused",   "timeout", "reset", "tls",
-                                                  "malformed", "5xx",     "other"};
-static const char *const cache_name[CK_KINDS] = {"hit", "stale", "revalidated", "miss"};
 
 /* ---- counting (worker thread, its own counters) ------------------------------------------ */
 
@@ -124,7 +119,7 @@ void metrics_free(struct rp_server *s)
 
 /* ---- the exposition ------------------------------------------------------------------------ */
 
-/* Sums counter k of every worker: k(m) gives its address in one worker's set. */
+/* Sums one counter over every worker: `expr` names it in a worker's set `m`. */
 #define SUM(s, expr)                                                                               \
     ({                                                                                             \
         uint64_t sum_ = 0;                                                                         \
@@ -136,193 +131,288 @@ void metrics_free(struct rp_server *s)
         sum_;                                                                                      \
     })
 
-static void family(rp_response *r, const char *name, const char *type, const char *help)
+/* The exposition is composed in one buffer and handed over once: a scrape of 100 domains of
+ * 3 backends is about 800 KB, written on the worker that took the admin connection, so each
+ * line costs a few copies and no formatting call (tools/scrapebench.py measures it). */
+struct expo {
+    struct buf b;
+    bool ok;
+    char lab[1100]; /* the current series' labels: domain="..",backend=".." */
+    uint32_t lab_len;
+};
+
+static void put(struct expo *x, const char *p, size_t n)
 {
-    rp_response_printf(r, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    buf_put(&x->b, &x->ok, p, n);
 }
 
-/* A label value as the text format wants it: backslash, double quote and newline escaped. */
-static void put_label(rp_response *r, const char *v)
+static void put_str(struct expo *x, const char *s)
 {
-    for (const char *p = v; *p; p++) {
-        const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
-        if (esc)
-            rp_response_write(r, esc, 2);
-        else
-            rp_response_write(r, p, 1);
+    put(x, s, strlen(s));
+}
+
+static void put_u64(struct expo *x, uint64_t v)
+{
+    char tmp[24];
+    int i = sizeof(tmp);
+
+    do
+        tmp[--i] = (char)('0' + v % 10);
+    while (v /= 10);
+    put(x, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+static void family(struct expo *x, const char *name, const char *type, const char *help)
+{
+    put_str(x, "# HELP ");
+    put_str(x, name);
+    put(x, " ", 1);
+    put_str(x, help);
+    put_str(x, "\n# TYPE ");
+    put_str(x, name);
+    put(x, " ", 1);
+    put_str(x, type);
+    put(x, "\n", 1);
+}
+
+/* Appends name="value" to the labels, the value escaped as the text format wants it
+ * (backslash, double quote, newline); a value that does not fit is cut. */
+static void add_label(struct expo *x, const char *name, const char *v)
+{
+    size_t cap = sizeof(x->lab) - 8;
+
+    if (x->lab_len && x->lab_len < cap)
+        x->lab[x->lab_len++] = ',';
+    for (const char *p = name; *p && x->lab_len < cap; p++)
+        x->lab[x->lab_len++] = *p;
+    x->lab[x->lab_len++] = '=';
+    x->lab[x->lab_len++] = '"';
+    for (const char *p = v; *p && x->lab_len < cap; p++) {
+        char c = *p == '\n' ? 'n' : *p;
+        if (*p == '\\' || *p == '"' || *p == '\n')
+            x->lab[x->lab_len++] = '\\';
+        x->lab[x->lab_len++] = c;
     }
+    x->lab[x->lab_len++] = '"';
 }
 
-/* name{domain="..",backend=".."<extra>} value */
-static void sample(rp_response *r, const char *name, const struct target *t,
-                   const struct backend *be, const char *extra, uint64_t v)
+static void set_labels(struct expo *x, const struct target *t, const struct backend *be)
 {
-    rp_response_printf(r, "%s{domain=\"", name);
-    put_label(r, t ? t->label : "");
-    if (be) {
-        rp_response_write(r, "\",backend=\"", 11);
-        put_label(r, be->addr);
-    }
-    rp_response_printf(r, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+    x->lab_len = 0;
+    add_label(x, "domain", t ? t->label : "");
+    if (be)
+        add_label(x, "backend", be->addr);
 }
 
-static void put_requests(rp_response *r, struct rp_server *s)
+/* name{labels<extra>} v */
+static void sample(struct expo *x, const char *name, const char *extra, uint64_t v)
+{
+    put_str(x, name);
+    put(x, "{", 1);
+    put(x, x->lab, x->lab_len);
+    if (extra)
+        put_str(x, extra);
+    put(x, "} ", 2);
+    put_u64(x, v);
+    put(x, "\n", 1);
+}
+
+/* name v, for a series without labels */
+static void put_one(struct expo *x, const char *name, const char *type, const char *help,
+                    uint64_t v)
+{
+    family(x, name, type, help);
+    put_str(x, name);
+    put(x, " ", 1);
+    put_u64(x, v);
+    put(x, "\n", 1);
+}
+
+static void put_requests(struct expo *x, struct rp_server *s)
 {
     const struct route_table *rt = &s->rt;
     static const char *const cls[5] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
                                        ",code=\"4xx\"", ",code=\"5xx\""};
 
-    family(r, "ringproxy_requests_total", "counter",
+    family(x, "ringproxy_requests_total", "counter",
            "Requests answered, by domain (\"\": not routed) and status class.");
     for (uint32_t i = 0; i <= route_count(rt); i++) { /* the last: requests not routed */
         const struct target *t = i < route_count(rt) ? route_target(rt, i) : NULL;
         uint32_t row = t ? t->index : rt->n_targets;
+        set_labels(x, t, NULL);
         for (uint32_t c = 0; c < 5; c++)
-            sample(r, "ringproxy_requests_total", t, NULL, cls[c], SUM(s, m->req[row * 5 + c]));
+            sample(x, "ringproxy_requests_total", cls[c], SUM(s, m->req[row * 5 + c]));
     }
-    family(r, "ringproxy_upstream_retries_total", "counter",
+    family(x, "ringproxy_upstream_retries_total", "counter",
            "Requests sent again: to another backend, or on a fresh connection.");
     for (uint32_t i = 0; i < route_count(rt); i++) {
         const struct target *t = route_target(rt, i);
-        sample(r, "ringproxy_upstream_retries_total", t, NULL, NULL, SUM(s, m->retries[t->index]));
+        set_labels(x, t, NULL);
+        sample(x, "ringproxy_upstream_retries_total", NULL, SUM(s, m->retries[t->index]));
     }
 }
 
-static void put_backends(rp_response *r, struct rp_server *s)
+/* One family over every (domain, backend) series; `each` writes one series' samples. */
+static void per_backend(struct expo *x, struct rp_server *s, const char *name, const char *type,
+                        const char *help,
+                        void (*each)(struct expo *x, struct rp_server *s, const char *name,
+                                     const struct backend *be))
 {
     const struct route_table *rt = &s->rt;
-    char extra[64];
 
-    family(r, "ringproxy_upstream_requests_total", "counter", "Attempts sent to a backend.");
-    for (uint32_t i = 0; i < route_count(rt); i++)
-        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++) {
-            const struct backend *be = route_target(rt, i)->backends[j];
-            sample(r, "ringproxy_upstream_requests_total", route_target(rt, i), be, NULL,
-                   atomic_load_explicit(&be->requests, memory_order_relaxed));
+    family(x, name, type, help);
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        const struct target *t = route_target(rt, i);
+        for (uint32_t j = 0; j < t->n_backends; j++) {
+            set_labels(x, t, t->backends[j]);
+            each(x, s, name, t->backends[j]);
         }
-    family(r, "ringproxy_upstream_failures_total", "counter",
-           "Failed attempts at a backend, by reason (5xx: a server error it answered).");
-    for (uint32_t i = 0; i < route_count(rt); i++)
-        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++) {
-            const struct backend *be = route_target(rt, i)->backends[j];
-            for (int k = 0; k < FAIL_KINDS; k++) {
-                snprintf(extra, sizeof(extra), ",reason=\"%s\"", fail_name[k]);
-                sample(r, "ringproxy_upstream_failures_total", route_target(rt, i), be, extra,
-                       SUM(s, m->fail[be->index * FAIL_KINDS + k]));
-            }
-        }
-    family(r, "ringproxy_upstream_response_seconds", "histogram",
-           "Time from an attempt's start to its response head, per backend.");
-    for (uint32_t i = 0; i < route_count(rt); i++)
-        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++) {
-            const struct target *t = route_target(rt, i);
-            const struct backend *be = t->backends[j];
-            uint64_t cum = 0, sum;
-            for (int b = 0; b <= LAT_BUCKETS; b++) {
-                cum += SUM(s, m->lat[be->index * (LAT_BUCKETS + 1) + b]);
-                snprintf(extra, sizeof(extra), ",le=\"%s\"", b < LAT_BUCKETS ? lat_le[b] : "+Inf");
-                sample(r, "ringproxy_upstream_response_seconds_bucket", t, be, extra, cum);
-            }
-            sum = SUM(s, m->lat_sum[be->index]);
-            rp_response_printf(r, "ringproxy_upstream_response_seconds_sum{domain=\"");
-            put_label(r, t->label);
-            rp_response_write(r, "\",backend=\"", 11);
-            put_label(r, be->addr);
-            rp_response_printf(r, "\"} %llu.%09llu\n", (unsigned long long)(sum / 1000000000u),
-                               (unsigned long long)(sum % 1000000000u));
-            sample(r, "ringproxy_upstream_response_seconds_count", t, be, NULL, cum);
-        }
-    family(r, "ringproxy_backend_up", "gauge",
-           "1 while a backend takes traffic, 0 while health checks or failures hold it out.");
-    for (uint32_t i = 0; i < route_count(rt); i++)
-        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++) {
-            const struct backend *be = route_target(rt, i)->backends[j];
-            sample(r, "ringproxy_backend_up", route_target(rt, i), be, NULL,
-                   atomic_load_explicit(&be->healthy, memory_order_relaxed) ? 1 : 0);
-        }
-    family(r, "ringproxy_backend_in_flight", "gauge", "Attempts at a backend in progress.");
-    for (uint32_t i = 0; i < route_count(rt); i++)
-        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++) {
-            const struct backend *be = route_target(rt, i)->backends[j];
-            sample(r, "ringproxy_backend_in_flight", route_target(rt, i), be, NULL,
-                   atomic_load_explicit(&be->inflight, memory_order_relaxed));
-        }
+    }
 }
 
-static void put_one(rp_response *r, const char *name, const char *type, const char *help,
-                    uint64_t v)
+static void each_attempts(struct expo *x, struct rp_server *s, const char *name,
+                          const struct backend *be)
 {
-    family(r, name, type, help);
-    rp_response_printf(r, "%s %llu\n", name, (unsigned long long)v);
+    (void)s;
+    sample(x, name, NULL, atomic_load_explicit(&be->requests, memory_order_relaxed));
 }
 
-static void put_server(rp_response *r, struct rp_server *s)
+static void each_failures(struct expo *x, struct rp_server *s, const char *name,
+                          const struct backend *be)
 {
-    uint64_t open = 0, inflight, accepted, tls_fail, tunnels, t_in, t_out;
+    static const char *const reason[FAIL_KINDS] = {
+        ",reason=\"refused\"",   ",reason=\"timeout\"", ",reason=\"reset\"", ",reason=\"tls\"",
+        ",reason=\"malformed\"", ",reason=\"5xx\"",     ",reason=\"other\""};
+
+    for (int k = 0; k < FAIL_KINDS; k++)
+        sample(x, name, reason[k], SUM(s, m->fail[be->index * FAIL_KINDS + k]));
+}
+
+static void each_latency(struct expo *x, struct rp_server *s, const char *name,
+                         const struct backend *be)
+{
+    static const char *const le[LAT_BUCKETS + 1] = {
+        ",le=\"0.001\"", ",le=\"0.0025\"", ",le=\"0.005\"", ",le=\"0.01\"", ",le=\"0.025\"",
+        ",le=\"0.05\"",  ",le=\"0.1\"",    ",le=\"0.25\"",  ",le=\"0.5\"",  ",le=\"1\"",
+        ",le=\"2.5\"",   ",le=\"5\"",      ",le=\"+Inf\""};
+    uint64_t cum = 0, sum = SUM(s, m->lat_sum[be->index]);
+    char frac[16];
+
+    (void)name;
+    for (int b = 0; b <= LAT_BUCKETS; b++) {
+        cum += SUM(s, m->lat[be->index * (LAT_BUCKETS + 1) + b]);
+        sample(x, "ringproxy_upstream_response_seconds_bucket", le[b], cum);
+    }
+    put_str(x, "ringproxy_upstream_response_seconds_sum{");
+    put(x, x->lab, x->lab_len);
+    put(x, "} ", 2);
+    put_u64(x, sum / 1000000000u);
+    snprintf(frac, sizeof(frac), ".%09llu\n", (unsigned long long)(sum % 1000000000u));
+    put_str(x, frac);
+    sample(x, "ringproxy_upstream_response_seconds_count", NULL, cum);
+}
+
+static void each_up(struct expo *x, struct rp_server *s, const char *name, const struct backend *be)
+{
+    (void)s;
+    sample(x, name, NULL, atomic_load_explicit(&be->healthy, memory_order_relaxed) ? 1 : 0);
+}
+
+static void each_in_flight(struct expo *x, struct rp_server *s, const char *name,
+                           const struct backend *be)
+{
+    (void)s;
+    sample(x, name, NULL, atomic_load_explicit(&be->inflight, memory_order_relaxed));
+}
+
+static void put_backends(struct expo *x, struct rp_server *s)
+{
+    per_backend(x, s, "ringproxy_upstream_requests_total", "counter", "Attempts sent to a backend.",
+                each_attempts);
+    per_backend(x, s, "ringproxy_upstream_failures_total", "counter",
+                "Failed attempts at a backend, by reason (5xx: a server error it answered).",
+                each_failures);
+    per_backend(x, s, "ringproxy_upstream_response_seconds", "histogram",
+                "Time from an attempt's start to its response head, per backend.", each_latency);
+    per_backend(x, s, "ringproxy_backend_up", "gauge",
+                "1 while a backend takes traffic, 0 while health checks or failures hold it out.",
+                each_up);
+    per_backend(x, s, "ringproxy_backend_in_flight", "gauge", "Attempts at a backend in progress.",
+                each_in_flight);
+}
+
+static void put_server(struct expo *x, struct rp_server *s)
+{
+    uint64_t open = 0, inflight = SUM(s, m->inflight), accepted = 0, tls_fail = 0, tunnels = 0;
+    uint64_t t_in = 0, t_out = 0;
+    static const char *const result[CK_KINDS] = {",result=\"hit\"", ",result=\"stale\"",
+                                                 ",result=\"revalidated\"", ",result=\"miss\""};
     rp_cache_stats st;
 
-    for (int i = 0; i < s->nworkers; i++)
-        open += __atomic_load_n(&s->workers[i].nconns, __ATOMIC_RELAXED);
-    inflight = SUM(s, m->inflight);
-    accepted = tls_fail = tunnels = t_in = t_out = 0;
     for (int i = 0; i < s->nworkers; i++) {
         const struct worker *w = &s->workers[i];
+        open += __atomic_load_n(&w->nconns, __ATOMIC_RELAXED);
         accepted += ctr_get(&w->accepted);
         tls_fail += ctr_get(&w->tls_failures);
         tunnels += ctr_get(&w->tunnels);
         t_in += ctr_get(&w->tunnel_bytes_in);
         t_out += ctr_get(&w->tunnel_bytes_out);
     }
-    family(r, "ringproxy_client_connections", "gauge",
+    x->lab_len = 0;
+    family(x, "ringproxy_client_connections", "gauge",
            "Client connections open: with a request in progress (active) or between requests "
            "(idle).");
-    rp_response_printf(r, "ringproxy_client_connections{state=\"active\"} %llu\n",
-                       (unsigned long long)(inflight < open ? inflight : open));
-    rp_response_printf(r, "ringproxy_client_connections{state=\"idle\"} %llu\n",
-                       (unsigned long long)(inflight < open ? open - inflight : 0));
-    put_one(r, "ringproxy_client_connections_accepted_total", "counter",
+    sample(x, "ringproxy_client_connections", "state=\"active\"",
+           inflight < open ? inflight : open);
+    sample(x, "ringproxy_client_connections", "state=\"idle\"",
+           inflight < open ? open - inflight : 0);
+    put_one(x, "ringproxy_client_connections_accepted_total", "counter",
             "Client connections accepted.", accepted);
-    put_one(r, "ringproxy_tls_failures_total", "counter",
+    put_one(x, "ringproxy_tls_failures_total", "counter",
             "Client TLS handshakes or records that failed.", tls_fail);
-    put_one(r, "ringproxy_tunnels_total", "counter", "Upgrade (WebSocket) tunnels opened.",
+    put_one(x, "ringproxy_tunnels_total", "counter", "Upgrade (WebSocket) tunnels opened.",
             tunnels);
-    family(r, "ringproxy_tunnel_bytes_total", "counter", "Bytes relayed through tunnels.");
-    rp_response_printf(r, "ringproxy_tunnel_bytes_total{direction=\"to_backend\"} %llu\n",
-                       (unsigned long long)t_in);
-    rp_response_printf(r, "ringproxy_tunnel_bytes_total{direction=\"to_client\"} %llu\n",
-                       (unsigned long long)t_out);
-    family(r, "ringproxy_cache_requests_total", "counter",
+    family(x, "ringproxy_tunnel_bytes_total", "counter", "Bytes relayed through tunnels.");
+    sample(x, "ringproxy_tunnel_bytes_total", "direction=\"to_backend\"", t_in);
+    sample(x, "ringproxy_tunnel_bytes_total", "direction=\"to_client\"", t_out);
+    family(x, "ringproxy_cache_requests_total", "counter",
            "Requests the cache took part in, by how they were answered.");
     for (int k = 0; k < CK_KINDS; k++)
-        rp_response_printf(r, "ringproxy_cache_requests_total{result=\"%s\"} %llu\n", cache_name[k],
-                           (unsigned long long)SUM(s, m->cache[k]));
+        sample(x, "ringproxy_cache_requests_total", result[k] + 1, SUM(s, m->cache[k]));
     rp_proxy_cache_stats(s, &st);
-    put_one(r, "ringproxy_cache_entries", "gauge", "Responses stored.", st.entries);
-    put_one(r, "ringproxy_cache_bytes", "gauge", "Bytes the stored responses take.", st.bytes);
-    put_one(r, "ringproxy_cache_stores_total", "counter", "Responses stored.", st.stores);
-    put_one(r, "ringproxy_cache_evictions_total", "counter", "Entries evicted for room.",
+    put_one(x, "ringproxy_cache_entries", "gauge", "Responses stored.", st.entries);
+    put_one(x, "ringproxy_cache_bytes", "gauge", "Bytes the stored responses take.", st.bytes);
+    put_one(x, "ringproxy_cache_stores_total", "counter", "Responses stored.", st.stores);
+    put_one(x, "ringproxy_cache_evictions_total", "counter", "Entries evicted for room.",
             st.evictions);
-    put_one(r, "ringproxy_cache_purges_total", "counter", "Entries purged.", st.purges);
-    put_one(r, "ringproxy_reloads_total", "counter",
+    put_one(x, "ringproxy_cache_purges_total", "counter", "Entries purged.", st.purges);
+    put_one(x, "ringproxy_reloads_total", "counter",
             "Configuration reloads (not built yet: always 0).", 0);
-    put_one(r, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",
+    put_one(x, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",
             1);
-    put_one(r, "ringproxy_workers", "gauge", "Worker threads.", (uint64_t)s->nworkers);
-    family(r, "ringproxy_build_info", "gauge", "The running build (its version in a label).");
-    rp_response_printf(r, "ringproxy_build_info{version=\"%s\"} 1\n", RP_VERSION);
+    put_one(x, "ringproxy_workers", "gauge", "Worker threads.", (uint64_t)s->nworkers);
+    family(x, "ringproxy_build_info", "gauge", "The running build (its version in a label).");
+    sample(x, "ringproxy_build_info", "version=\"" RP_VERSION "\"", 1);
 }
 
 static void admin_metrics(const rp_request *req, rp_response *resp, void *user)
 {
     struct rp_server *s = user;
+    struct expo x = {.ok = true};
 
     (void)req;
     rp_headers_set(rp_response_headers(resp), "Content-Type",
                    "text/plain; version=0.0.4; charset=utf-8");
     rp_headers_set(rp_response_headers(resp), "Cache-Control", "no-store");
-    put_requests(resp, s);
-    put_backends(resp, s);
-    put_server(resp, s);
+    buf_reserve(&x.b, 64 * 1024);
+    put_requests(&x, s);
+    put_backends(&x, s);
+    put_server(&x, s);
+    if (!x.ok || rp_response_write(resp, buf_data(&x.b), buf_used(&x.b))) {
+        rp_response_set_status(resp, 500);
+        rp_response_printf(resp, "out of memory\n");
+    }
+    buf_free(&x.b);
 }
 
 int metrics_admin_setup(struct rp_server *s)
