@@ -56,7 +56,7 @@ LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/session_h1.c engi
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
-              test_ringload test_tls test_worker test_tunnel test_util test_upstream
+              test_ringload test_tls test_worker test_tunnel test_util test_upstream test_exchange
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
            fuzz_cache_policy
 

@@ -428,6 +428,8 @@ void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint
         conn_close(c);
         return;
     }
+    if (c->ex != ex)
+        return; /* every attempt failed at once and the 502 went out: no 100 after it */
     conn_send_continue(c, r);
     ex_feed_body(c);
     if (c->ex == ex && ex->up) /* the head, with any body bytes that came along, at once */
@@ -593,7 +595,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
         ex->reuse_retried = true; /* same backend, fresh connection */
         metrics_retry(c->w, ex->t);
         if (ex_connect(c, true)) {
-            if (ex->up)
+            if (c->ex == ex && ex->up) /* (a failure at once may have answered) */
                 sock_flush(c->w, &ex->up->sk);
             return;
         }
