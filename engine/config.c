@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "proxy_proto.h"
 #include "util.h"
 
 #define MAX_HEADER_BYTES (1 << 20)
@@ -810,6 +811,17 @@ static int parse_domain_cache(struct loader *ld, const config_setting_t *s, void
     return 0;
 }
 
+/* send_proxy_protocol = "v1" | "v2" */
+static int parse_send_pp(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    static const char *const names[] = {"v1", "v2", NULL};
+    int i, rc = get_enum(ld, s, names, "v1, v2", &i);
+
+    if (!rc)
+        ((rp_domain_config *)obj)->send_proxy_protocol = i + 1;
+    return rc;
+}
+
 static const struct key domain_keys[] = {
     FUNC("domain", parse_domain_name),
     FUNC("backends", parse_backends),
@@ -830,6 +842,7 @@ static const struct key domain_keys[] = {
     FUNC("upgrade", parse_domain_upgrade),
     DOM_FIELD("try_timeout", K_DURATION_OFF, try_timeout_ms, 0, 0),
     DOM_FIELD("hedge", K_BOOL, hedge, 0, 0),
+    FUNC("send_proxy_protocol", parse_send_pp),
     {0},
 };
 
@@ -1146,6 +1159,15 @@ static int parse_cache(struct loader *ld, const config_setting_t *s, void *obj)
 
 /* ---- top level ---- */
 
+static int check_twice(struct loader *ld, const config_setting_t *s, const char *const *seen,
+                       size_t n, const char *addr)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(seen[i], addr))
+            return fail(ld, s, s, "\"%s\" is listed twice", addr);
+    return 0;
+}
+
 static int check_listen(struct loader *ld, const config_setting_t *s, const char *const *seen,
                         size_t n, const char **addr)
 {
@@ -1155,33 +1177,135 @@ static int check_listen(struct loader *ld, const config_setting_t *s, const char
         return rc;
     if (!hostport_ok(*addr, strlen(*addr), true, false))
         return fail(ld, s, s, "\"%s\" is not a valid address (want ip:port or [ip6]:port)", *addr);
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(seen[i], *addr))
-            return fail(ld, s, s, "\"%s\" is listed twice", *addr);
+    return check_twice(ld, s, seen, n, *addr);
+}
+
+/* ---- listeners with options: { addr = "..."; proxy_protocol = true; ... } ---- */
+
+static int parse_listener_addr(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return check_listen(ld, s, NULL, 0, &((rp_listener_config *)obj)->addr);
+}
+
+/* An entry of proxy_protocol_from, checked as the library parses it; a block listed before
+ * (in any spelling: "::1" is "::1/128") is an error. */
+static int check_block(struct loader *ld, const config_setting_t *e, const char *const *from, int i)
+{
+    struct pp_cidr c, prev;
+    char want[INET6_ADDRSTRLEN + 4];
+    int rc = pp_cidr_parse(from[i], &c);
+
+    if (rc == -EDOM) {
+        pp_cidr_format(&c, want, sizeof(want));
+        return fail(ld, e, e, "\"%s\" has bits set past its /%u prefix (\"%s\"?)", from[i], c.bits,
+                    want);
+    }
+    if (rc)
+        return fail(ld, e, e,
+                    "\"%s\" is not an address block (want \"10.0.0.0/8\", \"::1/128\" or an "
+                    "address)",
+                    from[i]);
+    for (int j = 0; j < i; j++)
+        if (!pp_cidr_parse(from[j], &prev) && !memcmp(&prev, &c, sizeof(c)))
+            return fail(ld, e, e, "\"%s\" is listed twice", from[i]);
     return 0;
 }
 
-/* One address or a list/array of them, into *out / *count. */
-static int parse_addrs(struct loader *ld, const config_setting_t *s, const char *const **out,
-                       size_t *count)
+/* proxy_protocol_from = [ "10.0.0.0/8", "::1/128" ]; or one string. */
+static int parse_pp_from(struct loader *ld, const config_setting_t *s, void *obj)
 {
+    rp_listener_config *l = obj;
     bool one = config_setting_type(s) == CONFIG_TYPE_STRING;
-    int n = one ? 1 : config_setting_length(s), rc;
-    const char **addrs;
+    int n, rc = one ? 0 : list_of_scalars(ld, s, "a list of address blocks [ \"10.0.0.0/8\" ]");
+    const char **from;
 
-    if (!one && !config_setting_is_list(s) && !config_setting_is_array(s))
-        return wrong_type(ld, s, "a string or a list of strings");
-    if (n == 0)
-        return fail(ld, s, s, "must not be empty");
-    *out = addrs = arena_array(ld->out, (size_t)n, sizeof(*addrs));
-    if (!addrs)
+    if (rc)
+        return rc;
+    n = one ? 1 : config_setting_length(s);
+    l->proxy_protocol_from = from = arena_array(ld->out, (size_t)n, sizeof(*from));
+    if (!from)
         return out_of_memory(ld);
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = one ? s : config_setting_get_elem(s, (unsigned)i);
-        rc = check_listen(ld, e, addrs, (size_t)i, &addrs[i]);
+        rc = get_copy(ld, e, &from[i]);
+        if (!rc)
+            rc = check_block(ld, e, from, i);
         if (rc)
             return rc;
-        (*count)++;
+        l->n_proxy_protocol_from++;
+    }
+    return 0;
+}
+
+static const struct key listener_keys[] = {
+    FUNC("addr", parse_listener_addr),
+    FIELD(rp_listener_config, "proxy_protocol", K_BOOL, proxy_protocol, 0, 0),
+    FUNC("proxy_protocol_from", parse_pp_from),
+    {0},
+};
+
+static int parse_listener(struct loader *ld, const config_setting_t *g, rp_listener_config *l)
+{
+    const config_setting_t *from = config_setting_get_member(g, "proxy_protocol_from");
+    int rc = parse_group(ld, g, listener_keys, l);
+
+    if (rc)
+        return rc;
+    if (!l->addr)
+        return missing(ld, g, "addr");
+    if (from && !l->proxy_protocol)
+        return fail(ld, from, from, "needs proxy_protocol = true");
+    return 0;
+}
+
+/* listen / listen_tls: an address, a group { addr = ...; ... }, or a list mixing them (an
+ * array when all are addresses: libconfig's arrays hold scalars only). Addresses go to
+ * *out / *count, groups to the server's listeners (as TLS ones for listen_tls). */
+static int parse_addrs(struct loader *ld, const config_setting_t *s, bool tls,
+                       const char *const **out, size_t *count)
+{
+    rp_server_config *srv = &ld->out->server;
+    bool many = config_setting_is_list(s) || config_setting_is_array(s);
+    int n = many ? config_setting_length(s) : 1, groups = 0, rc;
+    const char **addrs, **seen;
+    rp_listener_config *ls;
+
+    if (n == 0)
+        return fail(ld, s, s, "must not be empty");
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = many ? config_setting_get_elem(s, (unsigned)i) : s;
+        if (config_setting_is_group(e))
+            groups++;
+        else if (config_setting_type(e) != CONFIG_TYPE_STRING)
+            return wrong_type(ld, e,
+                              many ? "a string or a group { addr = ...; }"
+                                   : "a string, a group { addr = ...; } or a list of them");
+    }
+    *out = addrs = arena_array(ld->out, (size_t)n, sizeof(*addrs));
+    seen = arena_array(ld->out, (size_t)n, sizeof(*seen));
+    ls = arena_array(ld->out, srv->n_listeners + (size_t)groups, sizeof(*ls));
+    if (!addrs || !seen || !ls)
+        return out_of_memory(ld);
+    if (srv->n_listeners) /* the other key's, parsed first */
+        memcpy(ls, srv->listeners, srv->n_listeners * sizeof(*ls));
+    srv->listeners = ls;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = many ? config_setting_get_elem(s, (unsigned)i) : s;
+        if (config_setting_is_group(e)) {
+            rp_listener_config *l = &ls[srv->n_listeners++];
+            l->tls = tls;
+            rc = parse_listener(ld, e, l);
+            if (!rc)
+                rc =
+                    check_twice(ld, config_setting_get_member(e, "addr"), seen, (size_t)i, l->addr);
+            seen[i] = l->addr;
+        } else {
+            rc = check_listen(ld, e, seen, (size_t)i, &seen[i]);
+            addrs[*count] = seen[i];
+            *count += !rc;
+        }
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -1190,14 +1314,14 @@ static int parse_listen(struct loader *ld, const config_setting_t *s, void *obj)
 {
     rp_server_config *srv = &((struct rp_file_config *)obj)->server;
 
-    return parse_addrs(ld, s, &srv->listen, &srv->n_listen);
+    return parse_addrs(ld, s, false, &srv->listen, &srv->n_listen);
 }
 
 static int parse_listen_tls(struct loader *ld, const config_setting_t *s, void *obj)
 {
     rp_server_config *srv = &((struct rp_file_config *)obj)->server;
 
-    return parse_addrs(ld, s, &srv->listen_tls, &srv->n_listen_tls);
+    return parse_addrs(ld, s, true, &srv->listen_tls, &srv->n_listen_tls);
 }
 
 /* tls = { cert = "..."; key = "..."; }: both files must be readable now. */
@@ -1322,21 +1446,33 @@ static bool addrs_overlap(const char *a, const char *b)
            (!memcmp(ia, ib, 16) || !memcmp(ia, any, 16) || !memcmp(ib, any, 16));
 }
 
+/* The i-th proxy listener's address: listen's, listen_tls's, then the groups'. */
+static const char *listener_addr(const rp_server_config *srv, size_t i)
+{
+    if (i < srv->n_listen)
+        return srv->listen[i];
+    i -= srv->n_listen;
+    if (i < srv->n_listen_tls)
+        return srv->listen_tls[i];
+    return srv->listeners[i - srv->n_listen_tls].addr;
+}
+
 /* The admin listener must not share an address with a proxy listener (the default one,
- * "0.0.0.0:8080", included): one of them would get the other's connections. */
+ * "0.0.0.0:8080", included when there is no other): one of them would get the other's
+ * connections. */
 static int check_admin_overlap(struct loader *ld, const config_setting_t *s)
 {
-    static const char *const def[] = {"0.0.0.0:8080"};
+    static const char def[] = "0.0.0.0:8080";
     const rp_server_config *srv = &ld->out->server;
-    const char *const *plain = srv->n_listen ? srv->listen : def;
-    size_t n_plain = srv->n_listen ? srv->n_listen : 1;
+    size_t n = srv->n_listen + srv->n_listen_tls + srv->n_listeners;
 
-    for (size_t i = 0; i < n_plain + srv->n_listen_tls; i++) {
-        const char *l = i < n_plain ? plain[i] : srv->listen_tls[i - n_plain];
-        if (addrs_overlap(srv->admin_listen, l))
-            return fail(ld, s, s, "\"%s\" overlaps the proxy listener \"%s\"%s", srv->admin_listen,
-                        l, srv->n_listen ? "" : " (the default listen)");
-    }
+    if (!n && addrs_overlap(srv->admin_listen, def))
+        return fail(ld, s, s, "\"%s\" overlaps the proxy listener \"%s\" (the default listen)",
+                    srv->admin_listen, def);
+    for (size_t i = 0; i < n; i++)
+        if (addrs_overlap(srv->admin_listen, listener_addr(srv, i)))
+            return fail(ld, s, s, "\"%s\" overlaps the proxy listener \"%s\"", srv->admin_listen,
+                        listener_addr(srv, i));
     return 0;
 }
 

@@ -95,6 +95,11 @@ typedef struct rp_domain_config {
      * both, and a 101 from the backend turns the exchange into a byte tunnel; no_upgrade
      * (config: upgrade = false) drops the Upgrade field instead, as for any hop-by-hop one. */
     bool no_upgrade;
+    /* 1 or 2: every backend connection begins with a PROXY protocol header of that version
+     * naming the client (as HAProxy's send-proxy / send-proxy-v2), for backends that read
+     * one. Such a connection carries one client's request and is never pooled (health
+     * checks send v1 UNKNOWN or v2 LOCAL). 0 (the default): none. */
+    int send_proxy_protocol;
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */
@@ -104,8 +109,28 @@ typedef struct rp_http_route {
     const char *host_header; /* optional Host sent upstream */
 } rp_http_route;
 
+/* A listener with options, for rp_server_config.listeners (the `listen` and `listen_tls`
+ * arrays are listeners without any). */
+typedef struct rp_listener_config {
+    const char *addr; /* "ip:port" / "[ip6]:port" */
+    bool tls;         /* TLS, as a `listen_tls` address (rp_listen_and_serve_tls: all are) */
+    /* PROXY protocol (v1 and v2, as HAProxy, IPVS or a cloud load balancer send it): every
+     * connection must begin with the header, before any TLS or HTTP byte, within
+     * header_timeout; the client address it carries replaces the peer's everywhere
+     * (X-Forwarded-For, ip_hash, hooks' client_addr). A connection whose header is missing
+     * or malformed is closed without an answer and counted. */
+    bool proxy_protocol;
+    /* The peers allowed to send one: address blocks "10.0.0.0/8", "::1/128", or single
+     * addresses; others are closed at accept. None (the default): any peer. Needs
+     * proxy_protocol; a block with bits set past its prefix ("10.0.0.1/8") is refused. */
+    const char *const *proxy_protocol_from;
+    size_t n_proxy_protocol_from;
+} rp_listener_config;
+
 typedef struct rp_server_config {
-    const char *const *listen; /* addresses "ip:port" / "[ip6]:port"; default "0.0.0.0:8080" */
+    /* Addresses "ip:port" / "[ip6]:port". With no listener at all (listen, listen_tls and
+     * listeners all empty), "0.0.0.0:8080". */
+    const char *const *listen;
     size_t n_listen;
     int workers;                     /* default: online CPUs */
     uint32_t header_timeout_ms;      /* default 10s: deadline for a whole request head */
@@ -126,10 +151,14 @@ typedef struct rp_server_config {
      * none. With admin_token set, requests must carry "Authorization: Bearer <token>". */
     const char *admin_listen;
     const char *admin_token;
+    /* Listeners with options (PROXY protocol), beside those of listen and listen_tls. */
+    const rp_listener_config *listeners;
+    size_t n_listeners;
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad
- * arguments or out of memory. Any thread; the server is not running until
+ * arguments (such as a listener's proxy_protocol_from entry that is no address block: the
+ * reason is logged) or out of memory. Any thread; the server is not running until
  * rp_listen_and_serve(). */
 RP_API rp_server *rp_server_new(const rp_server_config *cfg);
 

@@ -238,6 +238,7 @@ static void apply_domain_fields(struct target *t, const rp_domain_config *d)
     t->try_timeout_ms = d->try_timeout_ms;
     t->hedge = d->hedge;
     t->no_upgrade = d->no_upgrade;
+    t->send_pp = (uint8_t)d->send_proxy_protocol;
     t->max_idle = d->max_idle_conns == 0  ? DEF_MAX_IDLE
                   : d->max_idle_conns < 0 ? 0
                                           : d->max_idle_conns;
@@ -284,6 +285,11 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
         (unsigned)d->load_balancer > RP_LB_LEAST_LATENCY) {
         log_error("domain '%s': needs a valid name, backends and a known load_balancer",
                   d && d->domain ? d->domain : "(null)");
+        return -EINVAL;
+    }
+    if (d->send_proxy_protocol < 0 || d->send_proxy_protocol > 2) {
+        log_error("domain %s: send_proxy_protocol %d is not 0, 1 or 2", d->domain,
+                  d->send_proxy_protocol);
         return -EINVAL;
     }
     for (uint32_t i = 0; i < rt->n_domains; i++) {

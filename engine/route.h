@@ -47,6 +47,7 @@ struct target {
     uint32_t try_timeout_ms; /* 0: off */
     bool hedge;
     bool no_upgrade; /* Upgrade requests are not tunnelled */
+    uint8_t send_pp; /* send_proxy_protocol: 0 none, 1 or 2 its version */
     int max_idle;    /* resolved: 0 means no pooling */
     bool preserve_host;
     char *host_header;         /* NULL: not set */

@@ -16,6 +16,7 @@
 #include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
+#include "proxy_proto.h"
 
 const char *rp_version(void)
 {
@@ -55,12 +56,50 @@ static int add_listen(rp_server *s, const char *addr, bool tls)
     if (!ls)
         return -ENOMEM;
     s->listen = ls;
-    ls[s->n_listen].addr = strdup(addr);
-    ls[s->n_listen].tls = tls;
-    ls[s->n_listen].admin = false;
+    ls[s->n_listen] = (struct listen_spec){.addr = strdup(addr), .tls = tls};
     if (!ls[s->n_listen].addr)
         return -ENOMEM;
     s->n_listen++;
+    return 0;
+}
+
+/* A listener with options: its PROXY protocol settings, the allowed peers parsed. */
+static int add_listener(rp_server *s, const rp_listener_config *l)
+{
+    size_t n = l->n_proxy_protocol_from;
+    struct listen_spec *ls;
+    char want[INET6_ADDRSTRLEN + 4];
+    int rc;
+
+    if (!l->addr || (n && !l->proxy_protocol_from) || n > UINT32_MAX)
+        return -EINVAL;
+    if (n && !l->proxy_protocol) {
+        log_error("listener %s: proxy_protocol_from needs proxy_protocol", l->addr);
+        return -EINVAL;
+    }
+    rc = add_listen(s, l->addr, l->tls);
+    if (rc)
+        return rc;
+    ls = &s->listen[s->n_listen - 1];
+    ls->proxy_protocol = l->proxy_protocol;
+    if (n && !(ls->pp_from = calloc(n, sizeof(*ls->pp_from))))
+        return -ENOMEM;
+    for (; ls->n_pp_from < n; ls->n_pp_from++) {
+        const char *b = l->proxy_protocol_from[ls->n_pp_from];
+        rc = b ? pp_cidr_parse(b, &ls->pp_from[ls->n_pp_from]) : -EINVAL;
+        if (rc == -EDOM) {
+            pp_cidr_format(&ls->pp_from[ls->n_pp_from], want, sizeof(want));
+            log_error("listener %s: proxy_protocol_from \"%s\" has bits set past its prefix "
+                      "(\"%s\"?)",
+                      l->addr, b, want);
+        } else if (rc) {
+            log_error("listener %s: proxy_protocol_from \"%s\" is not an address block "
+                      "(\"10.0.0.0/8\", \"::1/128\" or an address)",
+                      l->addr, b ? b : "(null)");
+        }
+        if (rc)
+            return -EINVAL;
+    }
     return 0;
 }
 
@@ -74,9 +113,12 @@ static int copy_config(rp_server *s)
         rc = add_listen(s, c->listen[i], false);
     for (size_t i = 0; !rc && i < c->n_listen_tls; i++)
         rc = add_listen(s, c->listen_tls[i], true);
+    for (size_t i = 0; !rc && i < c->n_listeners; i++)
+        rc = add_listener(s, &c->listeners[i]);
     if (!rc && !s->n_listen)
         rc = add_listen(s, "0.0.0.0:8080", false);
     c->listen = c->listen_tls = NULL; /* borrowed: s->listen holds the copies */
+    c->listeners = NULL;
     if (!rc && c->tls_cert && !(c->tls_cert = s->tls_cert = strdup(c->tls_cert)))
         rc = -ENOMEM;
     if (!rc && c->tls_key && !(c->tls_key = s->tls_key = strdup(c->tls_key)))
@@ -147,8 +189,10 @@ void rp_server_free(rp_server *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n_listen; i++)
+    for (size_t i = 0; i < s->n_listen; i++) {
         free(s->listen[i].addr);
+        free(s->listen[i].pp_from);
+    }
     free(s->listen);
     free(s->tls_cert);
     free(s->tls_key);
@@ -296,6 +340,7 @@ static int open_listeners(rp_server *s)
             w->ls[j].fd = fd;
             w->ls[j].tls = s->listen[j].tls;
             w->ls[j].admin = s->listen[j].admin;
+            w->ls[j].spec = &s->listen[j];
             w->ls[j].accepted = session_accept;
         }
     }

@@ -23,6 +23,7 @@ struct conn {
     bool recv_paused;  /* input held back: the other side is slow */
     bool tls_notified; /* close_notify sent */
     bool admin;        /* accepted on the admin listener: only the admin API answers */
+    bool pp_pending;   /* a PROXY protocol listener's: its header has not arrived yet */
     uint32_t nreq;
     uint32_t head_scanned;    /* bytes of a partial head in sk.in known to hold no end */
     uint64_t head_start_ms;   /* when the first byte of the current head arrived */

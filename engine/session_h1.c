@@ -13,6 +13,7 @@
 #include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
+#include "proxy_proto.h"
 
 #define LINGER_MS 2000
 
@@ -69,14 +70,66 @@ static int tls_to_client(void *arg, const char *p, size_t n)
     return sock_queue(&c->sk, p, (uint32_t)n);
 }
 
-static void c_on_data(struct sock *s, char *p, uint32_t n)
+/* The client's byte stream, decrypted first on TLS. */
+static void conn_on_stream(struct conn *c, char *p, uint32_t n)
 {
-    struct conn *c = (struct conn *)s;
-
     if (c->tls)
         conn_on_tls_data(c, p, n);
     else
         conn_on_data(c, p, n);
+}
+
+/* A PROXY protocol listener's connection: its header comes first, before the TLS handshake
+ * on a TLS listener, usually whole in the first receive (a split one waits in sk.in). The
+ * address it names replaces the peer's; the bytes after it begin the stream. */
+static void conn_on_proxy_header(struct conn *c, char *p, uint32_t n)
+{
+    struct buf *in = &c->sk.in, held = {0};
+    struct sockaddr_in6 src;
+    char *h = p;
+    uint32_t hn = n;
+    int rc;
+
+    if (buf_used(in)) {
+        if (buf_append(in, p, n)) {
+            conn_close(c);
+            return;
+        }
+        h = buf_data(in);
+        hn = buf_used(in);
+    }
+    rc = pp_parse(h, hn, &src);
+    if (rc == -EAGAIN) {
+        if (h == p && buf_append(in, p, n))
+            conn_close(c);
+        return;
+    }
+    if (rc < 0) {
+        c->w->pp_malformed++;
+        log_debug("PROXY protocol: malformed header, connection closed");
+        conn_close(c);
+        return;
+    }
+    c->pp_pending = false;
+    if (src.sin6_family != AF_UNSPEC)
+        c->peer = src;
+    if (h != p) { /* the stream starts with sk.in empty, as on any connection */
+        held = *in;
+        *in = (struct buf){0};
+    }
+    if ((uint32_t)rc < hn)
+        conn_on_stream(c, h + rc, hn - (uint32_t)rc);
+    buf_free(&held);
+}
+
+static void c_on_data(struct sock *s, char *p, uint32_t n)
+{
+    struct conn *c = (struct conn *)s;
+
+    if (c->pp_pending)
+        conn_on_proxy_header(c, p, n);
+    else
+        conn_on_stream(c, p, n);
 }
 
 static void c_on_eof(struct sock *s, int err)
@@ -101,7 +154,9 @@ static const struct sock_ops conn_ops = {
     .release = c_release,
 };
 
-void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
+/* A client connection on fd, listed but not reading yet; NULL (fd closed, counted) when out
+ * of memory. */
+static struct conn *conn_new(struct worker *w, int fd, bool tls, bool admin)
 {
     struct conn *c = slab_alloc(&w->conn_slab);
     socklen_t len = sizeof(c->peer);
@@ -111,7 +166,7 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
         io_uring_prep_close(sqe, fd);
         sqe->user_data = 0;
         w->errors++;
-        return;
+        return NULL;
     }
     sock_init(&c->sk, fd, &conn_ops);
     if (tls && !(c->tls = tls_conn_new(w->s->tls, NULL, tls_to_client, c))) {
@@ -120,7 +175,7 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
         sqe->user_data = 0;
         slab_free(&w->conn_slab, c);
         w->errors++;
-        return;
+        return NULL;
     }
     c->w = w;
     c->admin = admin;
@@ -132,9 +187,23 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
         c->peer.sin6_family = AF_UNSPEC;
     list_add(&w->conns, &c->link);
     w->nconns++;
-    c->head_start_ms = w->now_ms; /* the first head is due header_timeout after accept */
-    sock_recv_start(w, &c->sk);
+    return c;
+}
+
+static void conn_start(struct conn *c)
+{
+    c->head_start_ms = c->w->now_ms; /* the first head (or PROXY header) is due
+                                        header_timeout after accept */
+    sock_recv_start(c->w, &c->sk);
     conn_update_timer(c);
+}
+
+void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
+{
+    struct conn *c = conn_new(w, fd, tls, admin);
+
+    if (c)
+        conn_start(c);
 }
 
 /* ---- writing to the client --------------------------------------------------------------- */
@@ -437,7 +506,7 @@ void conn_on_sent(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-    if (!ex_active(c->ex) && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out)) {
+    if (c->pp_pending || (!ex_active(c->ex) && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out))) {
         conn_close(c);
         return;
     }
@@ -482,7 +551,8 @@ void conn_update_timer(struct conn *c)
         deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
     else
         switch ((enum ex_state)ex->state) {
-        case EX_IDLE: /* a head arriving (or the first one due), else keep-alive */
+        case EX_IDLE: /* a head arriving (or the first one, or a PROXY header, due), else
+                         keep-alive */
             if (buf_used(&c->sk.in) || !c->nreq)
                 deadline = c->head_start_ms + cfg->header_timeout_ms;
             else
@@ -515,6 +585,11 @@ static void conn_timeout(struct timer *t, uint64_t now)
     bool stalled_out = outq_bytes(&c->sk.out) != 0; /* the client does not take its answer */
 
     (void)now;
+    if (c->pp_pending) { /* no whole PROXY protocol header within header_timeout */
+        c->w->pp_timeouts++;
+        conn_close(c);
+        return;
+    }
     if (ex->state == EX_TUNNEL) { /* idle for tunnel_idle_timeout, or a side stopped reading */
         conn_close(c);
         return;
@@ -544,9 +619,25 @@ static void conn_timeout(struct timer *t, uint64_t now)
 
 /* ---- the worker's view ------------------------------------------------------------------- */
 
+/* On a PROXY protocol listener, a peer not in proxy_protocol_from is closed at once; the
+ * others are read for their header first. */
 void session_accept(struct worker *w, int fd, const struct listener *l)
 {
-    conn_accepted(w, fd, l->tls, l->admin);
+    const struct listen_spec *ls = l->spec;
+    struct conn *c = conn_new(w, fd, l->tls, l->admin);
+
+    if (!c)
+        return;
+    if (ls && ls->proxy_protocol) {
+        if (!pp_cidr_match(ls->pp_from, ls->n_pp_from, &c->peer)) {
+            /* AF_UNSPEC: reset before getpeername could name it, not a refusal */
+            w->pp_denied += c->peer.sin6_family != AF_UNSPEC;
+            conn_close(c);
+            return;
+        }
+        c->pp_pending = true;
+    }
+    conn_start(c);
 }
 
 static void sessions_drain(struct worker *w)
@@ -573,8 +664,21 @@ static int sessions_init(struct worker *w)
     return 0;
 }
 
+static bool has_proxy_listener(const struct worker *w)
+{
+    for (uint32_t i = 0; w->ls && i < w->n_ls; i++)
+        if (w->ls[i].spec && w->ls[i].spec->proxy_protocol)
+            return true;
+    return false;
+}
+
 static void sessions_fini(struct worker *w)
 {
+    if (!w->start_err && has_proxy_listener(w))
+        log_info("worker %d: PROXY protocol: %llu connections refused from peers not in "
+                 "proxy_protocol_from, %llu malformed headers, %llu without a header in time",
+                 w->id, (unsigned long long)w->pp_denied, (unsigned long long)w->pp_malformed,
+                 (unsigned long long)w->pp_timeouts);
     slab_fini(&w->conn_slab);
     slab_fini(&w->ex_slab);
 }

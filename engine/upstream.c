@@ -19,6 +19,7 @@
 #include "../tls/tls.h"
 #include "internal.h"
 #include "log.h"
+#include "proxy_proto.h"
 
 static void up_timeout(struct timer *t, uint64_t now);
 static const struct sock_ops up_ops;
@@ -114,7 +115,8 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
 struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
                       const struct up_ops *ops, void *user, bool fresh)
 {
-    struct upconn *up = fresh ? NULL : up_from_pool(w, be);
+    /* a connection that began with one client's PROXY header is that client's alone */
+    struct upconn *up = fresh || t->send_pp ? NULL : up_from_pool(w, be);
     bool new_conn = !up;
 
     if (up) {
@@ -153,6 +155,41 @@ void up_start(struct upconn *up)
     sock_open(up->w, &up->sk, up->be->sa.ss_family);
 }
 
+/* send_proxy_protocol: the connection's first bytes, in the clear even to an https://
+ * backend (the header comes before the ClientHello), before anything can be sent. The
+ * heads of exchanges and refreshes begin with the client's header (upstream_head.c): on
+ * TLS it is taken out of the plaintext waiting for the handshake. A user that sends none (a
+ * health check) gets one that names no client: v1 UNKNOWN, v2 LOCAL. 0 or -ENOMEM. */
+static int up_proxy_header(struct upconn *up)
+{
+    struct buf *first = up->be->tls ? &up->tls_wait : &up->sk.out.pending;
+    struct sockaddr_in6 client;
+    struct buf b = {0};
+    char hdr[PP_WRITE_MAX];
+    int n = pp_parse(buf_data(first), buf_used(first), &client);
+    size_t len;
+
+    if (n > 0 && !up->be->tls)
+        return 0; /* already first in line */
+    if (n > 0) {
+        if (sock_queue(&up->sk, buf_data(first), (uint32_t)n))
+            return -ENOMEM;
+        buf_consume(first, (uint32_t)n);
+        return 0;
+    }
+    client.sin6_family = AF_UNSPEC;
+    len = pp_write(up->t->send_pp, &client, &client, hdr);
+    if (up->be->tls)
+        return sock_queue(&up->sk, hdr, (uint32_t)len);
+    if (buf_append(&b, hdr, (uint32_t)len) || buf_append(&b, buf_data(first), buf_used(first))) {
+        buf_free(&b);
+        return -ENOMEM;
+    }
+    buf_free(first);
+    *first = b;
+    return 0;
+}
+
 void up_on_socket(struct upconn *up, int res)
 {
     int one = 1;
@@ -162,6 +199,10 @@ void up_on_socket(struct upconn *up, int res)
         return;
     }
     up->sk.fd = res;
+    if (up->t->send_pp && up_proxy_header(up)) {
+        up->ops->failed(up, -ENOMEM, "out of memory");
+        return;
+    }
     /* Request heads go out in one send; without this a second small send (body) can wait
      * for the delayed ACK of the first. setsockopt never blocks. */
     setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -534,7 +575,7 @@ void up_release_to_pool(struct upconn *up, bool reusable)
         list_del(&up->link);
     up->ops = NULL;
     up->user = NULL;
-    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle) {
+    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle || up->t->send_pp) {
         up_close(up);
         return;
     }

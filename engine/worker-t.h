@@ -30,6 +30,7 @@ struct slab {
 };
 
 struct listener;
+struct listen_spec;
 struct worker;
 
 /* What a listener does with a connection it accepted (the session layer's). */
@@ -43,6 +44,7 @@ struct listener {
     bool tls;
     bool admin;
     accept_fn accepted;
+    const struct listen_spec *spec; /* what it was opened from (its PROXY protocol settings) */
 } __attribute__((aligned(1 << OP_BITS)));
 
 /* A message another worker's ring posts to this one (OP_WAKE, through IORING_OP_MSG_RING):
@@ -105,15 +107,23 @@ struct worker {
     /* counters (worker-local, read at exit) */
     uint64_t accepted, requests, errors;
     uint64_t tunnels, tunnel_bytes_in, tunnel_bytes_out; /* in: client to backend */
+    /* PROXY protocol listeners' connections closed: from a peer not in proxy_protocol_from,
+     * with a malformed header, without a whole header within header_timeout */
+    uint64_t pp_denied, pp_malformed, pp_timeouts;
     struct wmetrics *m; /* the counters /metrics sums (metrics.h), from init to the run's end */
 };
 
 struct cache;
 
+struct pp_cidr;
+
 struct listen_spec {
     char *addr;
     bool tls;
-    bool admin; /* the cache admin API's listener */
+    bool admin;          /* the cache admin API's listener */
+    bool proxy_protocol; /* its connections begin with a PROXY protocol header */
+    uint32_t n_pp_from;
+    struct pp_cidr *pp_from; /* the peers allowed to send one (n_pp_from 0: any) */
 };
 
 struct rp_server {

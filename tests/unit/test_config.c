@@ -221,6 +221,159 @@ static void test_listen_forms(void **state)
     rp_file_config_free(&c);
 }
 
+/* listen and listen_tls mix addresses and groups; groups are the listeners with options. */
+static void test_listen_groups(void **state)
+{
+    struct rp_file_config c;
+    const rp_listener_config *l;
+
+    (void)state;
+    load_ok("listen = ( \"0.0.0.0:80\", { addr = \"0.0.0.0:8080\"; proxy_protocol = true;\n"
+            "  proxy_protocol_from = [ \"10.0.0.0/8\", \"127.0.0.1/32\", \"::1/128\" ]; },\n"
+            "  \"[::]:80\", { addr = \"127.0.0.1:81\"; } );\n"
+            "listen_tls = ( { addr = \"0.0.0.0:8443\"; proxy_protocol = true; }, "
+            "\"0.0.0.0:443\" );\n"
+            "tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; };\n" R1,
+            &c);
+    assert_int_equal(c.server.n_listen, 2);
+    assert_string_equal(c.server.listen[0], "0.0.0.0:80");
+    assert_string_equal(c.server.listen[1], "[::]:80");
+    assert_int_equal(c.server.n_listen_tls, 1);
+    assert_string_equal(c.server.listen_tls[0], "0.0.0.0:443");
+    assert_int_equal(c.server.n_listeners, 3);
+    l = c.server.listeners;
+    assert_string_equal(l[0].addr, "0.0.0.0:8080");
+    assert_false(l[0].tls);
+    assert_true(l[0].proxy_protocol);
+    assert_int_equal(l[0].n_proxy_protocol_from, 3);
+    assert_string_equal(l[0].proxy_protocol_from[0], "10.0.0.0/8");
+    assert_string_equal(l[0].proxy_protocol_from[1], "127.0.0.1/32");
+    assert_string_equal(l[0].proxy_protocol_from[2], "::1/128");
+    assert_string_equal(l[1].addr, "127.0.0.1:81"); /* a group without options */
+    assert_false(l[1].tls);
+    assert_false(l[1].proxy_protocol);
+    assert_int_equal(l[1].n_proxy_protocol_from, 0);
+    assert_string_equal(l[2].addr, "0.0.0.0:8443");
+    assert_true(l[2].tls);
+    assert_true(l[2].proxy_protocol);
+    assert_null(l[2].proxy_protocol_from);
+    rp_file_config_free(&c);
+
+    /* a group alone; proxy_protocol_from as one string; listen_tls before listen */
+    load_ok("listen_tls = { addr = \"[::1]:443\"; proxy_protocol = true; "
+            "proxy_protocol_from = \"fe80::/10\"; };\n"
+            "listen = { addr = \"127.0.0.1:80\"; proxy_protocol = true; "
+            "proxy_protocol_from = ( \"192.168.1.7\", \"::\" ); };\n"
+            "tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; };\n" R1,
+            &c);
+    assert_int_equal(c.server.n_listen, 0);
+    assert_int_equal(c.server.n_listen_tls, 0);
+    assert_int_equal(c.server.n_listeners, 2);
+    l = c.server.listeners;
+    assert_string_equal(l[0].addr, "[::1]:443");
+    assert_true(l[0].tls);
+    assert_int_equal(l[0].n_proxy_protocol_from, 1);
+    assert_string_equal(l[0].proxy_protocol_from[0], "fe80::/10");
+    assert_string_equal(l[1].addr, "127.0.0.1:80");
+    assert_false(l[1].tls);
+    assert_int_equal(l[1].n_proxy_protocol_from, 2);
+    assert_string_equal(l[1].proxy_protocol_from[1], "::");
+    rp_file_config_free(&c);
+
+    /* proxy_protocol = false is a group like a string; the admin listener may not overlap a
+     * group's address, and the default listen is not there when a group is */
+    load_ok("listen = ( { addr = \"127.0.0.1:80\"; proxy_protocol = false; } );\n"
+            "admin = { listen = \"127.0.0.1:8080\"; };\n" R1,
+            &c);
+    assert_int_equal(c.server.n_listeners, 1);
+    assert_false(c.server.listeners[0].proxy_protocol);
+    rp_file_config_free(&c);
+    load_ok("listen_tls = \"127.0.0.1:443\";\nadmin = { listen = \"127.0.0.1:8080\"; };\n"
+            "tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; };\n" R1,
+            &c);
+    rp_file_config_free(&c);
+}
+
+static void test_errors_listen_groups(void **state)
+{
+    static const struct bad cases[] = {
+        {"listen = ( \"0.0.0.0:80\",\n  { proxy_protocol = true; } );", 2,
+         "listen[1]: missing required key 'addr'"},
+        {"listen = ( {\n  addr = \"0.0.0.0:80\";\n  proxy = true; } );", 3,
+         "listen[0]: unknown key 'proxy'"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; tls = true; } );", 1, "listen[0]: unknown key 'tls'"},
+        {"listen = ( {\n  addr = \"localhost:80\"; } );", 2,
+         "listen[0].addr: \"localhost:80\" is not a valid address (want ip:port or [ip6]:port)"},
+        {"listen = ( { addr = 80; } );", 1, "listen[0].addr: must be a string, got an integer"},
+        {"listen = ( \"0.0.0.0:80\",\n  { addr = \"0.0.0.0:80\"; proxy_protocol = true; } );", 2,
+         "listen[1].addr: \"0.0.0.0:80\" is listed twice"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true; },\n  \"0.0.0.0:80\" );", 2,
+         "listen[1]: \"0.0.0.0:80\" is listed twice"},
+        {"listen = ( { addr = \"0.0.0.0:80\";\n  proxy_protocol = \"yes\"; } );", 2,
+         "listen[0].proxy_protocol: must be true or false, got a string"},
+        {"listen = ( { addr = \"0.0.0.0:80\";\n  proxy_protocol_from = [ \"10.0.0.0/8\" ]; } );", 2,
+         "listen[0].proxy_protocol_from: needs proxy_protocol = true"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = false;\n"
+         "  proxy_protocol_from = [ \"10.0.0.0/8\" ]; } );",
+         2, "listen[0].proxy_protocol_from: needs proxy_protocol = true"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ \"10.0.0.0/33\" ]; } );",
+         2,
+         "listen[0].proxy_protocol_from[0]: \"10.0.0.0/33\" is not an address block (want "
+         "\"10.0.0.0/8\", \"::1/128\" or an address)"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ \"10.0.0.0/8\",\n \"example.com\" ]; } );",
+         3,
+         "listen[0].proxy_protocol_from[1]: \"example.com\" is not an address block (want "
+         "\"10.0.0.0/8\", \"::1/128\" or an address)"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ \"10.1.2.3/8\" ]; } );",
+         2,
+         "listen[0].proxy_protocol_from[0]: \"10.1.2.3/8\" has bits set past its /8 prefix "
+         "(\"10.0.0.0/8\"?)"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ \"::1/128\", \"::1\" ]; } );",
+         2, "listen[0].proxy_protocol_from[1]: \"::1\" is listed twice"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ ]; } );",
+         2, "listen[0].proxy_protocol_from: must not be empty"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = [ 10 ]; } );",
+         2, "listen[0].proxy_protocol_from[0]: must be a string, got an integer"},
+        {"listen = ( { addr = \"0.0.0.0:80\"; proxy_protocol = true;\n"
+         "  proxy_protocol_from = { a = 1; }; } );",
+         2,
+         "listen[0].proxy_protocol_from: must be a list of address blocks [ \"10.0.0.0/8\" ], got "
+         "a group"},
+        {"listen = ( \"0.0.0.0:80\", ( \"0.0.0.0:81\" ) );", 1,
+         "listen[1]: must be a string or a group { addr = ...; }, got a list"},
+        {"listen = { proxy_protocol = true; };", 1, "listen: missing required key 'addr'"},
+        {"listen_tls = ( {\n  addr = \"0.0.0.0:443\"; proxy_protocol = 1; } );\n"
+         "tls = { cert = \"/etc/hostname\"; key = \"/etc/hostname\"; };",
+         2, "listen_tls[0].proxy_protocol: must be true or false, got an integer"},
+        {"listen_tls = ( { addr = \"0.0.0.0:443\"; proxy_protocol = true; } );", 1,
+         "listen_tls: TLS listeners need a tls = { cert = ...; key = ...; } block"},
+        {"listen = ( { addr = \"127.0.0.1:9901\"; proxy_protocol = true; } );\n"
+         "admin = {\n  listen = \"0.0.0.0:9901\"; };",
+         3, "admin.listen: \"0.0.0.0:9901\" overlaps the proxy listener \"127.0.0.1:9901\""},
+        /* libconfig's arrays hold scalars of one type: groups need a list */
+        {"listen = [ \"0.0.0.0:80\", { addr = \"0.0.0.0:81\"; } ];", 1, "syntax error"},
+    };
+    char path[64], err[ERRLEN];
+    struct rp_file_config c;
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        if (strcmp(cases[i].msg, "syntax error")) {
+            expect_error(&cases[i]);
+            continue;
+        }
+        assert_int_equal(load_text(cases[i].text, path, &c, err), -EINVAL);
+        assert_non_null(strstr(err, "syntax error"));
+        rp_file_config_free(&c);
+    }
+}
+
 static void test_server_fields(void **state)
 {
     struct rp_file_config c;
@@ -537,8 +690,10 @@ static void test_errors_top_level(void **state)
         {"listen = [\"0.0.0.0:80\",\n  \"0.0.0.0:80\"];", 2,
          "listen[1]: \"0.0.0.0:80\" is listed twice"},
         {"listen = [];", 1, "listen: must not be empty"},
-        {"listen = 80;", 1, "listen: must be a string or a list of strings, got an integer"},
-        {"listen = ( 80 );", 1, "listen[0]: must be a string, got an integer"},
+        {"listen = 80;", 1,
+         "listen: must be a string, a group { addr = ...; } or a list of them, got an integer"},
+        {"listen = ( 80 );", 1,
+         "listen[0]: must be a string or a group { addr = ...; }, got an integer"},
         {"workers = 0;", 1, "workers: must be 1-1024, got 0"},
         {"workers = 1025;", 1, "workers: must be 1-1024, got 1025"},
         {"workers = -1;", 1, "workers: must be 1-1024, got -1"},
@@ -1296,6 +1451,35 @@ static void test_domain_try_timeout_and_hedge(void **state)
     rp_file_config_free(&c);
 }
 
+static void test_send_proxy_protocol(void **state)
+{
+    static const struct bad cases[] = {
+        {"domains = ( { domain = \"a\"; " B1 "\n  send_proxy_protocol = \"v3\"; } );", 2,
+         "domains[0].send_proxy_protocol: \"v3\" is not one of v1, v2"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  send_proxy_protocol = 2; } );", 2,
+         "domains[0].send_proxy_protocol: must be a string, got an integer"},
+        {"domains = ( { domain = \"a\"; " B1 "\n  send_proxy_protocol = true; } );", 2,
+         "domains[0].send_proxy_protocol: must be a string, got a boolean"},
+        {"routes = ( { path_prefix = \"/\"; backend = \"http://127.0.0.1:1\";\n"
+         "  send_proxy_protocol = \"v1\"; } );",
+         2, "routes[0]: unknown key 'send_proxy_protocol'"},
+    };
+    struct rp_file_config c;
+
+    (void)state;
+    load_ok("domains = (\n"
+            " { domain = \"a\"; " B1 " send_proxy_protocol = \"v1\"; },\n"
+            " { domain = \"b\"; " B1 " send_proxy_protocol = \"v2\"; },\n"
+            " { domain = \"c\"; " B1 " }\n"
+            ");\n",
+            &c);
+    assert_int_equal(c.domains[0].send_proxy_protocol, 1);
+    assert_int_equal(c.domains[1].send_proxy_protocol, 2);
+    assert_int_equal(c.domains[2].send_proxy_protocol, 0);
+    rp_file_config_free(&c);
+    expect_errors(cases, N(cases));
+}
+
 static void test_upgrade_and_tunnel_idle_timeout(void **state)
 {
     struct rp_file_config c;
@@ -1535,6 +1719,8 @@ int main(void)
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_routes_only_is_all_defaults),
         cmocka_unit_test(test_listen_forms),
+        cmocka_unit_test(test_listen_groups),
+        cmocka_unit_test(test_errors_listen_groups),
         cmocka_unit_test(test_server_fields),
         cmocka_unit_test(test_domain_fields),
         cmocka_unit_test(test_backend_addresses_accepted),
@@ -1565,6 +1751,7 @@ int main(void)
         cmocka_unit_test(test_errors_include_and_nul),
         cmocka_unit_test(test_domain_try_timeout_and_hedge),
         cmocka_unit_test(test_upgrade_and_tunnel_idle_timeout),
+        cmocka_unit_test(test_send_proxy_protocol),
         cmocka_unit_test(test_errors_try_timeout_and_hedge),
         cmocka_unit_test(test_errors_file_too_large),
         cmocka_unit_test(test_errors_file_read_fails),
