@@ -10,7 +10,11 @@ machine's drift over both. The commands get PORT and BACKEND substituted, e.g.
   tools/ab.py --a "build/ringproxy -c CONF" --b "build/ringfront --noop -c CONF"
 
 where CONF (written by this script) proxies Host bench.local on 127.0.0.1:PORT to BACKEND
-with one worker. Exit status 0, or 1 when a run had errors.
+with one worker (--cache: with the response cache on). The scenarios of peers.py, e.g.:
+  small     (defaults)                       big   --path "/?size=65536" --connections 32
+  newconn   --header "Connection: close" --connections 32
+  cachehit  --cache --path "/c?header=Cache-Control:max-age%3D3600"
+Exit status 0, or 1 when a run had errors.
 """
 import argparse
 import json
@@ -32,6 +36,7 @@ workers = 1;
 domains = ( {{ domain = "bench.local"; backends = ( {{ addr = "http://127.0.0.1:{backend}"; }} );
                max_idle_conns = 64; }} );
 """
+CACHE_CONF = 'cache = { default_max_age = "5m"; max_total_bytes = "256MiB"; };\n'
 
 
 def cpu_ticks(pid):
@@ -48,13 +53,14 @@ def run(cmd, args, conf):
         if not wait_port(PORT):
             raise RuntimeError(f"{cmd} did not listen on {PORT}")
         # warm-up: connections, pools, caches
+        headers = [a for h in ["Host: bench.local", *args.header] for a in ("-H", h)]
+        url = f"http://127.0.0.1:{PORT}{args.path}"
         subprocess.run([args.ringload, "-t1", "-c", str(args.connections), "-d", "1s", "--json",
-                        "-H", "Host: bench.local", f"http://127.0.0.1:{PORT}{args.path}"],
-                       capture_output=True)
+                        *headers, url], capture_output=True)
         t0 = cpu_ticks(p.pid)
         r = subprocess.run([args.ringload, "-t1", "-c", str(args.connections), "-d",
-                            f"{args.seconds}s", "--json", "-H", "Host: bench.local",
-                            f"http://127.0.0.1:{PORT}{args.path}"], capture_output=True, text=True)
+                            f"{args.seconds}s", "--json", *headers, url],
+                           capture_output=True, text=True)
         ticks = cpu_ticks(p.pid) - t0
     finally:
         p.send_signal(signal.SIGTERM)
@@ -77,12 +83,14 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--path", default="/")
+    ap.add_argument("--header", action="append", default=[], help="a request field (repeatable)")
+    ap.add_argument("--cache", action="store_true", help="the proxies run with the cache on")
     args = ap.parse_args()
     args.ringload = os.path.join(args.build, "ringload")
     tmp = tempfile.mkdtemp(prefix="rp-ab-")
     conf = os.path.join(tmp, "ab.conf")
     with open(conf, "w") as f:
-        f.write(CONF.format(port=PORT, backend=BACKEND))
+        f.write(CONF.format(port=PORT, backend=BACKEND) + (CACHE_CONF if args.cache else ""))
     origin = subprocess.Popen([os.path.join(args.build, "ringorigin"), "-l", f"127.0.0.1:{BACKEND}",
                                "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {"A": [], "B": []}
@@ -108,6 +116,12 @@ def main():
     for k, cmd in (("A", args.a), ("B", args.b)):
         print(f"{k}: median {med[k][0]:.0f} req/s, {med[k][1]:.2f} us CPU/req  ({cmd})")
     print(f"B/A: req/s {med['B'][0] / med['A'][0]:.3f}, CPU per request {med['B'][1] / med['A'][1]:.3f}")
+    # the same, paired: each round's B over that round's A (both saw the same machine), median
+    rr = [b["rps"] / a["rps"] for a, b in zip(results["A"], results["B"])]
+    rc = [b["cpu_us"] / a["cpu_us"] for a, b in zip(results["A"], results["B"])]
+    print(f"B/A paired by round: req/s {statistics.median(rr):.3f} "
+          f"(range {min(rr):.3f}-{max(rr):.3f}), CPU per request {statistics.median(rc):.3f} "
+          f"(range {min(rc):.3f}-{max(rc):.3f})")
     return 1 if bad else 0
 
 

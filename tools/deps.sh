@@ -4,8 +4,8 @@
 set -e
 # `tools/deps.sh fuzz` adds what `make fuzz` needs (clang and libFuzzer).
 PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
-libwolfssl-dev libdeflate-dev curl python3 openssl groff-base prometheus"
-TOOLS="gcc make curl python3 pkg-config openssl groff promtool"
+libwolfssl-dev libdeflate-dev curl python3 openssl groff-base prometheus haproxy"
+TOOLS="gcc make curl python3 pkg-config openssl groff promtool haproxy"
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang-14 libfuzzer-14-dev"
     TOOLS="$TOOLS clang-14"
