@@ -344,7 +344,7 @@ static void put_backends(struct expo *x, struct rp_server *s)
 static void put_server(struct expo *x, struct rp_server *s)
 {
     uint64_t open = 0, inflight = SUM(s, m->inflight), accepted = 0, tls_fail = 0, tunnels = 0;
-    uint64_t t_in = 0, t_out = 0;
+    uint64_t t_in = 0, t_out = 0, pp[3] = {0, 0, 0};
     static const char *const result[CK_KINDS] = {",result=\"hit\"", ",result=\"stale\"",
                                                  ",result=\"revalidated\"", ",result=\"miss\""};
     rp_cache_stats st;
@@ -357,6 +357,9 @@ static void put_server(struct expo *x, struct rp_server *s)
         tunnels += ctr_get(&w->tunnels);
         t_in += ctr_get(&w->tunnel_bytes_in);
         t_out += ctr_get(&w->tunnel_bytes_out);
+        pp[0] += ctr_get(&w->pp_denied);
+        pp[1] += ctr_get(&w->pp_malformed);
+        pp[2] += ctr_get(&w->pp_timeouts);
     }
     x->lab_len = 0;
     family(x, "ringproxy_client_connections", "gauge",
@@ -372,6 +375,12 @@ static void put_server(struct expo *x, struct rp_server *s)
             "Client TLS handshakes or records that failed.", tls_fail);
     put_one(x, "ringproxy_tunnels_total", "counter", "Upgrade (WebSocket) tunnels opened.",
             tunnels);
+    family(x, "ringproxy_proxy_protocol_rejected_total", "counter",
+           "Connections a PROXY protocol listener closed: a peer outside proxy_protocol_from "
+           "(denied), a malformed header, or none within header_timeout.");
+    sample(x, "ringproxy_proxy_protocol_rejected_total", "reason=\"denied\"", pp[0]);
+    sample(x, "ringproxy_proxy_protocol_rejected_total", "reason=\"malformed\"", pp[1]);
+    sample(x, "ringproxy_proxy_protocol_rejected_total", "reason=\"timeout\"", pp[2]);
     family(x, "ringproxy_tunnel_bytes_total", "counter", "Bytes relayed through tunnels.");
     sample(x, "ringproxy_tunnel_bytes_total", "direction=\"to_backend\"", t_in);
     sample(x, "ringproxy_tunnel_bytes_total", "direction=\"to_client\"", t_out);

@@ -55,7 +55,7 @@ static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
         return;
     }
     if (k < 0) {
-        w->tls_failures++;
+        ctr_add(&w->tls_failures, 1);
         log_debug("TLS connection failed: %s", tls_error(c->tls));
         conn_close(c);
         return;
@@ -105,7 +105,7 @@ static void conn_on_proxy_header(struct conn *c, char *p, uint32_t n)
         return;
     }
     if (rc < 0) {
-        c->w->pp_malformed++;
+        ctr_add(&c->w->pp_malformed, 1);
         log_debug("PROXY protocol: malformed header, connection closed");
         conn_close(c);
         return;
@@ -165,7 +165,7 @@ static struct conn *conn_new(struct worker *w, int fd, bool tls, bool admin)
         struct io_uring_sqe *sqe = w_sqe(w);
         io_uring_prep_close(sqe, fd);
         sqe->user_data = 0;
-        w->errors++;
+        ctr_add(&w->errors, 1);
         return NULL;
     }
     sock_init(&c->sk, fd, &conn_ops);
@@ -174,7 +174,7 @@ static struct conn *conn_new(struct worker *w, int fd, bool tls, bool admin)
         io_uring_prep_close(sqe, fd);
         sqe->user_data = 0;
         slab_free(&w->conn_slab, c);
-        w->errors++;
+        ctr_add(&w->errors, 1);
         return NULL;
     }
     c->w = w;
@@ -374,7 +374,7 @@ static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
     }
     c->head_scanned = 0;
     if (rc < 0) {
-        w->errors++;
+        ctr_add(&w->errors, 1);
         respond_error(c, status);
         return true;
     }
@@ -586,7 +586,7 @@ static void conn_timeout(struct timer *t, uint64_t now)
 
     (void)now;
     if (c->pp_pending) { /* no whole PROXY protocol header within header_timeout */
-        c->w->pp_timeouts++;
+        ctr_add(&c->w->pp_timeouts, 1);
         conn_close(c);
         return;
     }
@@ -595,7 +595,7 @@ static void conn_timeout(struct timer *t, uint64_t now)
         return;
     }
     if (c->tls && !tls_handshake_done(c->tls)) { /* a handshake that never finished */
-        c->w->tls_failures++;
+        ctr_add(&c->w->tls_failures, 1);
         conn_close(c);
         return;
     }
@@ -631,7 +631,7 @@ void session_accept(struct worker *w, int fd, const struct listener *l)
     if (ls && ls->proxy_protocol) {
         if (!pp_cidr_match(ls->pp_from, ls->n_pp_from, &c->peer)) {
             /* AF_UNSPEC: reset before getpeername could name it, not a refusal */
-            w->pp_denied += c->peer.sin6_family != AF_UNSPEC;
+            ctr_add(&w->pp_denied, c->peer.sin6_family != AF_UNSPEC);
             conn_close(c);
             return;
         }
