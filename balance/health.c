@@ -257,6 +257,8 @@ static int health_worker_start(struct worker *w)
     struct rp_server *s = w->s;
     uint32_t n = 0;
 
+    if (w->id >= s->nworkers)
+        return 0; /* the admin listener's worker checks nothing */
     for (uint32_t i = 0; i < s->rt.n_backends; i++)
         if (s->health[i].t->hc.enabled && (int)(i % (uint32_t)s->nworkers) == w->id)
             n++;
@@ -283,6 +285,8 @@ static void health_worker_tick(struct worker *w)
 {
     struct rp_server *s = w->s;
 
+    if (w->id >= s->nworkers)
+        return;
     /* passive back-off for backends without active checks, run by their owner */
     for (uint32_t i = (uint32_t)w->id; i < s->rt.n_backends; i += (uint32_t)s->nworkers) {
         struct health_state *hs = &s->health[i];

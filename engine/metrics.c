@@ -103,7 +103,7 @@ const struct worker_module metrics_module = {
 
 void metrics_free(struct rp_server *s)
 {
-    for (int i = 0; i < s->nworkers; i++) {
+    for (int i = 0; i < s->nthreads; i++) {
         struct wmetrics *m = s->workers[i].m;
         if (!m)
             continue;
@@ -123,7 +123,7 @@ void metrics_free(struct rp_server *s)
 #define SUM(s, expr)                                                                               \
     ({                                                                                             \
         uint64_t sum_ = 0;                                                                         \
-        for (int wi_ = 0; wi_ < (s)->nworkers; wi_++) {                                            \
+        for (int wi_ = 0; wi_ < (s)->nthreads; wi_++) {                                            \
             const struct wmetrics *m = (s)->workers[wi_].m;                                        \
             if (m)                                                                                 \
                 sum_ += ctr_get(&(expr));                                                          \
@@ -349,7 +349,7 @@ static void put_server(struct expo *x, struct rp_server *s)
                                                  ",result=\"revalidated\"", ",result=\"miss\""};
     rp_cache_stats st;
 
-    for (int i = 0; i < s->nworkers; i++) {
+    for (int i = 0; i < s->nthreads; i++) { /* the admin listener's worker too */
         const struct worker *w = &s->workers[i];
         open += __atomic_load_n(&w->nconns, __ATOMIC_RELAXED);
         accepted += ctr_get(&w->accepted);

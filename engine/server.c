@@ -313,7 +313,7 @@ static int open_listener(const char *addr)
 
 static void close_listeners(rp_server *s)
 {
-    for (int i = 0; i < s->nworkers; i++) {
+    for (int i = 0; i < s->nthreads; i++) {
         struct worker *w = &s->workers[i];
         for (uint32_t j = 0; w->ls && j < w->n_ls; j++)
             if (w->ls[j].fd >= 0)
@@ -323,25 +323,30 @@ static void close_listeners(rp_server *s)
     }
 }
 
+/* Each traffic worker opens every traffic listener (SO_REUSEPORT spreads connections); the
+ * admin listener is opened only by the admin worker, which opens nothing else. */
 static int open_listeners(rp_server *s)
 {
-    for (int i = 0; i < s->nworkers; i++) {
+    for (int i = 0; i < s->nthreads; i++) {
         struct worker *w = &s->workers[i];
+        bool admin_worker = i >= s->nworkers;
         w->ls = calloc(s->n_listen, sizeof(*w->ls));
         if (!w->ls)
             return -ENOMEM;
-        for (size_t j = 0; j < s->n_listen; j++)
-            w->ls[j].fd = -1;
-        w->n_ls = (uint32_t)s->n_listen;
         for (size_t j = 0; j < s->n_listen; j++) {
-            int fd = open_listener(s->listen[j].addr);
-            if (fd < 0)
+            const struct listen_spec *spec = &s->listen[j];
+            struct listener *l = &w->ls[w->n_ls];
+            int fd;
+            if (spec->admin != admin_worker)
+                continue;
+            if ((fd = open_listener(spec->addr)) < 0)
                 return fd;
-            w->ls[j].fd = fd;
-            w->ls[j].tls = s->listen[j].tls;
-            w->ls[j].admin = s->listen[j].admin;
-            w->ls[j].spec = &s->listen[j];
-            w->ls[j].accepted = session_accept;
+            l->fd = fd;
+            l->tls = spec->tls;
+            l->admin = spec->admin;
+            l->spec = spec;
+            l->accepted = session_accept;
+            w->n_ls++;
         }
     }
     return 0;
@@ -399,10 +404,10 @@ static int run_workers(rp_server *s)
 
     if (s->nworkers < 1)
         return -EINVAL;
-    args = calloc((size_t)s->nworkers, sizeof(*args));
+    args = calloc((size_t)s->nthreads, sizeof(*args));
     if (!args)
         return -ENOMEM;
-    for (int i = 0; i < s->nworkers && !err; i++) {
+    for (int i = 0; i < s->nthreads && !err; i++) {
         args[i] = (struct thread_arg){&s->workers[i], &g};
         if (pthread_create(&s->workers[i].thread, NULL, thread_main, &args[i]))
             err = -EAGAIN;
@@ -423,12 +428,21 @@ static int run_workers(rp_server *s)
     if (err)
         log_error("worker start-up failed: %s", strerror(-err));
     else
-        log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)",
-                 RP_VERSION, s->nworkers, s->n_listen, s->rt.n_domains, s->rt.n_routes);
+        log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)%s",
+                 RP_VERSION, s->nworkers, s->n_listen, s->rt.n_domains, s->rt.n_routes,
+                 s->nthreads > s->nworkers ? "; the admin listener on a thread of its own" : "");
     for (int i = 0; i < started; i++)
         pthread_join(s->workers[i].thread, NULL);
     free(args);
     return err;
+}
+
+static bool has_admin_listener(const rp_server *s)
+{
+    for (size_t i = 0; i < s->n_listen; i++)
+        if (s->listen[i].admin)
+            return true;
+    return false;
 }
 
 static bool has_tls_listener(const rp_server *s)
@@ -545,12 +559,13 @@ int rp_listen_and_serve(rp_server *s)
     if (ret)
         goto out;
     s->nworkers = s->cfg.workers;
-    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    s->nthreads = s->nworkers + (has_admin_listener(s) ? 1 : 0);
+    s->workers = calloc((size_t)s->nthreads, sizeof(*s->workers));
     if (!s->workers) {
         ret = -ENOMEM;
         goto out;
     }
-    for (int i = 0; i < s->nworkers; i++) {
+    for (int i = 0; i < s->nthreads; i++) {
         s->workers[i].s = s;
         s->workers[i].id = i;
     }
@@ -575,7 +590,7 @@ out:
     s->health = NULL;
     free(s->workers);
     s->workers = NULL;
-    s->nworkers = 0;
+    s->nworkers = s->nthreads = 0;
     atomic_store(&s->running, 0);
     return ret;
 }

@@ -144,7 +144,9 @@ struct rp_server {
     struct health_state *health; /* per backend, while running */
     struct h1_limits lim;
     struct worker *workers;
-    int nworkers;
+    int nworkers; /* traffic workers: s->workers[0..nworkers) */
+    int nthreads; /* and, with an admin listener, one more at s->workers[nworkers] that serves
+                     only it, so a scrape never stalls traffic */
     const struct worker_module *const *modules; /* NULL-terminated, in the order they run */
     atomic_int running;
     atomic_int stopping;

@@ -20,6 +20,7 @@
 #define RING_ENTRIES 4096
 #define BUF_GROUP 0
 #define NBUFS 512
+#define ADMIN_NBUFS 32
 #define BUFSZ (16u * 1024)
 
 /* ---- slabs ------------------------------------------------------------------------------ */
@@ -514,6 +515,7 @@ static int probe_ops(struct worker *w)
 static int setup_ring(struct worker *w)
 {
     struct io_uring_params p;
+    bool admin;
     static const unsigned flag_sets[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -544,12 +546,14 @@ static int setup_ring(struct worker *w)
     /* io_uring_enter then skips looking up the ring's file on every call (Linux 5.18+);
      * refused on older kernels, which is harmless */
     io_uring_register_ring_fd(&w->ring);
-    w->nbufs = NBUFS;
+    /* the admin listener's worker reads a few small requests: 32 buffers, faulted on use */
+    admin = w->id >= w->s->nworkers;
+    w->nbufs = admin ? ADMIN_NBUFS : NBUFS;
     w->bufsz = BUFSZ;
     w->br_added = 0;
     /* The kernel cycles through every buffer, so all of them are touched within the first
      * few hundred receives: fault them in now (prefault), as the fixed per-worker cost they are. */
-    ret = bufring_setup(&w->ring, NBUFS, BUFSZ, BUF_GROUP, true, &w->br, &w->bufs);
+    ret = bufring_setup(&w->ring, w->nbufs, BUFSZ, BUF_GROUP, !admin, &w->br, &w->bufs);
     if (ret) {
         if (ret != -ENOMEM) /* out of memory is not a kernel too old */
             log_error("provided-buffer rings refused (%s): need Linux 5.19+", strerror(-ret));
