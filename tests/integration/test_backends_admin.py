@@ -5,7 +5,7 @@ import json
 import threading
 import urllib.parse
 
-from harness import Client, domain_conf, free_port, get
+from harness import Client, domain_conf, free_port, get, wait_port
 
 HOST = "b.local"
 TOKEN = "adm1n"
@@ -32,6 +32,7 @@ def start(P, lb, workers=1):
     conf = domain_conf(HOST, [a.port, b.port], lb=lb)
     conf += f'admin = {{ listen = "127.0.0.1:{aport}"; token = "{TOKEN}"; }};\n'
     px = P.proxy(conf, workers=workers)
+    assert wait_port(aport)  # its own thread: P.proxy waited for the traffic port only
     return a, b, px, aport
 
 

@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 
-from harness import Client, Skip, domain_conf, free_port, get
+from harness import Client, Skip, domain_conf, free_port, get, wait_port
 
 HOST = "m.local"
 
@@ -40,6 +40,7 @@ def test_metrics_move_with_traffic_and_pass_promtool(P):
     conf += f'admin = {{ listen = "127.0.0.1:{aport}"; token = "t0k"; }};\n'
     conf += 'cache = { default_max_age = "1m"; };\n'
     px = P.proxy(conf, workers=2)
+    assert wait_port(aport)  # its own thread: P.proxy waited for the traffic port only
     assert scrape(aport).status == 401  # the admin token applies
     assert get(px.port, "/", host="other.local").status == 404  # not routed
     for _ in range(6):
