@@ -202,7 +202,7 @@ static void hc_run(struct timer *t, uint64_t now)
     hc->running = pr;
     pr->tm.fn = probe_timeout;
     timer_arm(hc->w->tw, &pr->tm, now + hs->t->hc.timeout_ms);
-    if (hc->req_len && up_queue(pr->up, hc->req, hc->req_len)) {
+    if (up_proxy_header(pr->up, NULL) || (hc->req_len && up_queue(pr->up, hc->req, hc->req_len))) {
         probe_done(pr, false, "out of memory");
         return;
     }

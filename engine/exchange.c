@@ -206,7 +206,8 @@ static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh
     up->sent_ns = mono_ns(); /* the response-time histogram, and least_latency, learn from it */
     up->req_whole = ex->req_done;
     up->method = ex->method_id;
-    if (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay))) {
+    if (up_proxy_header(up, &c->peer) ||
+        (buf_used(&ex->replay) && up_queue(up, buf_data(&ex->replay), buf_used(&ex->replay)))) {
         up_close(up);
         return NULL;
     }

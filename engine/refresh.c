@@ -18,11 +18,12 @@ struct refresh {
     struct target *t;
     struct backend *be; /* counted in flight while the refresh lives */
     struct upconn *up;
-    struct pc_state *pc; /* the key, the request's fields, the stale entry and the fill */
-    struct timer tm;     /* the whole refresh must end within the target's read_timeout */
-    struct buf head;     /* the request head, kept for one go on a fresh connection */
-    bool started;        /* the final response head came */
-    bool retried;        /* already sent again after a stale pooled connection */
+    struct pc_state *pc;      /* the key, the request's fields, the stale entry and the fill */
+    struct timer tm;          /* the whole refresh must end within the target's read_timeout */
+    struct buf head;          /* the request head, kept for one go on a fresh connection */
+    struct sockaddr_in6 peer; /* the client whose request it refreshes (send_proxy_protocol) */
+    bool started;             /* the final response head came */
+    bool retried;             /* already sent again after a stale pooled connection */
 };
 
 static const struct up_ops refresh_ops;
@@ -62,7 +63,7 @@ static void refresh_connect(struct refresh *rf, bool fresh)
     rf->up = up;
     up->try_deadline_ms = 0; /* no client waits: one attempt, bounded by the refresh's timer */
     up->req_whole = true;
-    if (up_queue(up, buf_data(&rf->head), buf_used(&rf->head))) {
+    if (up_proxy_header(up, &rf->peer) || up_queue(up, buf_data(&rf->head), buf_used(&rf->head))) {
         refresh_end(rf, false);
         return;
     }
@@ -200,6 +201,7 @@ void refresh_start(struct worker *w, const struct h1_request *r, const struct so
         return;
     }
     rf->pc = p;
+    rf->peer = *peer;
     rf->tm.fn = refresh_timeout;
     timer_arm(w->tw, &rf->tm, w->now_ms + rf->t->read_timeout_ms);
     h.t = rf->t;

@@ -155,39 +155,18 @@ void up_start(struct upconn *up)
     sock_open(up->w, &up->sk, up->be->sa.ss_family);
 }
 
-/* send_proxy_protocol: the connection's first bytes, in the clear even to an https://
- * backend (the header comes before the ClientHello), before anything can be sent. The
- * heads of exchanges and refreshes begin with the client's header (upstream_head.c): on
- * TLS it is taken out of the plaintext waiting for the handshake. A user that sends none (a
- * health check) gets one that names no client: v1 UNKNOWN, v2 LOCAL. 0 or -ENOMEM. */
-static int up_proxy_header(struct upconn *up)
+int up_proxy_header(struct upconn *up, const struct sockaddr_in6 *client)
 {
-    struct buf *first = up->be->tls ? &up->tls_wait : &up->sk.out.pending;
-    struct sockaddr_in6 client;
-    struct buf b = {0};
+    struct sockaddr_in6 none = {.sin6_family = AF_UNSPEC};
     char hdr[PP_WRITE_MAX];
-    int n = pp_parse(buf_data(first), buf_used(first), &client);
-    size_t len;
+    size_t n;
 
-    if (n > 0 && !up->be->tls)
-        return 0; /* already first in line */
-    if (n > 0) {
-        if (sock_queue(&up->sk, buf_data(first), (uint32_t)n))
-            return -ENOMEM;
-        buf_consume(first, (uint32_t)n);
+    if (!up->t->send_pp)
         return 0;
-    }
-    client.sin6_family = AF_UNSPEC;
-    len = pp_write(up->t->send_pp, &client, &client, hdr);
-    if (up->be->tls)
-        return sock_queue(&up->sk, hdr, (uint32_t)len);
-    if (buf_append(&b, hdr, (uint32_t)len) || buf_append(&b, buf_data(first), buf_used(first))) {
-        buf_free(&b);
-        return -ENOMEM;
-    }
-    buf_free(first);
-    *first = b;
-    return 0;
+    /* the destination named is the backend's address: where this connection goes */
+    n = pp_write(up->t->send_pp, client ? client : &none,
+                 client ? (const struct sockaddr_in6 *)(const void *)&up->be->sa : &none, hdr);
+    return sock_queue(&up->sk, hdr, (uint32_t)n); /* raw: before any TLS record */
 }
 
 void up_on_socket(struct upconn *up, int res)
@@ -199,10 +178,6 @@ void up_on_socket(struct upconn *up, int res)
         return;
     }
     up->sk.fd = res;
-    if (up->t->send_pp && up_proxy_header(up)) {
-        up->ops->failed(up, -ENOMEM, "out of memory");
-        return;
-    }
     /* Request heads go out in one send; without this a second small send (body) can wait
      * for the delayed ACK of the first. setsockopt never blocks. */
     setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -16,6 +16,11 @@ int up_queue(struct upconn *up, const void *p, uint32_t n);
 /* Starts connecting a new connection from up_get (a no-op for a pooled one). Separate from
  * up_get so that a failure reported at once finds the exchange already holding `up`. */
 void up_start(struct upconn *up);
+/* send_proxy_protocol (a no-op for other targets): queues the PROXY header naming `client`
+ * (NULL: none, as for a health check: v1 UNKNOWN, v2 LOCAL) as the connection's first bytes,
+ * in the clear even to an https:// backend. Call it right after up_get, before up_queue:
+ * such connections are never pooled, so up_get's is always new and empty. 0 or -ENOMEM. */
+int up_proxy_header(struct upconn *up, const struct sockaddr_in6 *client);
 /* The exchange is done with `up`: pool it if `reusable`, else close it. */
 void up_release_to_pool(struct upconn *up, bool reusable);
 void up_close(struct upconn *up);

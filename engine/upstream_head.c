@@ -1,15 +1,13 @@
 /* upstream_head.c: the request head as a backend sees it, written for exchanges and
  * background refreshes alike: HTTP/1.1, the Host the backend expects, the client's
  * end-to-end fields (hop-by-hop ones dropped, the cache's conditionals instead of the
- * client's when it answers those itself), X-Forwarded-*, and one framing field of our own;
- * for a send_proxy_protocol domain, the PROXY header naming the client before it all.
+ * client's when it answers those itself), X-Forwarded-*, and one framing field of our own.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
-#include "proxy_proto.h"
 
 /* Dotted quad without inet_ntop's generality: this runs for every proxied request. */
 static void format_ipv4(const unsigned char *a, char *out)
@@ -112,24 +110,10 @@ static void put_framing(const struct h1_request *r, struct buf *b, bool *ok)
         buf_put_str(b, ok, cl);
     }
 }
-/* send_proxy_protocol: the connection to the backend (never pooled, so this head is the
- * first thing on it, and a retry's new connection gets it again from the replay) opens
- * with the client's address; upstream.c sends it in the clear, before any TLS. The
- * destination named is the backend's address: where this connection goes. */
-static void put_proxy_header(const struct upstream_head *h, struct buf *b, bool *ok)
-{
-    char hdr[PP_WRITE_MAX];
-    size_t n = pp_write(h->t->send_pp, h->peer,
-                        (const struct sockaddr_in6 *)(const void *)&h->be->sa, hdr);
-
-    buf_put(b, ok, hdr, n);
-}
 bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b)
 {
     bool ok = true;
 
-    if (h->t->send_pp)
-        put_proxy_header(h, b, &ok);
     buf_put(b, &ok, r->method, r->method_len);
     buf_put(b, &ok, " ", 1);
     buf_put(b, &ok, r->path, r->path_len);
