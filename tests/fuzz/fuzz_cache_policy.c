@@ -19,20 +19,13 @@
 #include <strings.h>
 
 #include "cache.h"
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz.h"
 
 #define MAX_FIELDS 64
 
 /* IMF-fixdate and asctime years are four digits: 0000-01-01 to 9999-12-31 23:59:60. */
 #define DATE_MIN (-62167219200LL)
 #define DATE_MAX (253402300800LL)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const names[] = {
     "Cache-Control", "Pragma",           "Date",          "Expires",

@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "fuzz.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *__lsan_default_suppressions(void);
 
 /* libconfig 1.5's parser leaks a string token's buffer when a syntax error follows it (for

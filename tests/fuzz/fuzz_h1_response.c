@@ -6,17 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "h1.h"
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x))                                                                                  \
-            abort();                                                                               \
-    } while (0)
-
 #define CAP 32
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool inside(const char *p, size_t n, const char *buf, size_t len)
 {

@@ -7,6 +7,7 @@
  */
 #include "tls.h"
 
+#include "fuzz.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,8 +72,6 @@ static void make_ctx(void)
     unlink(key);
     rmdir(dir);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* 0xff, which hello, then bytes XORed over it; the input's length sets the hello's length */
 static size_t over_hello(const uint8_t *data, size_t size, uint8_t *buf)
