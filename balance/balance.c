@@ -206,6 +206,7 @@ static int state_init(struct bal_state *st, const struct target *t, uint64_t see
     if (!mem)
         return -ENOMEM;
     st->wgen = atomic_load_explicit(&t->wgen, memory_order_acquire);
+    st->uid = t->uid;
     st->key = (uint64_t *)mem;
     st->cur = (int32_t *)(st->key + n);
     st->thr = (uint32_t *)(st->cur + n);
@@ -228,11 +229,12 @@ static int state_init(struct bal_state *st, const struct target *t, uint64_t see
     return 0;
 }
 
-int bal_worker_init(struct bal_worker *bw, const struct route_table *rt, uint64_t seed)
+int bal_worker_init(struct bal_worker *bw, const struct route_table *rt, uint32_t cap,
+                    uint64_t seed)
 {
     memset(bw, 0, sizeof(*bw));
     bw->rng = splitmix64(seed) | 1; /* xorshift must not start at 0 */
-    bw->n = rt->n_targets;
+    bw->n = cap > rt->n_targets ? cap : rt->n_targets;
     bw->st = calloc(bw->n ? bw->n : 1, sizeof(*bw->st));
     if (!bw->st)
         return -ENOMEM;
@@ -526,8 +528,16 @@ struct backend *bal_pick(struct bal_worker *bw, const struct target *t,
 
     if (!t->n_backends)
         return NULL;
-    if (st->wgen != atomic_load_explicit(&t->wgen, memory_order_relaxed))
+    /* a weight changed, or a reload gave the index to another target (requests that began
+     * on the older snapshot and ones on the newer may alternate for a while: each rebuilds) */
+    if (st->uid != t->uid || st->wgen != atomic_load_explicit(&t->wgen, memory_order_relaxed))
         state_rebuild(st, t, bw->rng);
+    if (st->uid != t->uid) { /* out of memory: no tables for t, only its order */
+        for (uint32_t i = 0; i < t->n_backends; i++)
+            if (usable(t, i, exclude))
+                return t->backends[i];
+        return NULL;
+    }
     switch (t->lb) {
     case RP_LB_WEIGHTED_RR:
         return pick_wrr(st, t, exclude);

@@ -26,6 +26,8 @@ struct bal_state {
     uint32_t *thr;    /* random: Walker's alias table, exact in integers: column i keeps i */
     uint32_t *alias;  /* when a draw in [0, total) falls below thr[i], else gives alias[i] */
     uint32_t wgen;    /* the target's wgen these tables were built for */
+    uint64_t uid;     /* the target they were built for (its uid: a freed target's address may
+                         come back as another's) */
 };
 
 /* One per worker: state for every target of the route table. */
@@ -35,10 +37,13 @@ struct bal_worker {
     uint64_t rng; /* random and least_latency draws */
 };
 
-/* Prepares bw for every target of rt (which must outlive bw). `seed` makes workers' random
- * streams and rotation starts differ; seed 0 starts every rotation at its canonical position.
- * Returns 0 or -ENOMEM (bw then holds nothing). Start-up, any thread. */
-int bal_worker_init(struct bal_worker *bw, const struct route_table *rt, uint64_t seed);
+/* Prepares bw for every target of rt, with room for target indexes up to `cap` (a reload's
+ * targets; 0: rt's only). A target picked from later gets its tables then (they are rebuilt
+ * when the index's target changes). `seed` makes workers' random streams and rotation
+ * starts differ; seed 0 starts every rotation at its canonical position. Returns 0 or
+ * -ENOMEM (bw then holds nothing). Start-up, any thread. */
+int bal_worker_init(struct bal_worker *bw, const struct route_table *rt, uint32_t cap,
+                    uint64_t seed);
 void bal_worker_fini(struct bal_worker *bw);
 
 /* Picks a healthy backend of t, skipping those whose position bit is set in `exclude`

@@ -51,7 +51,7 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
     if (ok) {
         hc->fails = 0;
         hc->oks++;
-        if (!atomic_load(&hs->be->healthy) && hc->oks >= (uint32_t)hs->t->hc.success_threshold) {
+        if (!atomic_load(&hs->be->healthy) && hc->oks >= (uint32_t)hc->t->hc.success_threshold) {
             snprintf(how, sizeof(how), "after %u good checks", hc->oks);
             mark_up(hs, how);
         }
@@ -59,23 +59,24 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
     }
     hc->oks = 0;
     hc->fails++;
-    if (hc->fails >= (uint32_t)hs->t->hc.fail_threshold) {
+    if (hc->fails >= (uint32_t)hc->t->hc.fail_threshold) {
         atomic_store(&hs->passive_down, 0); /* the checks' verdict now, not a guess */
         mark_down(hs, "backend %s DOWN after %u failed checks: %s", hc->fails, why);
     }
 }
 
-void health_report_failure(struct worker *w, struct backend *be, const char *why)
+void health_report_failure(struct worker *w, const struct target *t, struct backend *be,
+                           const char *why)
 {
     struct health_state *hs = &w->s->health[be->index];
     unsigned n;
 
-    if (hs->t->n_backends < 2)
+    if (t->n_backends < 2)
         return; /* as nginx: a lone backend is never taken out, there is nowhere else to go */
     n = atomic_fetch_add(&hs->consec_fail, 1) + 1;
-    if (n < (unsigned)hs->t->hc.fail_threshold || !atomic_load(&be->healthy))
+    if (n < (unsigned)t->hc.fail_threshold || !atomic_load(&be->healthy))
         return;
-    atomic_store(&hs->retry_at_ms, w->now_ms + hs->t->hc.interval_ms);
+    atomic_store(&hs->retry_at_ms, w->now_ms + t->hc.interval_ms);
     atomic_store(&hs->passive_down, 1);
     mark_down(hs, "backend %s DOWN after %u failed requests: %s", n, why);
 }
@@ -131,7 +132,7 @@ static void probe_done(struct probe *pr, bool ok, const char *why)
     hc->running = NULL;
     hc_result(hc, ok, why);
     probe_free(hc->w, pr);
-    hc_schedule(hc, hc->hs->t->hc.interval_ms);
+    hc_schedule(hc, hc->t->hc.interval_ms);
 }
 
 static void p_ready(struct upconn *up)
@@ -182,7 +183,7 @@ static void probe_timeout(struct timer *t, uint64_t now)
     char why[48];
 
     (void)now;
-    snprintf(why, sizeof(why), "timed out after %u ms", pr->hc->hs->t->hc.timeout_ms);
+    snprintf(why, sizeof(why), "timed out after %u ms", pr->hc->t->hc.timeout_ms);
     probe_done(pr, false, why);
 }
 
@@ -192,16 +193,16 @@ static void hc_run(struct timer *t, uint64_t now)
     struct health_state *hs = hc->hs;
     struct probe *pr = calloc(1, sizeof(*pr));
 
-    if (!pr || !(pr->up = up_get(hc->w, hs->t, hs->be, &probe_ops, pr, true))) {
+    if (!pr || !(pr->up = up_get(hc->w, (struct target *)hc->t, hs->be, &probe_ops, pr, true))) {
         free(pr);
-        hc_schedule(hc, hs->t->hc.interval_ms);
+        hc_schedule(hc, hc->t->hc.interval_ms);
         return;
     }
     pr->up->try_deadline_ms = 0;
     pr->hc = hc;
     hc->running = pr;
     pr->tm.fn = probe_timeout;
-    timer_arm(hc->w->tw, &pr->tm, now + hs->t->hc.timeout_ms);
+    timer_arm(hc->w->tw, &pr->tm, now + hc->t->hc.timeout_ms);
     if (up_proxy_header(pr->up, NULL) || (hc->req_len && up_queue(pr->up, hc->req, hc->req_len))) {
         probe_done(pr, false, "out of memory");
         return;
@@ -217,18 +218,16 @@ static void hc_schedule(struct hcheck *hc, uint64_t delay_ms)
 
 /* ---- set-up ------------------------------------------------------------------------------ */
 
-int health_table_init(struct health_state **out, const struct route_table *rt)
+int health_table_init(struct health_state **out, const struct route_table *rt, uint32_t cap)
 {
-    struct health_state *hs = calloc(rt->n_backends ? rt->n_backends : 1, sizeof(*hs));
-    if (!hs)
+    struct health_state *hs;
+
+    if (cap < rt->n_backends)
+        cap = rt->n_backends;
+    if (!(hs = calloc(cap ? cap : 1, sizeof(*hs))))
         return -ENOMEM;
-    for (uint32_t i = 0; i < route_count(rt); i++) {
-        struct target *t = route_target(rt, i);
-        for (uint32_t j = 0; j < t->n_backends; j++) {
-            hs[t->backends[j]->index].be = t->backends[j];
-            hs[t->backends[j]->index].t = t;
-        }
-    }
+    for (uint32_t i = 0; i < rt->n_backends; i++)
+        hs[rt->backends[i]->index].be = rt->backends[i];
     *out = hs;
     return 0;
 }
@@ -237,7 +236,7 @@ int health_table_init(struct health_state **out, const struct route_table *rt)
  * verification, SNI and CAs as traffic. */
 static void hc_build_request(struct hcheck *hc)
 {
-    const struct target *t = hc->hs->t;
+    const struct target *t = hc->t;
     const char *host = t->hc.host       ? t->hc.host
                        : t->host_header ? t->host_header
                                         : hc->hs->be->authority;
@@ -252,48 +251,75 @@ static void hc_build_request(struct hcheck *hc)
     hc->req_len = n > 0 && (size_t)n < sizeof(hc->req) ? (uint32_t)n : 0;
 }
 
-static int health_worker_start(struct worker *w)
+/* The backends this worker checks: with active checks on, a backend index's share of the
+ * traffic workers (i % nworkers), from the worker's own snapshot. */
+static bool hc_mine(const struct worker *w, const struct backend *be)
 {
-    struct rp_server *s = w->s;
+    return (int)(be->index % (uint32_t)w->s->nworkers) == w->id;
+}
+
+/* `carry`: the checkers this worker had before a reload (their consecutive results go on
+ * for the backends it keeps checking), or NULL. */
+static int hc_build(struct worker *w, const struct hcheck *carry, uint32_t n_carry)
+{
+    const struct route_table *rt = &w->snap->rt;
     uint32_t n = 0;
 
-    if (w->id >= s->nworkers)
+    if (w->id >= w->s->nworkers)
         return 0; /* the admin listener's worker checks nothing */
-    for (uint32_t i = 0; i < s->rt.n_backends; i++)
-        if (s->health[i].t->hc.enabled && (int)(i % (uint32_t)s->nworkers) == w->id)
-            n++;
+    for (uint32_t i = 0; i < route_count(rt); i++)
+        for (uint32_t j = 0; j < route_target(rt, i)->n_backends; j++)
+            n += route_target(rt, i)->hc.enabled && hc_mine(w, route_target(rt, i)->backends[j]);
     w->hchecks = calloc(n ? n : 1, sizeof(*w->hchecks));
     if (!w->hchecks)
         return -ENOMEM;
-    for (uint32_t i = 0; i < s->rt.n_backends; i++) {
-        struct health_state *hs = &s->health[i];
-        struct hcheck *hc;
-        if (!hs->t->hc.enabled || (int)(i % (uint32_t)s->nworkers) != w->id)
-            continue;
-        hc = &w->hchecks[w->n_hchecks++];
-        hc->w = w;
-        hc->hs = hs;
-        hc->next.fn = hc_run;
-        hc_build_request(hc);
-        /* jittered start, so a fleet of proxies does not probe in lockstep */
-        hc_schedule(hc, (w->bal.rng >> 7 ^ i * 2654435761u) % hs->t->hc.interval_ms);
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        const struct target *t = route_target(rt, i);
+        for (uint32_t j = 0; t->hc.enabled && j < t->n_backends; j++) {
+            struct backend *be = t->backends[j];
+            struct hcheck *hc;
+            if (!hc_mine(w, be))
+                continue;
+            hc = &w->hchecks[w->n_hchecks++];
+            hc->w = w;
+            hc->hs = &w->s->health[be->index];
+            hc->t = t;
+            hc->next.fn = hc_run;
+            for (uint32_t k = 0; k < n_carry; k++)
+                if (carry[k].hs == hc->hs) {
+                    hc->oks = carry[k].oks;
+                    hc->fails = carry[k].fails;
+                }
+            hc_build_request(hc);
+            /* jittered start, so a fleet of proxies does not probe in lockstep */
+            hc_schedule(hc, (w->bal.rng >> 7 ^ be->index * 2654435761u) % t->hc.interval_ms);
+        }
     }
     return 0;
 }
 
+static int health_worker_start(struct worker *w)
+{
+    return hc_build(w, NULL, 0);
+}
+
 static void health_worker_tick(struct worker *w)
 {
-    struct rp_server *s = w->s;
+    const struct route_table *rt = &w->snap->rt;
 
-    if (w->id >= s->nworkers)
+    if (w->id >= w->s->nworkers)
         return;
     /* passive back-off for backends without active checks, run by their owner */
-    for (uint32_t i = (uint32_t)w->id; i < s->rt.n_backends; i += (uint32_t)s->nworkers) {
-        struct health_state *hs = &s->health[i];
-        if (hs->t->hc.enabled || !atomic_load_explicit(&hs->passive_down, memory_order_relaxed))
-            continue;
-        if (w->now_ms >= atomic_load(&hs->retry_at_ms))
-            mark_up(hs, "after its back-off (no health checks configured)");
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        const struct target *t = route_target(rt, i);
+        for (uint32_t j = 0; !t->hc.enabled && j < t->n_backends; j++) {
+            struct health_state *hs = &w->s->health[t->backends[j]->index];
+            if (!hc_mine(w, t->backends[j]) ||
+                !atomic_load_explicit(&hs->passive_down, memory_order_relaxed))
+                continue;
+            if (w->now_ms >= atomic_load(&hs->retry_at_ms))
+                mark_up(hs, "after its back-off (no health checks configured)");
+        }
     }
 }
 
@@ -318,7 +344,24 @@ static void health_worker_fini(struct worker *w)
     w->n_hchecks = 0;
 }
 
+/* A reload: the checks in progress stop (a probe's connection may name the old target) and
+ * start again from the new snapshot's settings, each backend's streak carried over. */
+static void health_worker_adopt(struct worker *w, struct snapshot *old)
+{
+    struct hcheck *prev = w->hchecks;
+    uint32_t n = w->n_hchecks;
+
+    (void)old;
+    health_worker_stop(w);
+    w->hchecks = NULL;
+    w->n_hchecks = 0;
+    if (hc_build(w, prev, n))
+        log_error("worker %d: out of memory: health checks stopped", w->id);
+    free(prev);
+}
+
 const struct worker_module health_module = {
+    .adopt = health_worker_adopt,
     .start = health_worker_start,
     .tick = health_worker_tick,
     .drain = health_worker_stop,

@@ -23,8 +23,7 @@ struct route_table;
 
 /* Shared per-backend state (indexed by backend.index), written by any worker. */
 struct health_state {
-    struct backend *be;
-    struct target *t;
+    struct backend *be;       /* the slot's backend (its settings: the target a caller names) */
     atomic_uint consec_fail;  /* live-traffic failures in a row */
     atomic_int passive_down;  /* marked down by live traffic, not by checks */
     atomic_ulong retry_at_ms; /* with checks off: when a passively downed backend returns */
@@ -34,15 +33,17 @@ struct health_state {
 struct hcheck {
     struct worker *w;
     struct health_state *hs;
-    struct timer next;     /* the next check */
-    struct probe *running; /* the check in progress, or NULL */
-    uint32_t fails, oks;   /* consecutive results */
-    char req[512];         /* the HTTP check request, built once */
+    const struct target *t; /* hs->be's target in the worker's snapshot: its check settings */
+    struct timer next;      /* the next check */
+    struct probe *running;  /* the check in progress, or NULL */
+    uint32_t fails, oks;    /* consecutive results */
+    char req[512];          /* the HTTP check request, built once */
     uint32_t req_len;
 };
 
-/* Builds the shared table for `rt`. Returns 0 or -ENOMEM. Start-up only. */
-int health_table_init(struct health_state **out, const struct route_table *rt);
+/* Builds the shared table for `rt`, with room for backend indexes up to `cap` (a reload's
+ * new backends). Returns 0 or -ENOMEM. Start-up only. */
+int health_table_init(struct health_state **out, const struct route_table *rt, uint32_t cap);
 
 /* Worker side: health_module (engine/internal.h's struct worker_module) creates this
  * worker's checkers and arms them (start), runs passive back-offs that are due (tick, every
@@ -50,7 +51,8 @@ int health_table_init(struct health_state **out, const struct route_table *rt);
 
 /* Live traffic: a connect failure or reset (failure), or a response head (success). Any
  * worker thread. */
-void health_report_failure(struct worker *w, struct backend *be, const char *why);
+void health_report_failure(struct worker *w, const struct target *t, struct backend *be,
+                           const char *why);
 void health_report_success(struct worker *w, struct backend *be);
 
 /* When bal_pick finds no usable backend of t: one that only live traffic marked down (no

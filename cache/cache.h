@@ -434,6 +434,11 @@ struct cache *cache_new(const struct cache_config *cfg);
 void cache_free(struct cache *c);
 /* The cache's own copy of its configuration (defaults filled). */
 const struct cache_config *cache_config_of(const struct cache *c);
+/* Publishes new settings (copied): rules, limits and compression for what starts after it;
+ * the entries stay (a lower byte or entry budget evicts as the next ones are stored). One
+ * caller at a time (the server's reload); any thread. Returns 0 or -ENOMEM (nothing
+ * changed). */
+int cache_reconfigure(struct cache *c, const struct cache_config *cfg);
 
 /* A request as the lookup sees it; borrowed for the call. */
 struct cache_req {

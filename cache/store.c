@@ -32,14 +32,25 @@ struct shard {
     struct cache_fill *fills;
 } __attribute__((aligned(64)));
 
-struct cache {
+/* One version of the settings. A reload publishes a new one (cache_reconfigure); older ones
+ * stay until cache_free, since a request may hold one of their rules for its whole life and
+ * nothing counts those uses (a version is a few hundred bytes; reloads that change the cache
+ * settings are rare). */
+struct cfg_ver {
     struct cache_config cfg;
+    struct cfg_ver *prev;
+};
+
+struct cache {
+    struct cfg_ver *cur; /* __atomic loads and stores */
     struct shard shards[NSHARDS];
     _Atomic uint64_t bytes, entries;
     _Atomic uint64_t hits, misses, stores, evictions, purges, invalidations, refused, copy_bytes;
     atomic_uint evict_rr;
     struct cache_cpool pool;
 };
+
+#define CFG(c) (&__atomic_load_n(&(c)->cur, __ATOMIC_ACQUIRE)->cfg)
 
 struct cache_builder {
     struct cache *c;
@@ -409,12 +420,12 @@ static bool try_take(_Atomic uint64_t *ctr, uint64_t amount, uint64_t max)
 /* Reserves an entry slot (when slot) and `bytes`, evicting until they fit. */
 static int reserve(struct cache *c, bool slot, uint64_t bytes, unsigned own)
 {
-    if (bytes > c->cfg.max_total_bytes)
+    if (bytes > CFG(c)->max_total_bytes)
         return -EFBIG;
-    while (slot && !try_take(&c->entries, 1, c->cfg.max_entries))
+    while (slot && !try_take(&c->entries, 1, CFG(c)->max_entries))
         if (!evict_one(c, own))
             return -ENOSPC;
-    while (!try_take(&c->bytes, bytes, c->cfg.max_total_bytes))
+    while (!try_take(&c->bytes, bytes, CFG(c)->max_total_bytes))
         if (!evict_one(c, own)) {
             if (slot)
                 atomic_fetch_sub_explicit(&c->entries, 1, memory_order_relaxed);
@@ -436,7 +447,7 @@ int cache_attach_copy(struct cache *c, struct cache_entry *e, struct cache_body 
     struct shard *s = &c->shards[SHARD_OF(e->hash)];
     bool done = false;
     /* no eviction for a copy: dropping it is cheaper than dropping someone's entry */
-    if (!try_take(&c->bytes, charge, c->cfg.max_total_bytes)) {
+    if (!try_take(&c->bytes, charge, CFG(c)->max_total_bytes)) {
         cache_set_copy_state(e, CACHE_COPY_TOO_BIG);
         cache_body_unref(copy);
         return -ENOSPC;
@@ -468,7 +479,9 @@ struct cache *cache_new(const struct cache_config *cfg)
     if (!c)
         return NULL;
     memset(c, 0, sizeof(*c));
-    if (cache_config_copy(&c->cfg, cfg) < 0)
+    if (!(c->cur = calloc(1, sizeof(*c->cur))))
+        goto err_ver;
+    if (cache_config_copy(&c->cur->cfg, cfg) < 0)
         goto err_cfg;
     if (cache_cpool_init(&c->pool) < 0)
         goto err_pool;
@@ -489,8 +502,10 @@ struct cache *cache_new(const struct cache_config *cfg)
 err_shards:
     cache_cpool_fini(&c->pool);
 err_pool:
-    cache_config_release(&c->cfg);
+    cache_config_release(&c->cur->cfg);
 err_cfg:
+    free(c->cur);
+err_ver:
     free(c);
     return NULL;
 }
@@ -512,13 +527,33 @@ void cache_free(struct cache *c)
         pthread_mutex_destroy(&s->mu);
     }
     cache_cpool_fini(&c->pool);
-    cache_config_release(&c->cfg);
+    while (c->cur) {
+        struct cfg_ver *v = c->cur;
+        c->cur = v->prev;
+        cache_config_release(&v->cfg);
+        free(v);
+    }
     free(c);
 }
 
 const struct cache_config *cache_config_of(const struct cache *c)
 {
-    return &c->cfg;
+    return CFG(c);
+}
+
+int cache_reconfigure(struct cache *c, const struct cache_config *cfg)
+{
+    struct cfg_ver *v = calloc(1, sizeof(*v));
+
+    if (!v)
+        return -ENOMEM;
+    if (cache_config_copy(&v->cfg, cfg) < 0) {
+        free(v);
+        return -ENOMEM;
+    }
+    v->prev = c->cur;
+    __atomic_store_n(&c->cur, v, __ATOMIC_RELEASE);
+    return 0;
 }
 
 struct cache_cpool *cache_cpool_of(struct cache *c)
@@ -535,7 +570,7 @@ static bool wants_copy(const struct cache *c, const struct cache_entry *e, bool 
         return false;
     if (e->gzip_body)
         return true; /* identity copy: needed whenever the origin gzipped */
-    return (compress > 0 || c->cfg.pre_compress) && e->compressible;
+    return (compress > 0 || CFG(c)->pre_compress) && e->compressible;
 }
 
 struct cache_builder *cache_entry_new(struct cache *c, const struct cache_entry_params *p)
@@ -603,11 +638,11 @@ struct cache_builder *cache_entry_new(struct cache *c, const struct cache_entry_
     e->has_lm = p->meta->has_lm;
     e->lm_s = p->meta->lm_s;
     cache_fresh_init(&e->fresh, p->meta, p->verdict, p->request_ms, p->response_ms,
-                     c->cfg.stale_while_revalidate_ms);
+                     CFG(c)->stale_while_revalidate_ms);
     b->c = c;
     b->max = p->verdict->max_bytes;
-    if (b->max > c->cfg.max_total_bytes)
-        b->max = c->cfg.max_total_bytes;
+    if (b->max > CFG(c)->max_total_bytes)
+        b->max = CFG(c)->max_total_bytes;
     b->cap = p->meta->content_length >= 0 && (uint64_t)p->meta->content_length <= b->max
                  ? (size_t)p->meta->content_length
                  : 4096;
@@ -686,7 +721,7 @@ static void maybe_queue(struct cache *c, struct cache_entry *e)
 {
     size_t len = e->body->len;
     if (!e->want_gzip || len == 0 ||
-        (!e->gzip_body && len < (e->min_len ? e->min_len : c->cfg.compress_min_len)))
+        (!e->gzip_body && len < (e->min_len ? e->min_len : CFG(c)->compress_min_len)))
         return;
     cache_set_copy_state(e, CACHE_COPY_QUEUED);
     if (!cache_compress_enqueue(c, e))
@@ -820,7 +855,7 @@ int cache_refresh(struct cache *c, const struct cache_entry *old, const struct c
     cache_resp_meta_parse(&m, old->status, e->fields, e->n_fields);
     if (cache_freshness_lifetime(&m, response_ms, &v.lifetime_ms))
         v.explicit_fresh = true;
-    cache_fresh_init(&e->fresh, &m, &v, request_ms, response_ms, c->cfg.stale_while_revalidate_ms);
+    cache_fresh_init(&e->fresh, &m, &v, request_ms, response_ms, CFG(c)->stale_while_revalidate_ms);
     e->status = old->status;
     e->max_hits = old->max_hits;
     e->gzip_body = old->gzip_body;

@@ -196,10 +196,11 @@ static void put_backend(rp_response *resp, const struct target *t, const struct 
  * "in_flight":..,"requests":..,"failures":..,"latency_ms":..|null}, ...] */
 static void admin_backends(const rp_request *req, rp_response *resp, void *user)
 {
-    const struct route_table *rt = &((rp_server *)user)->rt;
+    const struct route_table *rt = &worker_self->snap->rt; /* the admin worker's */
     bool first = true;
 
     (void)req;
+    (void)user;
     json_answer(resp);
     rp_response_write(resp, "[", 1);
     for (uint32_t i = 0; i < route_count(rt); i++) {
@@ -224,8 +225,10 @@ static void bad_request(rp_response *resp, int status, const char *why)
 static struct backend *backend_of(const rp_request *req, rp_response *resp, rp_server *s,
                                   const struct target **tp)
 {
-    const struct route_table *rt = &s->rt;
+    const struct route_table *rt = &worker_self->snap->rt;
     char domain[256], addr[512];
+
+    (void)s;
     size_t dl, al;
     rp_str q = req->query;
 
@@ -299,6 +302,35 @@ static void admin_backend_weight(const rp_request *req, rp_response *resp, void 
     rp_response_write(resp, "\n", 1);
 }
 
+/* POST /reload: the file again, through the daemon's handler (it knows the file): 200 with
+ * the new generation and what changed, or 400 with FILE:LINE: what is wrong. */
+static void admin_reload(const rp_request *req, rp_response *resp, void *user)
+{
+    rp_server *s = user;
+    char msg[1024] = "";
+    int rc;
+
+    (void)req;
+    json_answer(resp);
+    if (!s->reload_fn) {
+        bad_request(resp, 501, "this server has no reload handler (the daemon sets one)");
+        return;
+    }
+    rc = s->reload_fn(s, s->reload_user, msg, sizeof(msg));
+    if (rc) {
+        rp_response_set_status(resp, 400);
+        rp_response_printf(resp, "{\"error\":");
+        json_str(resp, msg, strlen(msg));
+        rp_response_printf(resp, "}\n");
+        return;
+    }
+    worker_adopt(worker_self); /* answers after this one see the new configuration */
+    rp_response_printf(
+        resp, "{\"generation\":%llu,\"result\":", (unsigned long long)worker_self->snap->gen);
+    json_str(resp, msg, strlen(msg));
+    rp_response_printf(resp, "}\n");
+}
+
 int admin_setup(rp_server *s)
 {
     static const struct {
@@ -312,6 +344,7 @@ int admin_setup(rp_server *s)
         {"POST", "/backends/drain", admin_backend_drain},
         {"POST", "/backends/enable", admin_backend_enable},
         {"POST", "/backends/weight", admin_backend_weight},
+        {"POST", "/reload", admin_reload},
     };
     int rc = 0;
 
@@ -322,7 +355,7 @@ int admin_setup(rp_server *s)
 
 bool admin_authorized(const rp_server *s, const struct h1_request *r)
 {
-    const char *tok = s->admin_token;
+    const char *tok = worker_self ? worker_self->snap->admin_token : s->admin_token;
     size_t tl;
 
     if (!tok)

@@ -56,6 +56,7 @@ struct exchange {
     uint64_t tried;              /* bit i: the target's backend i was tried */
     uint64_t req_left, req_bytes;
     struct h1_chunked req_ck;
+    struct snapshot *snap; /* the configuration it started on: t and be are of it */
     struct target *t;
     struct backend *be; /* the backend of `up`, the attempt whose response is relayed */
     struct upconn *up;

@@ -48,6 +48,7 @@ struct exchange *ex_new(struct conn *c)
 
     if (ex) {
         c->ex = ex;
+        ex->snap = snap_use(c->w);
         metrics_inflight(c->w, 1);
     }
     return ex;
@@ -69,6 +70,7 @@ void ex_end(struct conn *c)
     buf_free(&ex->replay);
     pc_free(ex);
     free(ex->more);
+    snap_unuse(c->w, ex->snap);
     slab_free(&c->w->ex_slab, ex);
     c->ex = &c->w->no_ex;
     metrics_inflight(c->w, -1);
@@ -157,7 +159,7 @@ void ex_feed_body(struct conn *c)
         done = ex->req_left == 0;
     } else {
         ssize_t k = h1_chunked_feed(&ex->req_ck, buf_data(in), n, NULL, NULL, &done);
-        if (k < 0 || ex->req_bytes + (uint64_t)k > c->w->s->cfg.max_body_bytes + 65536) {
+        if (k < 0 || ex->req_bytes + (uint64_t)k > c->w->snap->cfg.max_body_bytes + 65536) {
             int status = k < 0 ? 400 : 413;
             if (ex_resp_started(ex)) {
                 conn_close(c);
@@ -362,7 +364,7 @@ static rp_str ex_path(const struct exchange *ex)
 void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint32_t head_len)
 {
     struct exchange *ex;
-    const rp_server_config *cfg = &c->w->s->cfg;
+    const rp_server_config *cfg = &c->w->snap->cfg;
     char body[300];
 
     ctr_add(&c->w->requests, 1);
@@ -386,7 +388,7 @@ void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint
         conn_close(c);
         return;
     }
-    ex->t = route_match(&c->w->s->rt, r->host, r->host_len, r->path, r->path_len);
+    ex->t = route_match(&ex->snap->rt, r->host, r->host_len, r->path, r->path_len);
     if (!ex->t) {
         ex_end(c);
         respond_unread_text(c, r, 404, "no route for this host and path\n"); /* not routed */
@@ -571,7 +573,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
     /* passive health: refusals, resets and timeouts before any response (but not malformed
      * responses, or a stale pooled connection) */
     if (connecting || (!stale && !ex_resp_started(ex) && err != -EBADMSG))
-        health_report_failure(c->w, be, strerror(-err));
+        health_report_failure(c->w, ex->t, be, strerror(-err));
     if (ex->up2) { /* hedging: the other attempt goes on */
         if (c->w->s->hooks.err.n)
             report_error(c, be, err, what);
@@ -628,7 +630,7 @@ static void ex_try_timeout(struct upconn *up)
     log_warn("backend %s (%.*s): no response within try_timeout (attempt %u)", be->addr,
              (int)ex->t->name_len, ex->t->name, ex->attempts);
     observe_failure(up);
-    health_report_failure(c->w, be, "no response within try_timeout");
+    health_report_failure(c->w, ex->t, be, "no response within try_timeout");
     up_update_timer(up); /* the attempt goes on under read_timeout unless replaced */
     /* only a whole request held for replay, safe to send twice, goes to another backend */
     if (!ex->idempotent || !ex->replayable || !ex->req_done || ex_resp_started(ex) ||

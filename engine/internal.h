@@ -26,6 +26,7 @@
 #include "ringproxy.h"
 #include "route.h"
 #include "session-t.h"
+#include "snapshot.h"
 #include "sock-t.h"
 #include "timer.h"
 #include "upstream-t.h"
@@ -33,6 +34,14 @@
 #include "util.h"
 #include "worker-t.h"
 #include "worker.h"
+
+/* ---- server.c ----------------------------------------------------------------------------- */
+
+/* A listening socket on "ip:port" or "[ip6]:port" (SO_REUSEPORT, TCP_NODELAY inherited by
+ * accepted sockets): the fd, or -errno with the reason logged. */
+int server_open_listener(const char *addr);
+/* rp_server_config.log_level (0 info, 1 warnings, 2 debug) for the process's log. */
+void server_apply_log_level(int level);
 
 /* ---- session_h1.c: the HTTP/1.1 client-side session -------------------------------------- */
 

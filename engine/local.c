@@ -77,7 +77,7 @@ bool local_start(struct conn *c, const struct h1_request *r, const char *head, u
         local_run(c, r, lr, &ctx, NULL, 0);
         return true;
     }
-    if (r->body == H1_BODY_LENGTH && r->content_length > c->w->s->cfg.max_local_body_bytes) {
+    if (r->body == H1_BODY_LENGTH && r->content_length > c->w->snap->cfg.max_local_body_bytes) {
         respond_error(c, 413);
         return true;
     }
@@ -128,7 +128,7 @@ void local_feed_body(struct conn *c)
         }
         n = (uint32_t)k;
     }
-    if (buf_used(&ex->replay) - head_len + out > c->w->s->cfg.max_local_body_bytes) {
+    if (buf_used(&ex->replay) - head_len + out > c->w->snap->cfg.max_local_body_bytes) {
         ex_end(c);
         respond_error(c, 413);
         return;
@@ -141,7 +141,7 @@ void local_feed_body(struct conn *c)
     if (!done)
         return;
     /* the head was parsed and matched before; its copy parses and matches the same way */
-    if (h1_parse_request(buf_data(&ex->replay), head_len, &r, &c->w->s->lim, &status) <= 0) {
+    if (h1_parse_request(buf_data(&ex->replay), head_len, &r, &c->w->snap->lim, &status) <= 0) {
         conn_close(c);
         return;
     }

@@ -1,25 +1,49 @@
 /* main.c: the ringproxy daemon. A thin user of the library: it reads the configuration file
- * (config.c), makes the library calls, installs SIGTERM/SIGINT to drain, and runs until the
- * drain ends. `-t` only checks the file, as `nginx -t` does: it makes every call but the
- * last. Nothing here prints the admin token. */
+ * (config.c), makes the library calls, installs SIGTERM/SIGINT to drain and SIGHUP to
+ * reload, and runs until the drain ends. `-t` only checks the file, as `nginx -t` does: it
+ * makes every call but the last. Nothing here prints the admin token.
+ *
+ * Reload: SIGHUP posts a semaphore (async-signal-safe); a thread of ours waits on it, takes
+ * every post that piled up meanwhile (a storm of signals is one reload, of the file as it is
+ * then), reads the file and builds a staged server exactly as at start, and hands it to
+ * rp_server_reload. POST /reload on the admin API runs the same function (on the admin
+ * listener's thread), under the same lock. */
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "ringproxy.h"
 
 static rp_server *running_server; /* for the signal handler only */
+static sem_t reload_sem;
 
 static void on_signal(int sig)
 {
     (void)sig;
     rp_server_shutdown(running_server);
 }
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    sem_post(&reload_sem);
+}
+
+/* What a reload needs to read the file again as at start. */
+struct reloader {
+    const char *path;
+    int workers; /* -w, which overrides the file's as at start (0: none) */
+    pthread_mutex_t mu;
+    bool quit;
+};
 
 static void usage(FILE *f)
 {
@@ -30,7 +54,7 @@ static void usage(FILE *f)
                "  -h, --help         this text\n"
                "      --version      print the version and exit\n"
                "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
-               "SIGHUP is ignored (reloading is not built yet).\n");
+               "SIGHUP reads the file again (a file with an error changes nothing).\n");
 }
 
 static int parse_args(int argc, char **argv, const char **path, bool *test, int *workers)
@@ -96,6 +120,54 @@ err:
     return NULL;
 }
 
+/* Reads the file again and swaps it in (rp_reload_fn): 0, or the reason in msg. */
+static int reload_file(rp_server *s, void *user, char *msg, size_t cap)
+{
+    struct reloader *rl = user;
+    struct rp_file_config fc = {0};
+    rp_server *staged = NULL;
+    int rc;
+
+    pthread_mutex_lock(&rl->mu);
+    rc = rp_file_config_load(rl->path, &fc, msg, cap);
+    if (!rc && rl->workers)
+        fc.server.workers = rl->workers;
+    if (!rc && !(staged = build_server(&fc))) {
+        snprintf(msg, cap, "%s: configuration rejected (see the log)", rl->path);
+        rc = -EINVAL;
+    }
+    if (!rc && fc.has_cache && (rc = rp_set_proxy_cache(staged, &fc.cache)))
+        snprintf(msg, cap, "%s: cache configuration rejected: %s", rl->path, strerror(-rc));
+    if (!rc)
+        rc = rp_server_reload(s, staged, msg, cap);
+    else
+        fprintf(stderr, "ringproxy: reload refused, nothing changed: %s\n", msg);
+    rp_server_free(staged);
+    rp_file_config_free(&fc);
+    pthread_mutex_unlock(&rl->mu);
+    return rc;
+}
+
+static void *reload_thread(void *p)
+{
+    struct reloader *rl = p;
+    const struct timespec settle = {0, 50 * 1000 * 1000};
+    char msg[1024];
+
+    for (;;) {
+        while (sem_wait(&reload_sem) && errno == EINTR)
+            ;
+        /* a storm of signals (a config manager touching many files) is one reload: let it
+         * settle for 50 ms, then take every signal since and read the file as it is now */
+        nanosleep(&settle, NULL);
+        while (!sem_trywait(&reload_sem))
+            ;
+        if (__atomic_load_n(&rl->quit, __ATOMIC_ACQUIRE))
+            return NULL;
+        reload_file(running_server, rl, msg, sizeof(msg));
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct rp_file_config fc = {0};
@@ -104,6 +176,8 @@ int main(int argc, char **argv)
     int workers = 0, ret;
     char err[512];
     struct sigaction sa;
+    struct reloader rl = {0};
+    pthread_t rt;
     rp_server *s;
 
     ret = parse_args(argc, argv, &path, &test, &workers);
@@ -144,14 +218,28 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     running_server = s;
+    rl.path = path;
+    rl.workers = workers;
+    pthread_mutex_init(&rl.mu, NULL);
+    sem_init(&reload_sem, 0, 0);
+    rp_server_set_reload_handler(s, reload_file, &rl);
+    if (pthread_create(&rt, NULL, reload_thread, &rl)) {
+        fprintf(stderr, "ringproxy: cannot start the reload thread\n");
+        rp_server_free(s);
+        rp_file_config_free(&fc);
+        return 1;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* reloading on SIGHUP is not built yet: ignore it rather than die of it */
-    signal(SIGHUP, SIG_IGN);
     ret = rp_listen_and_serve(s);
+    __atomic_store_n(&rl.quit, true, __ATOMIC_RELEASE);
+    sem_post(&reload_sem);
+    pthread_join(rt, NULL);
     rp_server_free(s);
     rp_file_config_free(&fc);
     return ret ? 1 : 0;

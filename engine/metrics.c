@@ -21,7 +21,7 @@ static const uint64_t lat_le_ns[LAT_BUCKETS] = {
 
 void metrics_request(struct worker *w, const struct target *t, int status)
 {
-    uint32_t row = t ? t->index : w->s->rt.n_targets;
+    uint32_t row = t ? t->index : w->s->t_slots.cap;
     int cls = status / 100;
 
     if (cls < 1 || cls > 5)
@@ -63,7 +63,7 @@ void metrics_response_time(struct worker *w, const struct backend *be, uint64_t 
 
 void metrics_retry(struct worker *w, const struct target *t)
 {
-    ctr_add(&w->m->retries[t ? t->index : w->s->rt.n_targets], 1);
+    ctr_add(&w->m->retries[t ? t->index : w->s->t_slots.cap], 1);
 }
 
 void metrics_cache(struct worker *w, enum cache_kind k)
@@ -80,8 +80,7 @@ void metrics_inflight(struct worker *w, int delta)
 
 static int metrics_init(struct worker *w)
 {
-    const struct route_table *rt = &w->s->rt;
-    size_t nt = rt->n_targets + 1, nb = rt->n_backends ? rt->n_backends : 1;
+    size_t nt = w->s->t_slots.cap + 1, nb = w->s->be_slots.cap ? w->s->be_slots.cap : 1;
     struct wmetrics *m = calloc(1, sizeof(*m));
 
     if (!m)
@@ -100,6 +99,37 @@ const struct worker_module metrics_module = {
     .init = metrics_init,
     .name = "metrics",
 };
+
+/* A slot's counters start again from 0 for its next holder. Only the thread freeing the slot
+ * writes them now (its last holder is gone from every worker). */
+static void clear(uint64_t *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        __atomic_store_n(&c[i], 0, __ATOMIC_RELAXED);
+}
+
+void metrics_clear_target(struct rp_server *s, uint32_t i)
+{
+    for (int k = 0; s->workers && k < s->nthreads; k++) {
+        struct wmetrics *m = s->workers[k].m;
+        if (m) {
+            clear(&m->req[(size_t)i * 5], 5);
+            clear(&m->retries[i], 1);
+        }
+    }
+}
+
+void metrics_clear_backend(struct rp_server *s, uint32_t i)
+{
+    for (int k = 0; s->workers && k < s->nthreads; k++) {
+        struct wmetrics *m = s->workers[k].m;
+        if (m) {
+            clear(&m->fail[(size_t)i * FAIL_KINDS], FAIL_KINDS);
+            clear(&m->lat[(size_t)i * (LAT_BUCKETS + 1)], LAT_BUCKETS + 1);
+            clear(&m->lat_sum[i], 1);
+        }
+    }
+}
 
 void metrics_free(struct rp_server *s)
 {
@@ -228,9 +258,15 @@ static void put_one(struct expo *x, const char *name, const char *type, const ch
     put(x, "\n", 1);
 }
 
+/* The scrape runs on the admin listener's worker: its snapshot is the one it reports. */
+static const struct route_table *scrape_table(void)
+{
+    return &worker_self->snap->rt;
+}
+
 static void put_requests(struct expo *x, struct rp_server *s)
 {
-    const struct route_table *rt = &s->rt;
+    const struct route_table *rt = scrape_table();
     static const char *const cls[5] = {",code=\"1xx\"", ",code=\"2xx\"", ",code=\"3xx\"",
                                        ",code=\"4xx\"", ",code=\"5xx\""};
 
@@ -238,7 +274,7 @@ static void put_requests(struct expo *x, struct rp_server *s)
            "Requests answered, by domain (\"\": not routed) and status class.");
     for (uint32_t i = 0; i <= route_count(rt); i++) { /* the last: requests not routed */
         const struct target *t = i < route_count(rt) ? route_target(rt, i) : NULL;
-        uint32_t row = t ? t->index : rt->n_targets;
+        uint32_t row = t ? t->index : s->t_slots.cap;
         set_labels(x, t, NULL);
         for (uint32_t c = 0; c < 5; c++)
             sample(x, "ringproxy_requests_total", cls[c], SUM(s, m->req[row * 5 + c]));
@@ -258,7 +294,7 @@ static void per_backend(struct expo *x, struct rp_server *s, const char *name, c
                         void (*each)(struct expo *x, struct rp_server *s, const char *name,
                                      const struct backend *be))
 {
-    const struct route_table *rt = &s->rt;
+    const struct route_table *rt = scrape_table();
 
     family(x, name, type, help);
     for (uint32_t i = 0; i < route_count(rt); i++) {
@@ -395,10 +431,10 @@ static void put_server(struct expo *x, struct rp_server *s)
     put_one(x, "ringproxy_cache_evictions_total", "counter", "Entries evicted for room.",
             st.evictions);
     put_one(x, "ringproxy_cache_purges_total", "counter", "Entries purged.", st.purges);
-    put_one(x, "ringproxy_reloads_total", "counter",
-            "Configuration reloads (not built yet: always 0).", 0);
+    put_one(x, "ringproxy_reloads_total", "counter", "Configuration reloads that took effect.",
+            atomic_load(&s->reloads));
     put_one(x, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",
-            1);
+            worker_self->snap->gen);
     put_one(x, "ringproxy_workers", "gauge", "Worker threads.", (uint64_t)s->nworkers);
     family(x, "ringproxy_build_info", "gauge", "The running build (its version in a label).");
     sample(x, "ringproxy_build_info", "version=\"" RP_VERSION "\"", 1);

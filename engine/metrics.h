@@ -35,11 +35,11 @@ enum cache_kind { CK_HIT, CK_STALE, CK_REVALIDATED, CK_MISS, CK_KINDS };
 #define LAT_BUCKETS 12 /* upstream response-time buckets, plus +Inf */
 
 struct wmetrics {
-    uint64_t *req;     /* [(n_targets + 1) * 5]: by target (the last: none) and 1xx..5xx */
-    uint64_t *retries; /* [n_targets + 1] */
-    uint64_t *fail;    /* [n_backends * FAIL_KINDS] */
-    uint64_t *lat;     /* [n_backends * (LAT_BUCKETS + 1)]: counts per bucket, not cumulative */
-    uint64_t *lat_sum; /* [n_backends]: nanoseconds */
+    uint64_t *req;     /* [(t_slots.cap + 1) * 5]: by target index (the last: none), 1xx..5xx */
+    uint64_t *retries; /* [t_slots.cap + 1] */
+    uint64_t *fail;    /* [be_slots.cap * FAIL_KINDS] */
+    uint64_t *lat;     /* [be_slots.cap * (LAT_BUCKETS + 1)]: counts per bucket, not cumulative */
+    uint64_t *lat_sum; /* [be_slots.cap]: nanoseconds */
     uint64_t cache[CK_KINDS];
     uint64_t inflight; /* exchanges in flight (open minus idle connections, roughly) */
 };
@@ -55,6 +55,11 @@ static inline uint64_t ctr_get(const uint64_t *c)
 {
     return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
+
+/* A freed slot's counters (snapshot.c, when the last snapshot holding its target or
+ * backend goes): zero on every worker, for the slot's next holder. */
+void metrics_clear_target(struct rp_server *s, uint32_t index);
+void metrics_clear_backend(struct rp_server *s, uint32_t index);
 
 /* A request of target t (NULL: none, e.g. a 400 before routing) answered with `status`. */
 void metrics_request(struct worker *w, const struct target *t, int status);

@@ -383,7 +383,7 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
     }
     snprintf(line, sizeof(line), "Age: %lld\r\n", (long long)(age_ms / 1000));
     buf_put(b, &ok, line, strlen(line));
-    if (c->w->s->x_cache) {
+    if (c->w->snap->x_cache) {
         snprintf(line, sizeof(line), "X-Cache: %s\r\n", xcache);
         buf_put(b, &ok, line, strlen(line));
     }
@@ -605,7 +605,7 @@ static void wake_waiter(void *arg, unsigned worker, int result)
 static enum pc_result collapse(struct conn *c, struct pc_state *p, uint32_t read_timeout_ms)
 {
     struct pc_wait *pw = calloc(1, sizeof(*pw));
-    uint32_t lock_ms = c->w->s->cache_lock_ms;
+    uint32_t lock_ms = c->w->snap->cache_lock_ms;
     struct cache_fill *fill = NULL;
     int rc;
 
@@ -768,7 +768,7 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
     if (!ex->pc || ex->pc->invalidate)
         return;
     metrics_cache(c->w, CK_MISS);
-    if (c->w->s->x_cache)
+    if (c->w->snap->x_cache)
         buf_put(head, ok, "X-Cache: MISS\r\n", 15);
     pc_store_start(ex->pc, ex->t->label, r, hk);
 }

@@ -15,6 +15,7 @@
 
 struct refresh {
     struct worker *w;
+    struct snapshot *snap; /* the configuration it started on (t, be) */
     struct target *t;
     struct backend *be; /* counted in flight while the refresh lives */
     struct upconn *up;
@@ -39,6 +40,7 @@ static void refresh_end(struct refresh *rf, bool reusable)
     atomic_fetch_sub_explicit(&rf->be->inflight, 1, memory_order_relaxed);
     pc_state_free(rf->pc);
     buf_free(&rf->head);
+    snap_unuse(rf->w, rf->snap);
     free(rf);
 }
 
@@ -79,7 +81,7 @@ static void report_failure(struct refresh *rf, int err, const char *what, bool h
     log_warn("backend %s (%.*s): background cache refresh: %s: %s", rf->be->addr,
              (int)rf->t->name_len, rf->t->name, what, strerror(-err));
     if (health)
-        health_report_failure(rf->w, rf->be, strerror(-err));
+        health_report_failure(rf->w, rf->t, rf->be, strerror(-err));
 }
 
 /* The refresh failed. A pooled connection the backend had closed before it answered says
@@ -174,7 +176,7 @@ static bool refresh_route(struct refresh *rf, const struct h1_request *r,
 {
     struct worker *w = rf->w;
 
-    rf->t = route_match(&w->s->rt, r->host, r->host_len, r->path, r->path_len);
+    rf->t = route_match(&rf->snap->rt, r->host, r->host_len, r->path, r->path_len);
     if (!rf->t)
         return false;
     rf->be = bal_pick(&w->bal, rf->t, (const struct sockaddr *)peer, 0);
@@ -191,11 +193,15 @@ void refresh_start(struct worker *w, const struct h1_request *r, const struct so
     struct refresh *rf = calloc(1, sizeof(*rf));
     struct upstream_head h = {.peer = peer, .tls = tls, .pc = p};
 
-    if (rf)
+    if (rf) {
         rf->w = w;
+        rf->snap = snap_use(w);
+    }
     if (!rf || !refresh_route(rf, r, peer)) {
         log_debug("background cache refresh of %.*s: %s", (int)r->path_len, r->path,
                   rf ? "no route or no healthy backend" : "out of memory");
+        if (rf)
+            snap_unuse(w, rf->snap);
         free(rf);
         pc_state_free(p); /* the fill ends, abandoned */
         return;

@@ -187,6 +187,35 @@ RP_API void rp_server_shutdown(rp_server *s);
 /* Frees a server that is not running. NULL is a no-op. */
 RP_API void rp_server_free(rp_server *s);
 
+/* Reloads a running server from `staged`: a server built with rp_server_new and the same
+ * config calls as at start, never started. Its domains, routes, settings (timeouts,
+ * limits), listeners, TLS certificate files and admin token become the running server's in
+ * one atomic swap: requests in flight finish on the configuration they started with, new
+ * ones use the new one. Backends whose domain and address are unchanged keep their health,
+ * counters, latency average and pooled connections (their weight and drained state are
+ * reset to staged's: the file is the truth); removed ones finish their in-flight requests
+ * and close their idle connections; listeners are opened and closed by difference (kept
+ * ones are never closed); certificates are read again; the cache keeps its entries and
+ * takes staged's settings (rp_set_proxy_cache on staged: rules, limits, compression level;
+ * not compress_threads, and turning the cache on or off needs a restart). Hooks and local
+ * endpoints stay as they are (staged's are ignored), and `workers` cannot change. On failure
+ * (-EINVAL: a certificate or listener that cannot be used; -ENOSPC: more new backends or
+ * domains than this run has room for) nothing changed. Either way msg[0..cap) says what
+ * happened (the generation and what was added and removed, or the reason). staged is left
+ * empty of what moved; free it with rp_server_free. Any thread but a worker's (blocks on
+ * file reads and binds). */
+RP_API int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t cap);
+
+/* What POST /reload on the admin listener runs (the daemon's: it reads the file again and
+ * calls rp_server_reload). Returns 0, or non-zero with msg[0..cap) set to the reason, which
+ * the admin answer carries with status 400. It runs on the admin listener's thread. */
+typedef int (*rp_reload_fn)(rp_server *s, void *user, char *msg, size_t cap);
+RP_API void rp_server_set_reload_handler(rp_server *s, rp_reload_fn fn, void *user);
+
+/* The configuration generation in force (1 until the first reload) and how many reloads
+ * took effect. Any thread. */
+RP_API uint64_t rp_server_generation(rp_server *s);
+
 /* One backend as the balancer sees it. */
 typedef struct rp_backend_state {
     const char *domain; /* "api.example.com", "*.example.com", or a route's path prefix */
@@ -199,8 +228,8 @@ typedef struct rp_backend_state {
 
 /* Fills out[0..cap) with every backend's state, domains first, in configuration order, and
  * returns how many backends there are (call with cap 0 to size the array). Strings are
- * borrowed until rp_server_free(). Any thread, also while the server runs; the figures
- * are read without a lock, each one atomically. */
+ * borrowed until rp_server_free() or the next reload. Any thread, also while the server
+ * runs; the figures are read without a lock, each one atomically. */
 RP_API size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap);
 
 /* ---- response cache ---------------------------------------------------------------------

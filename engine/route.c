@@ -119,6 +119,7 @@ static struct backend *backend_new(struct route_table *rt, const char *addr, int
     be->weight = weight ? weight : 1;
     be->index = rt->n_backends;
     atomic_init(&be->healthy, 1);
+    atomic_init(&be->refs, 1);
     rt->backends[rt->n_backends++] = be;
     return be;
 err:
@@ -132,6 +133,8 @@ static uint32_t or_default(uint32_t v, uint32_t def)
 {
     return v ? v : def;
 }
+
+static atomic_uint_least64_t target_uids; /* target.uid */
 
 static struct target *target_new(struct route_table *rt, const char *name)
 {
@@ -153,6 +156,7 @@ static struct target *target_new(struct route_table *rt, const char *name)
     }
     str_lower(t->label);
     t->index = rt->n_targets++;
+    t->uid = atomic_fetch_add(&target_uids, 1) + 1;
     t->connect_timeout_ms = DEF_CONNECT_MS;
     t->read_timeout_ms = DEF_READ_MS;
     t->write_timeout_ms = DEF_WRITE_MS;
@@ -381,18 +385,23 @@ int route_set_routes(struct route_table *rt, const rp_http_route *r, size_t n)
     return 0;
 }
 
+void route_backend_free(struct backend *be)
+{
+    free(be->sni);
+    free(be->addr);
+    free(be->authority);
+    free(be);
+}
+
 void route_table_fini(struct route_table *rt)
 {
     for (uint32_t i = 0; i < rt->n_domains; i++)
         target_free(rt->domains[i]);
     for (uint32_t i = 0; i < rt->n_routes; i++)
         target_free(rt->routes[i]);
-    for (uint32_t i = 0; i < rt->n_backends; i++) {
-        free(rt->backends[i]->sni);
-        free(rt->backends[i]->addr);
-        free(rt->backends[i]->authority);
-        free(rt->backends[i]);
-    }
+    for (uint32_t i = 0; i < rt->n_backends; i++)
+        if (atomic_fetch_sub(&rt->backends[i]->refs, 1) == 1)
+            route_backend_free(rt->backends[i]);
     free(rt->domains);
     free(rt->routes);
     free(rt->backends);

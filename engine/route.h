@@ -25,6 +25,8 @@ struct backend {
     uint32_t index;    /* position in route_table.backends: indexes per-worker pools */
     atomic_int healthy;
     atomic_bool drained; /* the admin API took it out: no new requests, in-flight ones finish */
+    atomic_bool retired; /* a reload removed it: its connections close instead of pooling */
+    atomic_uint refs;    /* snapshots holding it (snapshot.h); 1 in a table not yet running */
     atomic_uint inflight;
     atomic_ulong requests;
     atomic_ulong failures;
@@ -59,6 +61,7 @@ struct target {
     struct tls_ctx *up_tls; /* client context for https:// backends, while running */
     uint32_t host_header_len;
     uint32_t index;   /* position among all targets: indexes per-worker balancer state */
+    uint64_t uid;     /* never reused in a process (an index is, by later reloads) */
     atomic_uint wgen; /* bumped when a backend's weight changes: workers rebuild their tables */
 };
 
@@ -87,6 +90,8 @@ static inline struct target *route_target(const struct route_table *rt, uint32_t
 int route_add_domain(struct route_table *rt, const rp_domain_config *d);
 int route_set_routes(struct route_table *rt, const rp_http_route *r, size_t n);
 void route_table_fini(struct route_table *rt);
+/* Frees one backend (route_table_fini frees those whose last reference it drops). */
+void route_backend_free(struct backend *be);
 
 /* Finds the target for a request: Host (any case, port ignored) against the domains, then
  * the path against the routes. Returns NULL when nothing matches (answer 404). */

@@ -23,6 +23,11 @@ const char *rp_version(void)
     return RP_VERSION;
 }
 
+void server_apply_log_level(int level)
+{
+    rp_log_set_level(level == 2 ? RP_LOG_DEBUG : level == 1 ? RP_LOG_WARN : RP_LOG_INFO);
+}
+
 static void apply_defaults(rp_server_config *c)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -151,6 +156,8 @@ rp_server *rp_server_new(const rp_server_config *cfg)
         return NULL;
     if (cfg)
         s->cfg = *cfg;
+    pthread_mutex_init(&s->snap_mu, NULL);
+    pthread_mutex_init(&s->reload_mu, NULL);
     apply_defaults(&s->cfg);
     s->modules = worker_modules;
     if (copy_config(s))
@@ -158,9 +165,6 @@ rp_server *rp_server_new(const rp_server_config *cfg)
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
     s->lim.max_headers = s->cfg.max_header_count;
     s->lim.max_target_len = s->cfg.max_target_len;
-    rp_log_set_level(s->cfg.log_level == 2   ? RP_LOG_DEBUG
-                     : s->cfg.log_level == 1 ? RP_LOG_WARN
-                                             : RP_LOG_INFO);
     return s;
 err:
     rp_server_free(s);
@@ -204,19 +208,42 @@ void rp_server_free(rp_server *s)
         free(s->admin_token);
     }
     cache_free(s->cache);
+    pthread_mutex_destroy(&s->snap_mu);
+    pthread_mutex_destroy(&s->reload_mu);
     free(s);
+}
+
+void rp_server_set_reload_handler(rp_server *s, rp_reload_fn fn, void *user)
+{
+    if (!s)
+        return;
+    s->reload_fn = fn;
+    s->reload_user = user;
+}
+
+uint64_t rp_server_generation(rp_server *s)
+{
+    return s ? atomic_load(&s->gen) : 0;
 }
 
 size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
 {
+    struct snapshot *snap = NULL;
+    const struct route_table *rt;
     size_t k = 0;
 
     if (!s)
         return 0;
     if (!out)
         cap = 0;
-    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
-        const struct target *t = route_target(&s->rt, i);
+    pthread_mutex_lock(&s->snap_mu); /* the table in force, or the one being configured */
+    snap = s->snap;
+    if (snap)
+        atomic_fetch_add(&snap->refs, 1);
+    pthread_mutex_unlock(&s->snap_mu);
+    rt = snap ? &snap->rt : &s->rt;
+    for (uint32_t i = 0; i < route_count(rt); i++) {
+        const struct target *t = route_target(rt, i);
         for (uint32_t j = 0; j < t->n_backends; j++, k++) {
             struct backend *be = t->backends[j];
             if (k >= cap)
@@ -231,6 +258,7 @@ size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
             };
         }
     }
+    snapshot_put(s, snap);
     return k;
 }
 
@@ -283,7 +311,7 @@ static int parse_listen(const char *a, struct sockaddr_storage *ss, socklen_t *l
     return 0;
 }
 
-static int open_listener(const char *addr)
+int server_open_listener(const char *addr)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -309,47 +337,6 @@ static int open_listener(const char *addr)
         return ret;
     }
     return fd;
-}
-
-static void close_listeners(rp_server *s)
-{
-    for (int i = 0; i < s->nthreads; i++) {
-        struct worker *w = &s->workers[i];
-        for (uint32_t j = 0; w->ls && j < w->n_ls; j++)
-            if (w->ls[j].fd >= 0)
-                close(w->ls[j].fd);
-        free(w->ls);
-        w->ls = NULL;
-    }
-}
-
-/* Each traffic worker opens every traffic listener (SO_REUSEPORT spreads connections); the
- * admin listener is opened only by the admin worker, which opens nothing else. */
-static int open_listeners(rp_server *s)
-{
-    for (int i = 0; i < s->nthreads; i++) {
-        struct worker *w = &s->workers[i];
-        bool admin_worker = i >= s->nworkers;
-        w->ls = calloc(s->n_listen, sizeof(*w->ls));
-        if (!w->ls)
-            return -ENOMEM;
-        for (size_t j = 0; j < s->n_listen; j++) {
-            const struct listen_spec *spec = &s->listen[j];
-            struct listener *l = &w->ls[w->n_ls];
-            int fd;
-            if (spec->admin != admin_worker)
-                continue;
-            if ((fd = open_listener(spec->addr)) < 0)
-                return fd;
-            l->fd = fd;
-            l->tls = spec->tls;
-            l->admin = spec->admin;
-            l->spec = spec;
-            l->accepted = session_accept;
-            w->n_ls++;
-        }
-    }
-    return 0;
 }
 
 /* ---- start-up ---------------------------------------------------------------------------- */
@@ -429,7 +416,7 @@ static int run_workers(rp_server *s)
         log_error("worker start-up failed: %s", strerror(-err));
     else
         log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)%s",
-                 RP_VERSION, s->nworkers, s->n_listen, s->rt.n_domains, s->rt.n_routes,
+                 RP_VERSION, s->nworkers, s->n_listen, s->snap->rt.n_domains, s->snap->rt.n_routes,
                  s->nthreads > s->nworkers ? "; the admin listener on a thread of its own" : "");
     for (int i = 0; i < started; i++)
         pthread_join(s->workers[i].thread, NULL);
@@ -443,84 +430,6 @@ static bool has_admin_listener(const rp_server *s)
         if (s->listen[i].admin)
             return true;
     return false;
-}
-
-static bool has_tls_listener(const rp_server *s)
-{
-    for (size_t i = 0; i < s->n_listen; i++)
-        if (s->listen[i].tls)
-            return true;
-    return false;
-}
-
-static bool has_tls_backend(const struct target *t)
-{
-    for (uint32_t i = 0; i < t->n_backends; i++)
-        if (t->backends[i]->tls)
-            return true;
-    return false;
-}
-
-/* Client contexts for targets with https:// backends (one per target: its CAs and
- * verification setting). */
-static int tls_setup_upstreams(rp_server *s)
-{
-    char err[256];
-
-    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
-        struct target *t = route_target(&s->rt, i);
-        if (!has_tls_backend(t))
-            continue;
-        if (tls_global_init())
-            return -EINVAL;
-        t->up_tls = tls_client_new(t->tls_ca_file, !t->tls_no_verify, err, sizeof(err));
-        if (!t->up_tls) {
-            log_error("TLS to the backends of %s: %s", t->label, err);
-            return -EINVAL;
-        }
-        s->upstream_tls = true;
-    }
-    return 0;
-}
-
-static void tls_teardown_upstreams(rp_server *s)
-{
-    for (uint32_t i = 0; i < route_count(&s->rt); i++) {
-        tls_ctx_free(route_target(&s->rt, i)->up_tls);
-        route_target(&s->rt, i)->up_tls = NULL;
-    }
-    s->upstream_tls = false;
-}
-
-/* The TLS server context, with each domain's own certificate for SNI, and the client
- * contexts for https:// backends. */
-static int tls_setup(rp_server *s)
-{
-    char err[256];
-    int rc = tls_setup_upstreams(s);
-
-    if (rc || !has_tls_listener(s))
-        return rc;
-    if (!s->tls_cert || !s->tls_key) {
-        log_error("TLS listeners need a certificate and a key (tls = { cert; key; })");
-        return -EINVAL;
-    }
-    if (tls_global_init())
-        return -EINVAL;
-    s->tls = tls_server_new(s->tls_cert, s->tls_key, err, sizeof(err));
-    if (!s->tls) {
-        log_error("TLS: %s", err);
-        return -EINVAL;
-    }
-    for (uint32_t i = 0; i < s->rt.n_domains; i++) {
-        const struct target *t = s->rt.domains[i];
-        if (t->tls_cert &&
-            tls_server_add_sni(s->tls, t->label, t->tls_cert, t->tls_key, err, sizeof(err))) {
-            log_error("TLS for %s: %s", t->label, err);
-            return -EINVAL;
-        }
-    }
-    return 0;
 }
 
 int rp_listen_and_serve_tls(rp_server *s, const char *cert_file, const char *key_file)
@@ -555,6 +464,8 @@ int rp_listen_and_serve(rp_server *s)
         return -EINVAL;
     if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
         return -EBUSY;
+    server_apply_log_level(s->cfg.log_level); /* here, not in rp_server_new: a staged server
+                                                 for a reload must not change it */
     ret = probe_io_uring();
     if (ret)
         goto out;
@@ -569,23 +480,21 @@ int rp_listen_and_serve(rp_server *s)
         s->workers[i].s = s;
         s->workers[i].id = i;
     }
-    ret = health_table_init(&s->health, &s->rt);
+    /* the first snapshot: the table, listening sockets, TLS contexts */
+    ret = snapshot_init(s);
     if (!ret)
-        ret = tls_setup(s);
-    if (!ret)
-        ret = open_listeners(s);
+        ret = health_table_init(&s->health, &s->snap->rt, s->be_slots.cap);
     if (!ret && s->cache) /* compression runs beside the workers, never on them */
         ret = cache_compress_start(s->cache, (unsigned)s->cache_threads);
     if (!ret)
         ret = run_workers(s);
-    close_listeners(s);
     metrics_free(s); /* every worker has stopped: no scrape can read them now */
     if (!ret)
         log_info("ringproxy stopped");
+    if (s->snap)
+        snapshot_fini(s);
 out:
-    tls_ctx_free(s->tls);
-    s->tls = NULL;
-    tls_teardown_upstreams(s);
+    s->upstream_tls = false;
     free(s->health);
     s->health = NULL;
     free(s->workers);

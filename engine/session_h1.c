@@ -169,7 +169,7 @@ static struct conn *conn_new(struct worker *w, int fd, bool tls, bool admin)
         return NULL;
     }
     sock_init(&c->sk, fd, &conn_ops);
-    if (tls && !(c->tls = tls_conn_new(w->s->tls, NULL, tls_to_client, c))) {
+    if (tls && !(c->tls = tls_conn_new(w->snap->tls, NULL, tls_to_client, c))) {
         struct io_uring_sqe *sqe = w_sqe(w);
         io_uring_prep_close(sqe, fd);
         sqe->user_data = 0;
@@ -363,11 +363,11 @@ static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
     int status = 400;
     int rc;
 
-    if (in_buf && n <= w->s->lim.max_head_bytes && !head_may_end(p, n, c->head_scanned)) {
+    if (in_buf && n <= w->snap->lim.max_head_bytes && !head_may_end(p, n, c->head_scanned)) {
         c->head_scanned = n;
         return false;
     }
-    rc = h1_parse_request(p, n, &r, &w->s->lim, &status);
+    rc = h1_parse_request(p, n, &r, &w->snap->lim, &status);
     if (rc == -EAGAIN) {
         c->head_scanned = in_buf ? n : 0;
         return false;
@@ -412,7 +412,7 @@ void conn_process(struct conn *c)
     if (!c->sk.dead) {
         /* pipelined bytes waiting for the current exchange: bound them */
         if (ex_active(c->ex) && c->ex->req_done &&
-            buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes && !c->recv_paused) {
+            buf_used(&c->sk.in) > c->w->snap->lim.max_head_bytes && !c->recv_paused) {
             c->recv_paused = true;
             sock_recv_stop(c->w, &c->sk);
         }
@@ -444,7 +444,7 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
     conn_process(c);
     /* a head that can never complete within the limits is answered by the parser; this
      * only bounds input that arrives while an exchange holds the connection */
-    if (!c->sk.dead && buf_used(&c->sk.in) > c->w->s->lim.max_head_bytes + WINDOW_BYTES)
+    if (!c->sk.dead && buf_used(&c->sk.in) > c->w->snap->lim.max_head_bytes + WINDOW_BYTES)
         conn_close(c);
 }
 
@@ -530,7 +530,7 @@ static uint32_t conn_idle(struct conn *c)
         buf_free(&sk->out.sending);
         buf_free(&sk->out.pending);
     }
-    return c->w->s->cfg.keepalive_timeout_ms;
+    return c->w->snap->cfg.keepalive_timeout_ms;
 }
 
 /* One timer per connection, its deadline decided by where the exchange is: an output the
@@ -539,7 +539,7 @@ static uint32_t conn_idle(struct conn *c)
 void conn_update_timer(struct conn *c)
 {
     struct worker *w = c->w;
-    const rp_server_config *cfg = &w->s->cfg;
+    const rp_server_config *cfg = &w->snap->cfg;
     struct exchange *ex = c->ex;
     uint64_t deadline = 0;
 
@@ -667,7 +667,7 @@ static int sessions_init(struct worker *w)
 static bool has_proxy_listener(const struct worker *w)
 {
     for (uint32_t i = 0; w->ls && i < w->n_ls; i++)
-        if (w->ls[i].spec && w->ls[i].spec->proxy_protocol)
+        if (w->ls[i]->spec && w->ls[i]->spec->proxy_protocol)
             return true;
     return false;
 }

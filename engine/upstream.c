@@ -62,7 +62,9 @@ void up_update_timer(struct upconn *up)
     case US_CONNECTING:
         deadline = up->connect_deadline_ms;
         break;
-    case US_IDLE:
+    case US_IDLE: /* set as it went to the pool, where it names no target */
+        if (!up->t)
+            return;
         deadline = w->now_ms + up->t->idle_timeout_ms;
         break;
     default:
@@ -550,7 +552,8 @@ void up_release_to_pool(struct upconn *up, bool reusable)
         list_del(&up->link);
     up->ops = NULL;
     up->user = NULL;
-    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle || up->t->send_pp) {
+    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle || up->t->send_pp ||
+        atomic_load_explicit(&up->be->retired, memory_order_relaxed)) {
         up_close(up);
         return;
     }
@@ -562,6 +565,9 @@ void up_release_to_pool(struct upconn *up, bool reusable)
     pool_push(up);
     sock_recv_start(up->w, &up->sk);
     up_update_timer(up);
+    /* its target belongs to the snapshot of the request that used it, which a reload may
+     * free while it waits here: the next up_get names the target again */
+    up->t = NULL;
 }
 
 void up_release(struct upconn *up)
@@ -571,11 +577,16 @@ void up_release(struct upconn *up)
     free(up);
 }
 
+static void pool_close(struct worker *w, uint32_t i)
+{
+    while (!list_empty(&w->pools[i].idle))
+        up_close(container_of(w->pools[i].idle.next, struct upconn, link));
+}
+
 void pools_close_all(struct worker *w)
 {
-    for (uint32_t i = 0; i < w->s->rt.n_backends; i++)
-        while (!list_empty(&w->pools[i].idle))
-            up_close(container_of(w->pools[i].idle.next, struct upconn, link));
+    for (uint32_t i = 0; i < w->s->be_slots.cap; i++)
+        pool_close(w, i);
     while (!list_empty(&w->background)) {
         struct upconn *up = container_of(w->background.next, struct upconn, link);
         up->ops->failed(up, -ECANCELED, "the worker is draining");
@@ -587,7 +598,7 @@ void pools_close_all(struct worker *w)
 /* The worker's pools, one per backend, and its list of background connections. */
 static int upstream_init(struct worker *w)
 {
-    uint32_t n = w->s->rt.n_backends ? w->s->rt.n_backends : 1;
+    uint32_t n = w->s->be_slots.cap ? w->s->be_slots.cap : 1;
 
     if (!(w->pools = calloc(n, sizeof(*w->pools))))
         return -ENOMEM;
@@ -670,8 +681,18 @@ static const struct sock_ops up_ops = {
     .release = u_release,
 };
 
+/* A reload removed backends: their idle connections close now (in-flight ones close when
+ * their requests end: be->retired). Kept backends keep their pools. */
+static void upstream_adopt(struct worker *w, struct snapshot *old)
+{
+    for (uint32_t i = 0; i < old->rt.n_backends; i++)
+        if (atomic_load(&old->rt.backends[i]->retired))
+            pool_close(w, old->rt.backends[i]->index);
+}
+
 const struct worker_module upstream_module = {
     .init = upstream_init,
+    .adopt = upstream_adopt,
     .drain = pools_close_all,
     .force = pools_close_all,
     .fini = upstream_fini,

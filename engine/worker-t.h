@@ -16,6 +16,7 @@
 #include "hooks.h"
 #include "ringproxy.h"
 #include "route.h"
+#include "snapshot.h"
 #include "sock-t.h"
 #include "timer.h"
 #include "util.h"
@@ -32,19 +33,25 @@ struct slab {
 struct listener;
 struct listen_spec;
 struct worker;
+struct snapshot;
+struct snap_hold;
 
 /* What a listener does with a connection it accepted (the session layer's). */
 typedef void (*accept_fn)(struct worker *w, int fd, const struct listener *l);
 
 /* CQE user_data carries the op in a pointer's low OP_BITS bits: everything an SQE names is
  * 16-byte aligned (malloc'ed, or aligned like this array element). */
+struct lsock;
+
 struct listener {
     int fd;
     bool armed;
     bool tls;
     bool admin;
+    bool closing; /* a reload removed it: freed at its accept's last completion */
     accept_fn accepted;
     const struct listen_spec *spec; /* what it was opened from (its PROXY protocol settings) */
+    struct lsock *lsock;            /* the snapshots' record of it (snapshot.h) */
 } __attribute__((aligned(1 << OP_BITS)));
 
 /* A message another worker's ring posts to this one (OP_WAKE, through IORING_OP_MSG_RING):
@@ -64,7 +71,9 @@ struct worker_module {
     void (*drain)(struct worker *w); /* the worker starts draining: finish, take nothing new */
     void (*force)(struct worker *w); /* the drain timed out: close what is left */
     void (*fini)(struct worker *w);  /* after the loop */
-    const char *name;                /* for the log */
+    /* The worker moved to a new snapshot (w->snap); `old` is the one it left, still held. */
+    void (*adopt)(struct worker *w, struct snapshot *old);
+    const char *name; /* for the log */
 };
 /* The layers' modules (session_h1.c, upstream.c, balance/health.c), in server.c's list. */
 extern const struct worker_module session_module, upstream_module, health_module, metrics_module;
@@ -77,9 +86,13 @@ struct worker {
     struct io_uring_buf_ring *br;
     char *bufs;
     uint32_t nbufs, bufsz;
-    uint32_t br_added; /* buffers given back since the last advance */
-    struct listener *ls;
+    uint32_t br_added;    /* buffers given back since the last advance */
+    struct listener **ls; /* each allocated alone: SQEs name them */
     uint32_t n_ls;
+    struct snapshot *snap;  /* the configuration new work uses (snapshot.h) */
+    uint32_t snap_users;    /* exchanges and refreshes that started on it */
+    struct snap_hold *held; /* older snapshots with users still */
+    uint32_t n_held;
     struct timer_wheel *tw;
     uint64_t now_ms;
     struct list_node conns; /* struct conn.link */
@@ -131,9 +144,16 @@ struct rp_server {
     struct listen_spec *listen; /* plain and TLS listeners, copied from the config */
     size_t n_listen;
     char *tls_cert, *tls_key;
-    struct tls_ctx *tls; /* server context while running, if any listener is TLS */
-    bool upstream_tls;   /* some backend is https:// */
-    struct route_table rt;
+    bool upstream_tls;     /* some backend is https:// */
+    struct route_table rt; /* what the config calls build; the first snapshot takes it */
+    struct snapshot *snap; /* the configuration in force, under snap_mu (snapshot.h) */
+    pthread_mutex_t snap_mu;
+    pthread_mutex_t reload_mu;
+    atomic_uint_least64_t gen; /* snap->gen, for workers to notice a reload without a lock */
+    atomic_ulong reloads;      /* reloads that took effect */
+    struct slots be_slots, t_slots;
+    rp_reload_fn reload_fn; /* POST /reload's handler (the daemon's: it knows the file) */
+    void *reload_user;
     struct hooks hooks;
     struct hooks admin;          /* the admin listener's endpoints (pcache.c) */
     char *admin_token;           /* NULL: none required */

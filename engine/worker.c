@@ -398,7 +398,7 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         l->armed = false;
     if (cqe->res >= 0) {
         ctr_add(&w->accepted, 1);
-        if (w->draining)
+        if (w->draining || l->closing)
             close_fd(w, cqe->res);
         else
             l->accepted(w, cqe->res, l);
@@ -407,6 +407,8 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
     }
     if (!l->armed && !w->draining && l->fd >= 0)
         arm_accept(w, l);
+    else if (!l->armed && l->closing)
+        free(l); /* its last completion: a reload removed it */
 }
 
 static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -450,24 +452,158 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
+/* ---- listeners and snapshots ------------------------------------------------------------ */
+
+static void listener_close(struct worker *w, struct listener *l);
+
+/* The sockets of lsock ls that are this worker's: a traffic worker takes its own of every
+ * traffic listener, the admin worker the admin listener's. */
+static bool listener_is_mine(const struct worker *w, const struct lsock *ls)
+{
+    return ls->spec->admin == (w->id >= w->s->nworkers);
+}
+
+static int listener_add(struct worker *w, struct lsock *ls)
+{
+    uint32_t slot = ls->spec->admin ? 0 : (uint32_t)w->id;
+    struct listener *l, **arr;
+
+    if (slot >= ls->nfds || ls->fds[slot] < 0)
+        return 0;
+    if (!(arr = realloc(w->ls, (w->n_ls + 1) * sizeof(*arr))))
+        return -ENOMEM;
+    w->ls = arr;
+    if (posix_memalign((void **)&l, 1 << OP_BITS, sizeof(*l)))
+        return -ENOMEM;
+    *l = (struct listener){.fd = ls->fds[slot],
+                           .tls = ls->spec->tls,
+                           .admin = ls->spec->admin,
+                           .accepted = session_accept,
+                           .spec = ls->spec,
+                           .lsock = ls};
+    ls->fds[slot] = -1; /* ours now: we close it */
+    w->ls[w->n_ls++] = l;
+    return 0;
+}
+
+static int listeners_init(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->snap->n_ls; i++)
+        if (listener_is_mine(w, w->snap->ls[i]) && listener_add(w, w->snap->ls[i]))
+            return -ENOMEM;
+    return 0;
+}
+
+static bool snap_has(const struct snapshot *snap, const struct lsock *ls)
+{
+    for (uint32_t i = 0; i < snap->n_ls; i++)
+        if (snap->ls[i] == ls)
+            return true;
+    return false;
+}
+
+/* Listeners by difference: those the new snapshot dropped close, new ones start accepting,
+ * kept ones are not touched. */
+static void listeners_adopt(struct worker *w)
+{
+    uint32_t k = 0;
+
+    for (uint32_t i = 0; i < w->n_ls; i++) {
+        struct listener *l = w->ls[i];
+        if (snap_has(w->snap, l->lsock)) {
+            w->ls[k++] = l;
+            continue;
+        }
+        l->closing = true;
+        l->spec = NULL; /* its lsock may go with the old snapshot */
+        l->lsock = NULL;
+        listener_close(w, l);
+        if (!l->armed)
+            free(l);
+    }
+    w->n_ls = k;
+    for (uint32_t i = 0; i < w->snap->n_ls; i++) {
+        struct lsock *ls = w->snap->ls[i];
+        bool have = false;
+        for (uint32_t j = 0; j < w->n_ls && !have; j++)
+            have = w->ls[j]->lsock == ls;
+        if (have || !listener_is_mine(w, ls))
+            continue;
+        if (listener_add(w, ls))
+            log_error("worker %d: out of memory adding listener %s", w->id, ls->spec->addr);
+        else
+            arm_accept(w, w->ls[w->n_ls - 1]);
+    }
+}
+
+void worker_adopt(struct worker *w)
+{
+    struct snapshot *old = w->snap, *next;
+    struct snap_hold *h;
+
+    if (atomic_load_explicit(&w->s->gen, memory_order_acquire) == old->gen)
+        return;
+    next = snapshot_acquire(w->s);
+    if (next == old) {
+        snapshot_put(w->s, next);
+        return;
+    }
+    if (w->snap_users) { /* requests started on it hold it until they end */
+        if (!(h = realloc(w->held, (w->n_held + 1) * sizeof(*h)))) {
+            snapshot_put(w->s, next); /* try again at the next pass */
+            return;
+        }
+        w->held = h;
+        w->held[w->n_held++] = (struct snap_hold){old, w->snap_users};
+    }
+    w->snap = next;
+    w->snap_users = 0;
+    listeners_adopt(w);
+    for (const struct worker_module *const *m = w->s->modules; *m; m++)
+        if ((*m)->adopt)
+            (*m)->adopt(w, old);
+    if (!(w->n_held && w->held[w->n_held - 1].snap == old))
+        snapshot_put(w->s, old);
+    log_debug("worker %d: generation %llu", w->id, (unsigned long long)next->gen);
+}
+
+void worker_snap_fini(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->n_held; i++)
+        snapshot_put(w->s, w->held[i].snap);
+    free(w->held);
+    w->held = NULL;
+    w->n_held = 0;
+    snapshot_put(w->s, w->snap);
+    w->snap = NULL;
+}
+
 /* ---- drain ------------------------------------------------------------------------------- */
+
+/* Stops accepting on l and closes its socket (the accept's last completion follows). */
+static void listener_close(struct worker *w, struct listener *l)
+{
+    struct io_uring_sqe *sqe;
+
+    if (l->fd < 0)
+        return;
+    if (l->armed) {
+        sqe = w_sqe(w);
+        io_uring_prep_cancel64(sqe, ud_of(l, OP_ACCEPT), 0);
+        sqe->user_data = 0;
+    }
+    sqe = w_sqe(w);
+    io_uring_prep_close(sqe, l->fd);
+    sqe->user_data = 0;
+    l->fd = -1;
+}
 
 static void start_drain(struct worker *w)
 {
     w->draining = true;
-    w->drain_deadline_ms = w->now_ms + w->s->cfg.shutdown_timeout_ms;
-    for (uint32_t i = 0; i < w->n_ls; i++) {
-        struct io_uring_sqe *sqe;
-        if (w->ls[i].armed) {
-            sqe = w_sqe(w);
-            io_uring_prep_cancel64(sqe, ud_of(&w->ls[i], OP_ACCEPT), 0);
-            sqe->user_data = 0;
-        }
-        sqe = w_sqe(w);
-        io_uring_prep_close(sqe, w->ls[i].fd);
-        sqe->user_data = 0;
-        w->ls[i].fd = -1;
-    }
+    w->drain_deadline_ms = w->now_ms + w->snap->cfg.shutdown_timeout_ms;
+    for (uint32_t i = 0; i < w->n_ls; i++)
+        listener_close(w, w->ls[i]);
     for (const struct worker_module *const *m = w->s->modules; *m; m++)
         if ((*m)->drain)
             (*m)->drain(w);
@@ -629,6 +765,8 @@ static void run_loop(struct worker *w)
             if ((*m)->tick)
                 (*m)->tick(w);
         bury_all(w);
+        if (!w->draining)
+            worker_adopt(w);
         if (!w->draining && atomic_load(&w->s->stopping))
             start_drain(w);
         if (w->draining && !forced && w->now_ms > w->drain_deadline_ms) {
@@ -645,15 +783,19 @@ static int worker_init(struct worker *w)
 {
     int ret;
 
-    if ((w->s->tls || w->s->upstream_tls) && !(w->plain = malloc(TLS_PLAIN_CAP)))
+    w->snap = snapshot_acquire(w->s);
+    /* a reload may bring TLS where there was none: the buffer is there from the start */
+    if (!(w->plain = malloc(TLS_PLAIN_CAP)))
         return -ENOMEM;
     w->tw = malloc(sizeof(*w->tw));
     if (!w->tw)
         return -ENOMEM;
+    if ((ret = listeners_init(w)))
+        return ret;
     for (const struct worker_module *const *m = w->s->modules; *m; m++)
         if ((*m)->init && (ret = (*m)->init(w)))
             return ret;
-    ret = bal_worker_init(&w->bal, &w->s->rt, (uint64_t)w->id + 1);
+    ret = bal_worker_init(&w->bal, &w->snap->rt, w->s->t_slots.cap, (uint64_t)w->id + 1);
     if (ret)
         return ret;
     return setup_ring(w);
@@ -667,8 +809,16 @@ static void worker_fini(struct worker *w)
     for (const struct worker_module *const *m = w->s->modules; *m; m++)
         if ((*m)->fini)
             (*m)->fini(w);
-    if (w->s->tls || w->s->upstream_tls)
-        tls_thread_exit();
+    tls_thread_exit();
+    for (uint32_t i = 0; i < w->n_ls; i++) { /* a worker that never ran still has them */
+        if (w->ls[i]->fd >= 0)
+            close(w->ls[i]->fd);
+        free(w->ls[i]);
+    }
+    free(w->ls);
+    w->ls = NULL;
+    w->n_ls = 0;
+    worker_snap_fini(w);
     free(w->plain);
     w->plain = NULL;
     buf_free(&w->scratch);
@@ -702,7 +852,7 @@ void worker_run(struct worker *w, struct start_gate *g)
         w->now_ms = mono_ms();
         timer_wheel_init(w->tw, w->now_ms);
         for (uint32_t i = 0; i < w->n_ls; i++)
-            arm_accept(w, &w->ls[i]);
+            arm_accept(w, w->ls[i]);
         for (const struct worker_module *const *m = w->s->modules; *m; m++)
             if ((*m)->start && (ret = (*m)->start(w)))
                 log_error("worker %d: cannot start %s: %s", w->id, (*m)->name, strerror(-ret));

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ struct sni_cert {
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
+    atomic_uint refs; /* the owner's, and one per connection made on it */
     bool server;
     struct sni_cert *sni;
     size_t nsni;
@@ -74,6 +76,7 @@ struct tls_ctx {
 
 struct tls_conn {
     WOLFSSL *ssl;
+    struct tls_ctx *owner; /* holds a reference: the context outlives its connections */
     tls_sink_fn sink;
     void *arg;
     const char *in; /* borrowed: the bytes of the current tls_recv call */
@@ -394,6 +397,7 @@ struct tls_ctx *tls_server_new(const char *cert_file, const char *key_file, char
 
     if (!t)
         goto err_oom;
+    atomic_init(&t->refs, 1);
     t->server = true;
     if (!(t->keys = ticket_keys_new()))
         goto err_keys;
@@ -451,6 +455,7 @@ struct tls_ctx *tls_client_new(const char *ca_file, bool verify, char *err, size
         set_err(err, errlen, "%s%s", "out of memory", "");
         return NULL;
     }
+    atomic_init(&t->refs, 1);
     if (!(t->ctx = wctx_new(false, err, errlen)))
         goto err_ctx;
     wolfSSL_CTX_UseSessionTicket(t->ctx);
@@ -493,7 +498,7 @@ int tls_ctx_set_max_version(struct tls_ctx *ctx, const char *version)
 
 void tls_ctx_free(struct tls_ctx *ctx)
 {
-    if (!ctx)
+    if (!ctx || atomic_fetch_sub(&ctx->refs, 1) != 1)
         return;
     for (size_t i = 0; i < ctx->nsni; i++) {
         wolfSSL_CTX_free(ctx->sni[i].ctx);
@@ -583,6 +588,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *sni, tls_sink_fn 
     t->sink = sink;
     t->arg = arg;
     t->server = ctx->server;
+    t->owner = ctx;
+    atomic_fetch_add(&ctx->refs, 1);
     wolfSSL_SetIOReadCtx(t->ssl, t);
     wolfSSL_SetIOWriteCtx(t->ssl, t);
     if (!t->server && client_setup(ctx, t, sni) < 0)
@@ -601,6 +608,7 @@ void tls_conn_free(struct tls_conn *t)
     if (!t)
         return;
     wolfSSL_free(t->ssl);
+    tls_ctx_free(t->owner);
     free(t->pend);
     free(t);
 }

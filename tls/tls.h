@@ -55,7 +55,9 @@ struct tls_ctx *tls_client_new(const char *ca_file, bool verify, char *err, size
  * default). 0 or -EINVAL. Start-up only (tests use it to force TLS 1.2). */
 int tls_ctx_set_max_version(struct tls_ctx *ctx, const char *version);
 
-/* Frees the context and its SNI certificates; no connection may still use it. */
+/* Drops the owner's reference: the context and its SNI certificates go with the last of
+ * its connections (each holds one from tls_conn_new to tls_conn_free), so a reload can
+ * replace a context while connections made on it live on. Any thread. */
 void tls_ctx_free(struct tls_ctx *ctx);
 
 /* A connection on ctx. Client connections send `sni` (may be NULL) and verify the peer's

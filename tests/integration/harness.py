@@ -429,6 +429,34 @@ class ScriptedBackend(ScriptBackend):
             return list(self.log)
 
 
+class Load:
+    """Requests to `port` for `host` in a thread, one after another (keep-alive when
+    `keep`), until stop(): `count` made, `failures` the statuses that were not 200."""
+
+    def __init__(self, port, host, keep=False):
+        self.port, self.host, self.keep = port, host, keep
+        self.count, self.failures = 0, []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run)
+
+    def _run(self):
+        c = Client(self.port) if self.keep else None
+        while not self._stop.is_set():
+            r = c.request("GET", "/", host=self.host) if c else get(self.port, "/",
+                                                                     host=self.host)
+            self.count += 1
+            if r.status != 200:
+                self.failures.append(r.status)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
 def origin_stats(port):
     r = get(port, "/__stats", host=f"127.0.0.1:{port}")
     m = re.search(rb'"requests":(\d+),"connections":(\d+)', r.body)

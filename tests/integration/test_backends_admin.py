@@ -2,10 +2,9 @@
 /weight, under traffic: a drained backend gets no new request (and none fails), an enabled
 one comes back, a weight change takes effect on every worker, bad input is refused."""
 import json
-import threading
 import urllib.parse
 
-from harness import Client, domain_conf, free_port, get, wait_port
+from harness import Client, Load, domain_conf, free_port, get, wait_port
 
 HOST = "b.local"
 TOKEN = "adm1n"
@@ -48,18 +47,7 @@ def test_backends_listed_drained_and_enabled_under_traffic(P):
                            "failures", "latency_ms"}
     assert Client(aport).request("GET", "/backends", host="admin").status == 401  # token
 
-    stop, failures, count = threading.Event(), [], [0]
-
-    def load():
-        while not stop.is_set():
-            r = get(px.port, "/", host=HOST)
-            count[0] += 1
-            if r.status != 200:
-                failures.append(r.status)
-
-    t = threading.Thread(target=load)
-    t.start()
-    try:
+    with Load(px.port, HOST) as load:
         r = admin(aport, "POST", "/backends/drain", domain=HOST, addr=addr_a)
         assert r.status == 200 and json.loads(r.body)["state"] == "drained"
         assert set(origins(px.port, 20)) == {"B"}  # both workers: no new request for A
@@ -67,10 +55,7 @@ def test_backends_listed_drained_and_enabled_under_traffic(P):
         r = admin(aport, "POST", "/backends/enable", domain=HOST, addr=addr_a)
         assert r.status == 200 and json.loads(r.body)["state"] == "up"
         assert set(origins(px.port, 20)) == {"A", "B"}
-    finally:
-        stop.set()
-        t.join()
-    assert not failures and count[0] > 20, (failures, count)
+    assert not load.failures and load.count > 20, (load.failures, load.count)
 
     # every backend drained: nothing is sent (no last-resort fallback to a drained one)
     for o in (a, b):

@@ -84,7 +84,7 @@ static int bench_one(const struct bench *b, uint32_t n)
     uint32_t picks;
     int rc = table_init(&rt, b, n);
 
-    if (rc || (rc = bal_worker_init(&bw, &rt, 1)))
+    if (rc || (rc = bal_worker_init(&bw, &rt, 0, 1)))
         return rc;
     observe_all(rt.domains[0]);
     picks = (uint32_t)(RUN_NS / run(&bw, rt.domains[0], 100000));

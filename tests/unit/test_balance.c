@@ -45,7 +45,7 @@ static void fx_init_ports(struct fx *f, rp_lb_strategy lb, const int *weights, c
         bc[i] = (rp_backend_config){.addr = addr[i], .weight = weights ? weights[i] : 1};
     }
     assert_int_equal(route_add_domain(&f->rt, &d), 0);
-    assert_int_equal(bal_worker_init(&f->bw, &f->rt, seed), 0);
+    assert_int_equal(bal_worker_init(&f->bw, &f->rt, 0, seed), 0);
     f->t = f->rt.domains[0];
 }
 

@@ -530,9 +530,22 @@ void bal_observe(struct backend *be, uint64_t now_ns, uint64_t rtt_ns)
     (void)be, (void)now_ns, (void)rtt_ns;
 }
 
-void health_report_failure(struct worker *w, struct backend *be, const char *why)
+struct snapshot *snap_use(struct worker *w)
 {
-    (void)w, (void)why;
+    w->snap_users++;
+    return w->snap;
+}
+
+void snap_unuse(struct worker *w, struct snapshot *snap)
+{
+    assert_ptr_equal(snap, w->snap); /* no reload here */
+    w->snap_users--;
+}
+
+void health_report_failure(struct worker *w, const struct target *t, struct backend *be,
+                           const char *why)
+{
+    (void)w, (void)t, (void)why;
     assert_true(be->index < 8);
     R.health_fail[be->index]++;
 }
@@ -666,6 +679,8 @@ static struct target *target_named(const char *name)
     return NULL;
 }
 
+static struct snapshot snap;
+
 static int group_setup(void **state)
 {
     static const rp_backend_config a[] = {
@@ -691,6 +706,10 @@ static int group_setup(void **state)
     srv.lim =
         (struct h1_limits){.max_head_bytes = 8192, .max_headers = 100, .max_target_len = 4096};
     srv.cfg.max_body_bytes = 1 << 20;
+    snap.rt = srv.rt; /* the workers' view of it (shares its targets: freed once, by srv) */
+    snap.cfg = srv.cfg;
+    snap.lim = srv.lim;
+    snap.gen = 1;
     return 0;
 }
 
@@ -709,6 +728,7 @@ static int setup(void **state)
     n_fakes = 0;
     memset(&wrk, 0, sizeof(wrk));
     wrk.s = &srv;
+    wrk.snap = &snap;
     memset(&cl, 0, sizeof(cl));
     cl.w = &wrk;
     cl.ex = &wrk.no_ex;

@@ -72,6 +72,7 @@ static int setup(void **state)
     (void)state;
     memset(&w, 0, sizeof(w));
     srv.rt.n_backends = 1;
+    srv.be_slots.cap = 1; /* the pools' size */
     w.s = &srv;
     w.tw = &tw;
     assert_int_equal(upstream_module.init(&w), 0);

@@ -243,6 +243,7 @@ static int setup(void **state)
     (void)state;
     memset(&w, 0, sizeof(w));
     srv.rt.n_backends = 1;
+    srv.be_slots.cap = 1; /* the pools' size */
     srv.lim = (struct h1_limits){.max_head_bytes = 1024, .max_headers = 64, .max_target_len = 512};
     w.s = &srv;
     w.tw = &tw;
