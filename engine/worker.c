@@ -5,9 +5,12 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -841,11 +844,26 @@ static void gate_report(struct start_gate *g)
 /* The ring is created here because SINGLE_ISSUER binds it to the thread that creates it. */
 __thread struct worker *worker_self;
 
+/* The admin listener's worker yields to traffic: SCHED_BATCH (its wake-ups never preempt a
+ * running traffic worker) at nice 19, so a scrape that takes a millisecond of CPU waits for
+ * a free moment instead of stalling requests on a shared core. It still runs under full
+ * load (nice 19 is a small share, not none). Best effort: without the right, it runs as is. */
+static void admin_yields(void)
+{
+    struct sched_param sp = {0};
+
+    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) ||
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19))
+        log_debug("admin worker: cannot lower its priority: %s", strerror(errno));
+}
+
 void worker_run(struct worker *w, struct start_gate *g)
 {
     int ret;
 
     worker_self = w;
+    if (w->id >= w->s->nworkers)
+        admin_yields();
     w->start_err = worker_init(w);
     gate_report(g);
     if (!w->start_err && !atomic_load(&w->s->stopping)) {

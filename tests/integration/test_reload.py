@@ -253,6 +253,7 @@ def test_twenty_reloads_under_fixed_rate_load(P):
     a, b, c = P.origin("A"), P.origin("B"), P.origin("C")
     port, aport, extra_port = free_port(), free_port(), free_port()
     cert, key = make_cert(P.tmp, "load", "load.local", ["load.local"])
+    renewed = [make_cert(P.tmp, f"load{i}", f"load{i}.local", ["load.local"]) for i in (0, 1)]
     variants = []
     for i in range(20):
         weights = f'{{ addr = "http://127.0.0.1:{a.port}"; weight = {1 + i % 3}; }}'
@@ -266,10 +267,13 @@ def test_twenty_reloads_under_fixed_rate_load(P):
                                   extra=f'tls = {{ cert = "{cert}"; key = "{key}"; }};\n'))
     px = start(P, variants[0], port)
     assert wait_port(aport)
-    load = subprocess.Popen([f"{BUILD}/ringload", "-R", "3000", "-c", "32", "-t", "1", "-d",
-                             "9s", "--json", "-H", "Host: a.local",
-                             f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    def ringload(*args):
+        return subprocess.Popen([f"{BUILD}/ringload", "-t", "1", "-d", "9s", "--json", "-H",
+                                 "Host: a.local", *args, f"http://127.0.0.1:{port}/"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    load = ringload("-R", "3000", "-c", "32")
+    fresh = ringload("-R", "200", "-c", "8", "--close")  # a new connection per request
     scrapes = []
 
     def scrape():  # /metrics during the reloads
@@ -284,6 +288,10 @@ def test_twenty_reloads_under_fixed_rate_load(P):
     took = []
     for i in range(1, 21):
         rewrite(px, variants[i % 20])
+        for src, dst in zip(renewed[i % 2], (cert, key)):  # a renewed certificate each time
+            with open(src, "rb") as f, open(dst + ".new", "wb") as g:
+                g.write(f.read())
+            os.rename(dst + ".new", dst)
         t0 = time.time()
         r = admin(aport, "POST", "/reload")
         took.append(time.time() - t0)
@@ -291,11 +299,13 @@ def test_twenty_reloads_under_fixed_rate_load(P):
         assert json.loads(r.body)["generation"] == i + 1
         time.sleep(0.3)
     st.join()
-    out, _ = load.communicate(timeout=30)
-    j = json.loads(out)
-    errors = sum(j["errors"].values())
+    j = json.loads(load.communicate(timeout=30)[0])
+    jf = json.loads(fresh.communicate(timeout=30)[0])
+    errors, ferrors = sum(j["errors"].values()), sum(jf["errors"].values())
     print(f"reload under load: {j['requests']} requests, {errors} errors, status {j['status']}; "
+          f"with a new connection each: {jf['requests']} requests, {ferrors} errors; "
           f"POST /reload took median {sorted(took)[10] * 1000:.1f} ms, "
           f"max {max(took) * 1000:.1f} ms")
     assert errors == 0 and j["status"]["2xx"] == j["requests"] > 20000, j
+    assert ferrors == 0 and jf["status"]["2xx"] == jf["requests"] > 1200, jf  # none refused
     assert set(scrapes) == {200} and len(scrapes) > 40, scrapes
