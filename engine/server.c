@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -149,6 +150,7 @@ rp_server *rp_server_new(const rp_server_config *cfg)
 
     if (!s)
         return NULL;
+    pthread_mutex_init(&s->listen_mu, NULL);
     if (cfg)
         s->cfg = *cfg;
     apply_defaults(&s->cfg);
@@ -185,6 +187,16 @@ int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t n)
     return route_set_routes(&s->rt, routes, n);
 }
 
+/* Closes the inherited sockets the server still holds (the workers serve on duplicates). */
+static void drop_inherited(rp_server *s)
+{
+    for (size_t i = 0; i < s->n_inherited; i++)
+        close(s->inherited[i].fd);
+    free(s->inherited);
+    s->inherited = NULL;
+    s->n_inherited = 0;
+}
+
 void rp_server_free(rp_server *s)
 {
     if (!s)
@@ -204,6 +216,8 @@ void rp_server_free(rp_server *s)
         free(s->admin_token);
     }
     cache_free(s->cache);
+    drop_inherited(s);
+    pthread_mutex_destroy(&s->listen_mu);
     free(s);
 }
 
@@ -313,6 +327,9 @@ static int open_listener(const char *addr)
 
 static void close_listeners(rp_server *s)
 {
+    pthread_mutex_lock(&s->listen_mu);
+    s->listeners_open = false;
+    pthread_mutex_unlock(&s->listen_mu);
     for (int i = 0; i < s->nthreads; i++) {
         struct worker *w = &s->workers[i];
         for (uint32_t j = 0; w->ls && j < w->n_ls; j++)
@@ -323,32 +340,188 @@ static void close_listeners(rp_server *s)
     }
 }
 
+/* ---- listening sockets handed over by or to another process (binary upgrade) ------------ */
+
+static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
+    const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
+
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+    return a6->sin6_port == b6->sin6_port &&
+           !memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr));
+}
+
+/* Whether fd is a listening TCP socket bound to *want. */
+static bool listens_on(int fd, const struct sockaddr_storage *want)
+{
+    struct sockaddr_storage got;
+    socklen_t len = sizeof(int), alen = sizeof(got);
+    int acc = 0, type = 0, proto = 0;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) || !acc)
+        return false;
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) || type != SOCK_STREAM)
+        return false;
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) || proto != IPPROTO_TCP)
+        return false;
+    memset(&got, 0, sizeof(got));
+    return !getsockname(fd, (struct sockaddr *)&got, &alen) && same_sockaddr(&got, want);
+}
+
+int rp_server_inherit_listener(rp_server *s, const char *addr, int fd)
+{
+    struct sockaddr_storage want, spec;
+    struct inherited *in;
+    socklen_t len;
+    size_t j;
+
+    if (!s || !addr || fd < 0 || parse_listen(addr, &want, &len))
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    for (j = 0; j < s->n_listen; j++)
+        if (!parse_listen(s->listen[j].addr, &spec, &len) && same_sockaddr(&spec, &want))
+            break;
+    if (j == s->n_listen)
+        return -ENOENT;
+    if (!listens_on(fd, &want))
+        return -EINVAL;
+    in = realloc(s->inherited, (s->n_inherited + 1) * sizeof(*in));
+    if (!in)
+        return -ENOMEM;
+    s->inherited = in;
+    in[s->n_inherited++] = (struct inherited){.spec = j, .fd = fd};
+    return 0;
+}
+
+/* The inherited sockets of s->listen[spec]: how many, and the m-th one's fd. */
+static size_t inherited_count(const rp_server *s, size_t spec)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n_inherited; i++)
+        n += s->inherited[i].spec == spec;
+    return n;
+}
+
+static int inherited_fd(const rp_server *s, size_t spec, size_t m)
+{
+    for (size_t i = 0; i < s->n_inherited; i++)
+        if (s->inherited[i].spec == spec && m-- == 0)
+            return s->inherited[i].fd;
+    return -1;
+}
+
+/* How many sockets of s->listen[spec] worker k of the nw that serve it accepts on: one it
+ * opens when nothing was inherited; else inherited sockets k, k + nw, ... (one at least: a
+ * shared one when there are fewer sockets than workers). */
+static uint32_t sockets_of(const rp_server *s, size_t spec, int k, int nw)
+{
+    size_t n = inherited_count(s, spec);
+
+    return n > (size_t)nw ? (uint32_t)((n - (size_t)k + (size_t)nw - 1) / (size_t)nw) : 1;
+}
+
+/* The t-th socket of sockets_of(): a fresh one, or a duplicate of an inherited one (the
+ * server's copies close when the run ends), so each worker owns what it closes. */
+static int socket_for(rp_server *s, size_t spec, int k, int nw, uint32_t t)
+{
+    size_t n = inherited_count(s, spec);
+    int fd;
+
+    if (!n)
+        return open_listener(s->listen[spec].addr);
+    fd = fcntl(inherited_fd(s, spec, ((size_t)k + (size_t)t * (size_t)nw) % n), F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int rp_server_on_ready(rp_server *s, rp_ready_fn fn, void *user)
+{
+    if (!s)
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    s->on_ready = fn;
+    s->on_ready_user = user;
+    return 0;
+}
+
+int rp_server_listeners(rp_server *s, rp_listener_fd *out, size_t cap)
+{
+    size_t n = 0, k = 0;
+    int rc = 0;
+
+    if (!s)
+        return -EINVAL;
+    pthread_mutex_lock(&s->listen_mu);
+    for (int i = 0; s->listeners_open && i < s->nthreads; i++)
+        for (uint32_t j = 0; j < s->workers[i].n_ls; j++)
+            n += s->workers[i].ls[j].fd >= 0;
+    for (int i = 0; n <= cap && !rc && s->listeners_open && i < s->nthreads; i++) {
+        for (uint32_t j = 0; j < s->workers[i].n_ls && !rc; j++) {
+            const struct listener *l = &s->workers[i].ls[j];
+            if (l->fd < 0)
+                continue;
+            out[k] = (rp_listener_fd){.kind = l->admin ? RP_LISTENER_ADMIN
+                                              : l->tls ? RP_LISTENER_TLS
+                                                       : RP_LISTENER_PLAIN};
+            snprintf(out[k].addr, sizeof(out[k].addr), "%s", l->spec->addr);
+            out[k].fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+            if (out[k].fd < 0)
+                rc = -errno;
+            else
+                k++;
+        }
+    }
+    pthread_mutex_unlock(&s->listen_mu);
+    if (rc)
+        while (k)
+            close(out[--k].fd);
+    return rc ? rc : (int)n;
+}
+
 /* Each traffic worker opens every traffic listener (SO_REUSEPORT spreads connections); the
- * admin listener is opened only by the admin worker, which opens nothing else. */
+ * admin listener is opened only by the admin worker, which opens nothing else. An address
+ * with inherited sockets is served on those instead (socket_for). */
 static int open_listeners(rp_server *s)
 {
     for (int i = 0; i < s->nthreads; i++) {
         struct worker *w = &s->workers[i];
         bool admin_worker = i >= s->nworkers;
-        w->ls = calloc(s->n_listen, sizeof(*w->ls));
+        int k = admin_worker ? 0 : i, nw = admin_worker ? 1 : s->nworkers;
+        size_t n = 0;
+        for (size_t j = 0; j < s->n_listen; j++)
+            n += s->listen[j].admin == admin_worker ? sockets_of(s, j, k, nw) : 0;
+        w->ls = calloc(n ? n : 1, sizeof(*w->ls));
         if (!w->ls)
             return -ENOMEM;
         for (size_t j = 0; j < s->n_listen; j++) {
             const struct listen_spec *spec = &s->listen[j];
-            struct listener *l = &w->ls[w->n_ls];
-            int fd;
             if (spec->admin != admin_worker)
                 continue;
-            if ((fd = open_listener(spec->addr)) < 0)
-                return fd;
-            l->fd = fd;
-            l->tls = spec->tls;
-            l->admin = spec->admin;
-            l->spec = spec;
-            l->accepted = session_accept;
-            w->n_ls++;
+            for (uint32_t t = 0; t < sockets_of(s, j, k, nw); t++) {
+                struct listener *l = &w->ls[w->n_ls];
+                int fd = socket_for(s, j, k, nw, t);
+                if (fd < 0)
+                    return fd;
+                l->fd = fd;
+                l->tls = spec->tls;
+                l->admin = spec->admin;
+                l->spec = spec;
+                l->accepted = session_accept;
+                w->n_ls++;
+            }
         }
     }
+    pthread_mutex_lock(&s->listen_mu);
+    s->listeners_open = true;
+    pthread_mutex_unlock(&s->listen_mu);
     return 0;
 }
 
@@ -431,6 +604,8 @@ static int run_workers(rp_server *s)
         log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)%s",
                  RP_VERSION, s->nworkers, s->n_listen, s->rt.n_domains, s->rt.n_routes,
                  s->nthreads > s->nworkers ? "; the admin listener on a thread of its own" : "");
+    if (!err && s->on_ready)
+        s->on_ready(s, s->on_ready_user);
     for (int i = 0; i < started; i++)
         pthread_join(s->workers[i].thread, NULL);
     free(args);
@@ -583,6 +758,7 @@ int rp_listen_and_serve(rp_server *s)
     if (!ret)
         log_info("ringproxy stopped");
 out:
+    drop_inherited(s); /* the workers served on duplicates: these are for one run */
     tls_ctx_free(s->tls);
     s->tls = NULL;
     tls_teardown_upstreams(s);

@@ -150,6 +150,20 @@ struct rp_server {
     const struct worker_module *const *modules; /* NULL-terminated, in the order they run */
     atomic_int running;
     atomic_int stopping;
+    /* Listening sockets handed over by another process (rp_server_inherit_listener), for
+     * the next run: s->listen[spec] is served on fd. Owned here until the run ends. */
+    struct inherited {
+        size_t spec;
+        int fd;
+    } * inherited;
+    size_t n_inherited;
+    /* Guards the workers' listener fds for rp_server_listeners(), which reads them from
+     * another thread: open_listeners publishes them (listeners_open), a draining worker
+     * retires its own, close_listeners withdraws them. */
+    pthread_mutex_t listen_mu;
+    bool listeners_open;
+    rp_ready_fn on_ready; /* rp_server_on_ready() */
+    void *on_ready_user;
 };
 
 /* Start-up handshake: each worker reports its set-up result, then waits for `go`, so a

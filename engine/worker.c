@@ -456,6 +456,8 @@ static void start_drain(struct worker *w)
 {
     w->draining = true;
     w->drain_deadline_ms = w->now_ms + w->s->cfg.shutdown_timeout_ms;
+    /* rp_server_listeners() may be duplicating these fds on another thread right now */
+    pthread_mutex_lock(&w->s->listen_mu);
     for (uint32_t i = 0; i < w->n_ls; i++) {
         struct io_uring_sqe *sqe;
         if (w->ls[i].armed) {
@@ -468,6 +470,7 @@ static void start_drain(struct worker *w)
         sqe->user_data = 0;
         w->ls[i].fd = -1;
     }
+    pthread_mutex_unlock(&w->s->listen_mu);
     for (const struct worker_module *const *m = w->s->modules; *m; m++)
         if ((*m)->drain)
             (*m)->drain(w);
