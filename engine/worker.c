@@ -398,10 +398,9 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         l->armed = false;
     if (cqe->res >= 0) {
         ctr_add(&w->accepted, 1);
-        if (w->draining)
-            close_fd(w, cqe->res);
-        else
-            l->accepted(w, cqe->res, l);
+        /* also while draining (an accept that completed before the cancel): the client is
+         * connected and is sending a request, which is answered with Connection: close */
+        l->accepted(w, cqe->res, l);
     } else if (cqe->res != -ECANCELED) {
         log_warn("worker %d: accept failed: %s", w->id, strerror(-cqe->res));
     }
