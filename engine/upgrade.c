@@ -252,7 +252,7 @@ static bool await_drain(struct upg_server *u, int fd, pid_t peer)
 static bool serve_one(struct upg_server *u, int fd)
 {
     struct upg_msg m;
-    struct ucred cr;
+    struct ucred cr = {0};
     int fds[UPG_BATCH];
     size_t nfds;
     int rc;
@@ -406,7 +406,7 @@ static int errf(char *err, size_t errlen, int rc, const char *fmt, ...)
 static int connect_old(struct upg_client *c, const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct ucred cr;
+    struct ucred cr = {0};
 
     if (strlen(path) >= sizeof(sa.sun_path))
         return errf(err, errlen, -ENAMETOOLONG, "%s: path too long", path);
