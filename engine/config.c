@@ -1476,6 +1476,37 @@ static int check_admin_overlap(struct loader *ld, const config_setting_t *s)
     return 0;
 }
 
+/* pid_file = "/run/ringproxy.pid": its directory must exist now, so a start never fails on
+ * it after the listeners are open. */
+static int parse_pid_file(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct rp_file_config *c = obj;
+    const char *v = NULL, *slash;
+    char dir[RP_PID_FILE_MAX + 1];
+    struct stat st;
+    int rc = get_string(ld, s, &v);
+
+    if (rc)
+        return rc;
+    slash = strrchr(v, '/');
+    if (!*v || (slash && !slash[1]))
+        return fail(ld, s, s, "must name a file, got \"%s\"", v);
+    if (strlen(v) > RP_PID_FILE_MAX)
+        return fail(ld, s, s,
+                    "must be at most %d bytes (its control socket PID_FILE.sock must fit a Unix "
+                    "socket path)",
+                    RP_PID_FILE_MAX);
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else /* "/x.pid" is in "/" */
+        snprintf(dir, sizeof(dir), "%.*s", slash == v ? 1 : (int)(slash - v), v);
+    if (stat(dir, &st))
+        return fail(ld, s, s, "directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return fail(ld, s, s, "%s is not a directory", dir);
+    return get_copy(ld, s, &c->pid_file);
+}
+
 #define SRV_FIELD(name, kind, f, lo, hi) FIELD(struct rp_file_config, name, kind, server.f, lo, hi)
 
 static const struct key top_keys[] = {
@@ -1496,6 +1527,7 @@ static const struct key top_keys[] = {
     FUNC("listen_tls", parse_listen_tls),
     FUNC("tls", parse_tls),
     FUNC("admin", parse_admin),
+    FUNC("pid_file", parse_pid_file),
     {0},
 };
 

@@ -13,6 +13,10 @@
 
 #include "ringproxy.h"
 
+/* The longest pid_file: PID_FILE.sock, and the name it is bound under before it is renamed
+ * there (PID_FILE.sock.PID), must fit a Unix socket's 108-byte path. */
+#define RP_PID_FILE_MAX 90
+
 /* A loaded file. Owns every string and array the structs point to. */
 struct rp_file_config {
     rp_server_config server;
@@ -22,7 +26,11 @@ struct rp_file_config {
     size_t n_routes;
     rp_cache_config cache; /* cache = { ... }: its rules, methods and statuses owned here */
     bool has_cache;        /* the file has a cache group: call rp_set_proxy_cache(&cache) */
-    void *priv;            /* owned storage */
+    /* pid_file = "/run/ringproxy.pid": where the daemon writes its pid, and beside it
+     * (PID_FILE.sock) the socket `--upgrade` takes the listeners over from. NULL: none. Its
+     * directory existed when the file was loaded; at most RP_PID_FILE_MAX bytes. */
+    const char *pid_file;
+    void *priv; /* owned storage */
 };
 
 /* Reads and validates `path`. Returns 0 and fills *out, or a negative errno with a message

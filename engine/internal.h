@@ -40,6 +40,10 @@
 /* A listening socket on "ip:port" or "[ip6]:port" (SO_REUSEPORT, TCP_NODELAY inherited by
  * accepted sockets): the fd, or -errno with the reason logged. */
 int server_open_listener(const char *addr);
+/* The listening sockets handed over for s->listen[spec] (rp_server_inherit_listener): how
+ * many, and a duplicate of the m-th (m modulo that count): the fd or -errno. */
+size_t server_inherited_count(const struct rp_server *s, size_t spec);
+int server_inherited_dup(const struct rp_server *s, size_t spec, size_t m);
 /* rp_server_config.log_level (0 info, 1 warnings, 2 debug) for the process's log. */
 void server_apply_log_level(int level);
 

@@ -293,6 +293,61 @@ RP_API void rp_proxy_cache_stats(rp_server *s, rp_cache_stats *st);
  * worker index in [0, rp_server_workers(s)). */
 RP_API int rp_server_workers(const rp_server *s);
 
+/* ---- handing listening sockets over (binary upgrade without a refused connection) ------
+ *
+ * The old process hands its listening sockets to the new one (over a Unix socket, with
+ * SCM_RIGHTS: the daemon's engine/upgrade.c does this); the new one serves on the same
+ * sockets, so the kernel's accept queues and SO_REUSEPORT group never change and no
+ * connection is refused or reset; then the old one drains. */
+
+/* Called once, from the thread in rp_listen_and_serve(), when every worker has set up and
+ * been let go: from then on the server accepts on every listener (a connection that comes
+ * before a worker's first accept waits in the listen backlog). Not called when start-up
+ * fails. The workers keep serving while fn runs; fn may call rp_server_shutdown(). */
+typedef void (*rp_ready_fn)(rp_server *s, void *user);
+
+/* Registers fn (one per server; NULL removes it). Returns 0, or -EBUSY once the server
+ * runs. */
+RP_API int rp_server_on_ready(rp_server *s, rp_ready_fn fn, void *user);
+
+typedef enum rp_listener_kind {
+    RP_LISTENER_PLAIN = 0,
+    RP_LISTENER_TLS,
+    RP_LISTENER_ADMIN, /* the admin API's listener (admin_listen) */
+} rp_listener_kind;
+
+#define RP_LISTENER_ADDR_MAX 64 /* "[ipv6]:port" and its NUL fit */
+
+/* One listening socket of a running server. */
+typedef struct rp_listener_fd {
+    char addr[RP_LISTENER_ADDR_MAX]; /* the address as configured, "ip:port" / "[ip6]:port" */
+    rp_listener_kind kind;
+    int fd; /* a duplicate (close-on-exec) of the worker's socket: the caller closes it */
+} rp_listener_fd;
+
+/* Every listening socket the running server accepts on, one per worker per address (an
+ * address's SO_REUSEPORT group), so that another process can serve on the same sockets.
+ * Returns their number n; when n <= cap, out[0..n) is filled and each fd is a duplicate the
+ * caller owns; when n > cap nothing is written (call again with room for n). Returns 0 when
+ * the server is not serving (not started, or draining: a draining worker has closed its
+ * sockets), or a negative errno when a duplicate cannot be made (none is left open then).
+ * Any thread, also while the server runs: the list is read under the server's lock. */
+RP_API int rp_server_listeners(rp_server *s, rp_listener_fd *out, size_t cap);
+
+/* Before rp_listen_and_serve(): serve one of the server's listen addresses on `fd`, a
+ * listening TCP socket bound to it that another process handed over, instead of opening a
+ * socket for it. Call once for each socket of the address's group. The next
+ * rp_listen_and_serve() spreads an address's sockets over the workers that serve it (the
+ * admin listener's: its own thread): every socket gets at least one worker accepting on it,
+ * a worker may get several, and where there are fewer sockets than workers some workers
+ * share one, so no socket joins or leaves the group. Addresses without inherited sockets
+ * are opened as usual. From a successful call the server owns fd: the run closes it
+ * (whatever its outcome), or rp_server_free() if the server never runs. On failure the
+ * caller keeps fd. Returns 0; -ENOENT when no listener of the server has that address (the
+ * caller closes fd: the new configuration dropped it); -EINVAL when fd is not a listening
+ * TCP socket bound to exactly that address; -ENOMEM; -EBUSY while the server runs. */
+RP_API int rp_server_inherit_listener(rp_server *s, const char *addr, int fd);
+
 /* ---- hooks and local endpoints ----------------------------------------------------------
  *
  * Hooks and handlers run on the worker threads, concurrently: each worker calls them one at

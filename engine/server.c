@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -154,6 +155,7 @@ rp_server *rp_server_new(const rp_server_config *cfg)
 
     if (!s)
         return NULL;
+    pthread_mutex_init(&s->listen_mu, NULL);
     if (cfg)
         s->cfg = *cfg;
     pthread_mutex_init(&s->snap_mu, NULL);
@@ -189,6 +191,16 @@ int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t n)
     return route_set_routes(&s->rt, routes, n);
 }
 
+/* Closes the inherited sockets the server still holds (the workers serve on duplicates). */
+static void drop_inherited(rp_server *s)
+{
+    for (size_t i = 0; i < s->n_inherited; i++)
+        close(s->inherited[i].fd);
+    free(s->inherited);
+    s->inherited = NULL;
+    s->n_inherited = 0;
+}
+
 void rp_server_free(rp_server *s)
 {
     if (!s)
@@ -208,6 +220,8 @@ void rp_server_free(rp_server *s)
         free(s->admin_token);
     }
     cache_free(s->cache);
+    drop_inherited(s);
+    pthread_mutex_destroy(&s->listen_mu);
     pthread_mutex_destroy(&s->snap_mu);
     pthread_mutex_destroy(&s->reload_mu);
     free(s);
@@ -339,6 +353,133 @@ int server_open_listener(const char *addr)
     return fd;
 }
 
+/* ---- listening sockets handed over by or to another process (binary upgrade) ------------ */
+
+static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
+    const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
+
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+    return a6->sin6_port == b6->sin6_port &&
+           !memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr));
+}
+
+/* Whether fd is a listening TCP socket bound to *want. */
+static bool listens_on(int fd, const struct sockaddr_storage *want)
+{
+    struct sockaddr_storage got;
+    socklen_t len = sizeof(int), alen = sizeof(got);
+    int acc = 0, type = 0, proto = 0;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) || !acc)
+        return false;
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) || type != SOCK_STREAM)
+        return false;
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) || proto != IPPROTO_TCP)
+        return false;
+    memset(&got, 0, sizeof(got));
+    return !getsockname(fd, (struct sockaddr *)&got, &alen) && same_sockaddr(&got, want);
+}
+
+int rp_server_inherit_listener(rp_server *s, const char *addr, int fd)
+{
+    struct sockaddr_storage want, spec;
+    struct inherited *in;
+    socklen_t len;
+    size_t j;
+
+    if (!s || !addr || fd < 0 || parse_listen(addr, &want, &len))
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    for (j = 0; j < s->n_listen; j++)
+        if (!parse_listen(s->listen[j].addr, &spec, &len) && same_sockaddr(&spec, &want))
+            break;
+    if (j == s->n_listen)
+        return -ENOENT;
+    if (!listens_on(fd, &want))
+        return -EINVAL;
+    in = realloc(s->inherited, (s->n_inherited + 1) * sizeof(*in));
+    if (!in)
+        return -ENOMEM;
+    s->inherited = in;
+    in[s->n_inherited++] = (struct inherited){.spec = j, .fd = fd};
+    return 0;
+}
+
+size_t server_inherited_count(const rp_server *s, size_t spec)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n_inherited; i++)
+        n += s->inherited[i].spec == spec;
+    return n;
+}
+
+int server_inherited_dup(const rp_server *s, size_t spec, size_t m)
+{
+    int fd;
+
+    m %= server_inherited_count(s, spec);
+    for (size_t i = 0; i < s->n_inherited; i++)
+        if (s->inherited[i].spec == spec && m-- == 0) {
+            fd = fcntl(s->inherited[i].fd, F_DUPFD_CLOEXEC, 0);
+            return fd < 0 ? -errno : fd;
+        }
+    return -ENOENT;
+}
+
+int rp_server_on_ready(rp_server *s, rp_ready_fn fn, void *user)
+{
+    if (!s)
+        return -EINVAL;
+    if (atomic_load(&s->running))
+        return -EBUSY;
+    s->on_ready = fn;
+    s->on_ready_user = user;
+    return 0;
+}
+
+int rp_server_listeners(rp_server *s, rp_listener_fd *out, size_t cap)
+{
+    size_t n = 0, k = 0;
+    int rc = 0;
+
+    if (!s)
+        return -EINVAL;
+    pthread_mutex_lock(&s->listen_mu);
+    for (int i = 0; s->listeners_open && i < s->nthreads; i++)
+        for (uint32_t j = 0; j < s->workers[i].n_ls; j++)
+            n += s->workers[i].ls[j]->fd >= 0;
+    for (int i = 0; n <= cap && !rc && s->listeners_open && i < s->nthreads; i++) {
+        for (uint32_t j = 0; j < s->workers[i].n_ls && !rc; j++) {
+            const struct listener *l = s->workers[i].ls[j];
+            if (l->fd < 0)
+                continue;
+            out[k] = (rp_listener_fd){.kind = l->admin ? RP_LISTENER_ADMIN
+                                              : l->tls ? RP_LISTENER_TLS
+                                                       : RP_LISTENER_PLAIN};
+            snprintf(out[k].addr, sizeof(out[k].addr), "%s", l->spec->addr);
+            out[k].fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+            if (out[k].fd < 0)
+                rc = -errno;
+            else
+                k++;
+        }
+    }
+    pthread_mutex_unlock(&s->listen_mu);
+    if (rc)
+        while (k)
+            close(out[--k].fd);
+    return rc ? rc : (int)n;
+}
+
 /* ---- start-up ---------------------------------------------------------------------------- */
 
 static int probe_io_uring(void)
@@ -418,6 +559,8 @@ static int run_workers(rp_server *s)
         log_info("ringproxy %s: %d workers serving %zu listener(s), %u domain(s), %u route(s)%s",
                  RP_VERSION, s->nworkers, s->n_listen, s->snap->rt.n_domains, s->snap->rt.n_routes,
                  s->nthreads > s->nworkers ? "; the admin listener on a thread of its own" : "");
+    if (!err && s->on_ready)
+        s->on_ready(s, s->on_ready_user);
     for (int i = 0; i < started; i++)
         pthread_join(s->workers[i].thread, NULL);
     free(args);
@@ -480,6 +623,9 @@ int rp_listen_and_serve(rp_server *s)
         s->workers[i].s = s;
         s->workers[i].id = i;
     }
+    pthread_mutex_lock(&s->listen_mu); /* rp_server_listeners may read s->workers now */
+    s->listeners_open = true;
+    pthread_mutex_unlock(&s->listen_mu);
     /* the first snapshot: the table, listening sockets, TLS contexts */
     ret = snapshot_init(s);
     if (!ret)
@@ -494,6 +640,10 @@ int rp_listen_and_serve(rp_server *s)
     if (s->snap)
         snapshot_fini(s);
 out:
+    pthread_mutex_lock(&s->listen_mu);
+    s->listeners_open = false;
+    pthread_mutex_unlock(&s->listen_mu);
+    drop_inherited(s); /* the workers served on duplicates: these are for one run */
     s->upstream_tls = false;
     free(s->health);
     s->health = NULL;

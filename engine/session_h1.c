@@ -506,6 +506,12 @@ void conn_on_sent(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
+    /* A connection that has not sent its first request yet is not idle: its client has just
+     * connected and is sending one. It is left to (within header_timeout), as nginx leaves
+     * it; closing it would reset a client that did nothing wrong, and after an upgrade the
+     * process that took the listeners over cannot answer it either. */
+    if (!c->nreq && !ex_active(c->ex) && !outq_bytes(&c->sk.out))
+        return;
     if (c->pp_pending || (!ex_active(c->ex) && !buf_used(&c->sk.in) && !outq_bytes(&c->sk.out))) {
         conn_close(c);
         return;

@@ -103,14 +103,21 @@ static void lsock_put(struct lsock *l)
 }
 
 /* The sockets of one listener: one per traffic worker (SO_REUSEPORT), or the admin
- * worker's one. NULL with the reason logged. */
-static struct lsock *lsock_open(const struct rp_server *s, const struct listen_spec *spec)
+ * worker's one; at start, the sockets another process handed over for it instead
+ * (rp_server_inherit_listener, spec index `inherit`; SIZE_MAX: none), each worker taking
+ * entries id, id + n, ... (duplicates when there are fewer than workers). NULL with the
+ * reason logged. */
+static struct lsock *lsock_open(const struct rp_server *s, const struct listen_spec *spec,
+                                size_t inherit)
 {
     struct lsock *l = calloc(1, sizeof(*l));
-    uint32_t n = spec->admin ? 1 : (uint32_t)s->nworkers;
+    uint32_t nw = spec->admin ? 1 : (uint32_t)s->nworkers, n = nw;
+    size_t got = inherit == SIZE_MAX ? 0 : server_inherited_count(s, inherit);
 
     if (!l)
         return NULL;
+    if (got > n)
+        n = (uint32_t)got;
     atomic_init(&l->refs, 1);
     l->spec = spec_dup(spec);
     l->fds = malloc(n * sizeof(*l->fds));
@@ -121,7 +128,8 @@ static struct lsock *lsock_open(const struct rp_server *s, const struct listen_s
         return NULL;
     }
     for (; l->nfds < n; l->nfds++) {
-        int fd = server_open_listener(spec->addr);
+        int fd = got ? server_inherited_dup(s, inherit, l->nfds)
+                     : server_open_listener(spec->addr);
         if (fd < 0) {
             lsock_put(l);
             return NULL;
@@ -312,7 +320,7 @@ int snapshot_init(struct rp_server *s)
         goto err;
     rc = -EINVAL;
     for (size_t i = 0; i < s->n_listen; i++, snap->n_ls++)
-        if (!(snap->ls[i] = lsock_open(s, &s->listen[i])))
+        if (!(snap->ls[i] = lsock_open(s, &s->listen[i], i)))
             goto err;
     if ((rc = snapshot_tls(s, snap, s->tls_cert, s->tls_key, err, sizeof(err)))) {
         log_error("%s", err);
@@ -469,7 +477,7 @@ static int match_listeners(struct rp_server *s, const struct snapshot *cur, stru
         } else if (sp->admin && s->nthreads == s->nworkers) {
             appendf(msg, cap, len, "; admin listener %s needs a restart (none at start)", sp->addr);
             continue;
-        } else if (!(l = lsock_open(s, sp))) {
+        } else if (!(l = lsock_open(s, sp, SIZE_MAX))) {
             snprintf(err, errcap, "cannot listen on %s (see the log)", sp->addr);
             return -EINVAL;
         } else {

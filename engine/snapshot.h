@@ -38,8 +38,8 @@ struct tls_ctx;
 struct lsock {
     struct listen_spec *spec; /* owned */
     atomic_uint refs;         /* snapshots holding it */
-    uint32_t nfds;            /* one per traffic worker; one for the admin worker */
-    int *fds;                 /* -1 once its worker took it (the worker closes it then) */
+    uint32_t nfds; /* one per traffic worker (or as many as were inherited); the admin's one */
+    int *fds;      /* worker k's are k, k + nworkers, ...; -1 once taken (it closes them) */
 };
 
 struct snapshot {

@@ -93,6 +93,7 @@ struct worker {
     uint32_t snap_users;    /* exchanges and refreshes that started on it */
     struct snap_hold *held; /* older snapshots with users still */
     uint32_t n_held;
+    bool snap_armed; /* the loop runs: listeners added now are armed at once */
     struct timer_wheel *tw;
     uint64_t now_ms;
     struct list_node conns; /* struct conn.link */
@@ -170,6 +171,20 @@ struct rp_server {
     const struct worker_module *const *modules; /* NULL-terminated, in the order they run */
     atomic_int running;
     atomic_int stopping;
+    /* Listening sockets handed over by another process (rp_server_inherit_listener), for
+     * the next run: s->listen[spec] is served on fd. Owned here until the run ends. */
+    struct inherited {
+        size_t spec;
+        int fd;
+    } * inherited;
+    size_t n_inherited;
+    /* Guards the workers' listener arrays (w->ls) for rp_server_listeners(), which reads
+     * them from another thread: a worker takes it to add (at start, at a reload) or close
+     * (at a reload, at its drain) its own; listeners_open says s->workers may be read. */
+    pthread_mutex_t listen_mu;
+    bool listeners_open;
+    rp_ready_fn on_ready; /* rp_server_on_ready() */
+    void *on_ready_user;
 };
 
 /* Start-up handshake: each worker reports its set-up result, then waits for `go`, so a

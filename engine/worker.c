@@ -401,7 +401,11 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
         l->armed = false;
     if (cqe->res >= 0) {
         ctr_add(&w->accepted, 1);
-        if (w->draining || l->closing)
+        /* also while draining (an accept that completed before the cancel): the client is
+         * connected and is sending a request, which is answered with Connection: close.
+         * Not on a listener a reload removed: its settings (PROXY protocol, TLS) may be gone
+         * with the snapshot that had them. */
+        if (l->closing)
             close_fd(w, cqe->res);
         else
             l->accepted(w, cqe->res, l);
@@ -466,27 +470,38 @@ static bool listener_is_mine(const struct worker *w, const struct lsock *ls)
     return ls->spec->admin == (w->id >= w->s->nworkers);
 }
 
+/* This worker's sockets of ls: entries slot, slot + n, ... of its fds, n the workers that
+ * share it (inherited sockets may outnumber the workers: then one accepts on several).
+ * Takes w->s->listen_mu around changes to w->ls (rp_server_listeners reads it). */
 static int listener_add(struct worker *w, struct lsock *ls)
 {
     uint32_t slot = ls->spec->admin ? 0 : (uint32_t)w->id;
-    struct listener *l, **arr;
+    uint32_t step = ls->spec->admin ? 1 : (uint32_t)w->s->nworkers;
+    int rc = 0;
 
-    if (slot >= ls->nfds || ls->fds[slot] < 0)
-        return 0;
-    if (!(arr = realloc(w->ls, (w->n_ls + 1) * sizeof(*arr))))
-        return -ENOMEM;
-    w->ls = arr;
-    if (posix_memalign((void **)&l, 1 << OP_BITS, sizeof(*l)))
-        return -ENOMEM;
-    *l = (struct listener){.fd = ls->fds[slot],
-                           .tls = ls->spec->tls,
-                           .admin = ls->spec->admin,
-                           .accepted = session_accept,
-                           .spec = ls->spec,
-                           .lsock = ls};
-    ls->fds[slot] = -1; /* ours now: we close it */
-    w->ls[w->n_ls++] = l;
-    return 0;
+    pthread_mutex_lock(&w->s->listen_mu);
+    for (uint32_t i = slot; i < ls->nfds && !rc; i += step) {
+        struct listener *l, **arr;
+        if (ls->fds[i] < 0)
+            continue;
+        if (!(arr = realloc(w->ls, (w->n_ls + 1) * sizeof(*arr)))) {
+            rc = -ENOMEM;
+            break;
+        }
+        w->ls = arr;
+        if (posix_memalign((void **)&l, 1 << OP_BITS, sizeof(*l))) {
+            rc = -ENOMEM;
+            break;
+        }
+        *l = (struct listener){.fd = ls->fds[i], .tls = ls->spec->tls, .admin = ls->spec->admin,
+                               .accepted = session_accept, .spec = ls->spec, .lsock = ls};
+        ls->fds[i] = -1; /* ours now: we close it */
+        w->ls[w->n_ls++] = l;
+        if (w->snap_armed)
+            arm_accept(w, l);
+    }
+    pthread_mutex_unlock(&w->s->listen_mu);
+    return rc;
 }
 
 static int listeners_init(struct worker *w)
@@ -511,6 +526,7 @@ static void listeners_adopt(struct worker *w)
 {
     uint32_t k = 0;
 
+    pthread_mutex_lock(&w->s->listen_mu);
     for (uint32_t i = 0; i < w->n_ls; i++) {
         struct listener *l = w->ls[i];
         if (snap_has(w->snap, l->lsock)) {
@@ -525,6 +541,7 @@ static void listeners_adopt(struct worker *w)
             free(l);
     }
     w->n_ls = k;
+    pthread_mutex_unlock(&w->s->listen_mu);
     for (uint32_t i = 0; i < w->snap->n_ls; i++) {
         struct lsock *ls = w->snap->ls[i];
         bool have = false;
@@ -534,8 +551,6 @@ static void listeners_adopt(struct worker *w)
             continue;
         if (listener_add(w, ls))
             log_error("worker %d: out of memory adding listener %s", w->id, ls->spec->addr);
-        else
-            arm_accept(w, w->ls[w->n_ls - 1]);
     }
 }
 
@@ -605,8 +620,11 @@ static void start_drain(struct worker *w)
 {
     w->draining = true;
     w->drain_deadline_ms = w->now_ms + w->snap->cfg.shutdown_timeout_ms;
+    /* rp_server_listeners() may be duplicating these fds on another thread right now */
+    pthread_mutex_lock(&w->s->listen_mu);
     for (uint32_t i = 0; i < w->n_ls; i++)
         listener_close(w, w->ls[i]);
+    pthread_mutex_unlock(&w->s->listen_mu);
     for (const struct worker_module *const *m = w->s->modules; *m; m++)
         if ((*m)->drain)
             (*m)->drain(w);
@@ -813,6 +831,7 @@ static void worker_fini(struct worker *w)
         if ((*m)->fini)
             (*m)->fini(w);
     tls_thread_exit();
+    pthread_mutex_lock(&w->s->listen_mu);
     for (uint32_t i = 0; i < w->n_ls; i++) { /* a worker that never ran still has them */
         if (w->ls[i]->fd >= 0)
             close(w->ls[i]->fd);
@@ -821,6 +840,7 @@ static void worker_fini(struct worker *w)
     free(w->ls);
     w->ls = NULL;
     w->n_ls = 0;
+    pthread_mutex_unlock(&w->s->listen_mu);
     worker_snap_fini(w);
     free(w->plain);
     w->plain = NULL;
@@ -871,6 +891,7 @@ void worker_run(struct worker *w, struct start_gate *g)
         timer_wheel_init(w->tw, w->now_ms);
         for (uint32_t i = 0; i < w->n_ls; i++)
             arm_accept(w, w->ls[i]);
+        w->snap_armed = true; /* listeners a reload adds are armed as they come */
         for (const struct worker_module *const *m = w->s->modules; *m; m++)
             if ((*m)->start && (ret = (*m)->start(w)))
                 log_error("worker %d: cannot start %s: %s", w->id, (*m)->name, strerror(-ret));
