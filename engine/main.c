@@ -51,23 +51,22 @@ struct reloader {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ringproxy [-t] [-w N] [--upgrade] -c FILE\n"
-            "       ringproxy -s reload|stop|reopen -c FILE\n"
-            "  -c, --config FILE  configuration file (libconfig syntax, see README)\n"
-            "  -t, --test         check the configuration file and exit\n"
-            "  -w, --workers N    worker threads (default: the file's, else online CPUs)\n"
-            "  -s, --signal SIG   send the daemon named by the file's pid_file SIGHUP\n"
-            "                     (reload), SIGTERM (stop: it drains) or SIGUSR1 (reopen\n"
-            "                     the access log), then exit\n"
-            "      --upgrade      replace the running daemon of the file's pid_file (a new\n"
-            "                     binary, say): take its listening sockets over, serve, then\n"
-            "                     have it drain; no connection is refused. If this process\n"
-            "                     fails first, the old one goes on untouched\n"
-            "  -h, --help         this text\n"
-            "      --version      print the version and exit\n"
-            "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
-            "SIGHUP reads the file again (a file with an error changes nothing).\n");
+    fprintf(f, "usage: ringproxy [-t] [-w N] [--upgrade] -c FILE\n"
+               "       ringproxy -s reload|stop|reopen -c FILE\n"
+               "  -c, --config FILE  configuration file (libconfig syntax, see README)\n"
+               "  -t, --test         check the configuration file and exit\n"
+               "  -w, --workers N    worker threads (default: the file's, else online CPUs)\n"
+               "  -s, --signal SIG   send the daemon named by the file's pid_file SIGHUP\n"
+               "                     (reload), SIGTERM (stop: it drains) or SIGUSR1 (reopen\n"
+               "                     the access log), then exit\n"
+               "      --upgrade      replace the running daemon of the file's pid_file (a new\n"
+               "                     binary, say): take its listening sockets over, serve, then\n"
+               "                     have it drain; no connection is refused. If this process\n"
+               "                     fails first, the old one goes on untouched\n"
+               "  -h, --help         this text\n"
+               "      --version      print the version and exit\n"
+               "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
+               "SIGHUP reads the file again (a file with an error changes nothing).\n");
 }
 
 struct args {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../../engine/proxy_proto.c"
+#include "guard.h"
 #include "internal.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -27,18 +28,11 @@
 /* pp_parse on a copy of p[0..n) that ends where an unreadable page begins. */
 static int parse_guarded(const void *p, size_t n, struct sockaddr_in6 *src)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), data = (n + page - 1) / page * page;
-    char *base;
-    int rc;
+    struct guarded g;
+    const void *q = guard_copy(&g, p, n);
+    int rc = pp_parse(q, n, src);
 
-    if (data == 0)
-        data = page;
-    base = mmap(NULL, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(base != MAP_FAILED);
-    assert_int_equal(mprotect(base + data, page, PROT_NONE), 0);
-    memcpy(base + data - n, p, n);
-    rc = pp_parse(base + data - n, n, src);
-    munmap(base, data + page);
+    guard_free(&g);
     return rc;
 }
 

@@ -25,23 +25,17 @@
 
 #include "../../engine/upgrade.c"
 #include "../../engine/upgrade_msg.c"
+#include "guard.h"
 #include "internal.h"
 
 /* upg_decode on a copy of p[0..n) that ends where an unreadable page begins. */
 static int decode_guarded(const void *p, size_t n, struct upg_msg *m)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), data = (n + page - 1) / page * page;
-    char *base;
-    int rc;
+    struct guarded g;
+    const void *q = guard_copy(&g, p, n);
+    int rc = upg_decode((const uint8_t *)q, n, m);
 
-    if (data == 0)
-        data = page;
-    base = mmap(NULL, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(base != MAP_FAILED);
-    assert_int_equal(mprotect(base + data, page, PROT_NONE), 0);
-    memcpy(base + data - n, p, n);
-    rc = upg_decode((const uint8_t *)base + data - n, n, m);
-    munmap(base, data + page);
+    guard_free(&g);
     return rc;
 }
 
