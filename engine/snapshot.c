@@ -128,8 +128,7 @@ static struct lsock *lsock_open(const struct rp_server *s, const struct listen_s
         return NULL;
     }
     for (; l->nfds < n; l->nfds++) {
-        int fd = got ? server_inherited_dup(s, inherit, l->nfds)
-                     : server_open_listener(spec->addr);
+        int fd = got ? server_inherited_dup(s, inherit, l->nfds) : server_open_listener(spec->addr);
         if (fd < 0) {
             lsock_put(l);
             return NULL;

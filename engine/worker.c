@@ -493,8 +493,12 @@ static int listener_add(struct worker *w, struct lsock *ls)
             rc = -ENOMEM;
             break;
         }
-        *l = (struct listener){.fd = ls->fds[i], .tls = ls->spec->tls, .admin = ls->spec->admin,
-                               .accepted = session_accept, .spec = ls->spec, .lsock = ls};
+        *l = (struct listener){.fd = ls->fds[i],
+                               .tls = ls->spec->tls,
+                               .admin = ls->spec->admin,
+                               .accepted = session_accept,
+                               .spec = ls->spec,
+                               .lsock = ls};
         ls->fds[i] = -1; /* ours now: we close it */
         w->ls[w->n_ls++] = l;
         if (w->snap_armed)
