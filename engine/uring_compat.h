@@ -27,8 +27,8 @@
 /* Allocates and registers a provided-buffer ring of `entries` (a power of two) for buffer
  * group `bgid`. Returns the ring, or NULL with *err set to a negative errno. Free it with
  * rp_free_buf_ring(). */
-static inline struct io_uring_buf_ring *rp_setup_buf_ring(struct io_uring *ring, unsigned entries,
-                                                          int bgid, int *err)
+static inline struct io_uring_buf_ring *rp_setup_buf_ring(struct io_uring *ring,
+                                                          unsigned entries, int bgid, int *err)
 {
     struct io_uring_buf_reg reg;
     struct io_uring_buf_ring *br;
@@ -67,7 +67,8 @@ static inline struct io_uring_sqe *rp_get_sqe(struct io_uring *ring)
     return sqe;
 }
 
-static inline void rp_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br, int bgid)
+static inline void rp_free_buf_ring(struct io_uring *ring, struct io_uring_buf_ring *br,
+                                    int bgid)
 {
     if (!br)
         return;
