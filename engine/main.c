@@ -17,8 +17,10 @@ static rp_server *running_server; /* for the signal handler only */
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    rp_server_shutdown(running_server);
+    if (sig == SIGUSR1) /* logrotate: the access logs are opened again by their paths */
+        rp_server_reopen_logs(running_server);
+    else
+        rp_server_shutdown(running_server);
 }
 
 static void usage(FILE *f)
@@ -30,6 +32,7 @@ static void usage(FILE *f)
                "  -h, --help         this text\n"
                "      --version      print the version and exit\n"
                "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
+               "SIGUSR1 opens the access logs again (after logrotate moved them).\n"
                "SIGHUP is ignored (reloading is not built yet).\n");
 }
 
@@ -148,6 +151,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     /* reloading on SIGHUP is not built yet: ignore it rather than die of it */
     signal(SIGHUP, SIG_IGN);

@@ -395,6 +395,14 @@ static void put_server(struct expo *x, struct rp_server *s)
     put_one(x, "ringproxy_cache_evictions_total", "counter", "Entries evicted for room.",
             st.evictions);
     put_one(x, "ringproxy_cache_purges_total", "counter", "Entries purged.", st.purges);
+    put_one(x, "ringproxy_access_log_lines_total", "counter", "Access log lines written.",
+            SUM(s, m->alog_lines));
+    put_one(x, "ringproxy_access_log_dropped_total", "counter",
+            "Access log lines dropped: a worker's buffers for the file were full while a write "
+            "was in flight, or the write that held them failed.",
+            SUM(s, m->alog_dropped));
+    put_one(x, "ringproxy_access_log_write_errors_total", "counter",
+            "Access log writes that failed (disk full, I/O error).", SUM(s, m->alog_errors));
     put_one(x, "ringproxy_reloads_total", "counter",
             "Configuration reloads (not built yet: always 0).", 0);
     put_one(x, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",

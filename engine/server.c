@@ -140,7 +140,7 @@ static int copy_config(rp_server *s)
 /* The layers the workers run, in order: metrics first (the others count from their start),
  * sessions drain before the pools close under them. */
 static const struct worker_module *const worker_modules[] = {
-    &metrics_module, &session_module, &upstream_module, &health_module, NULL,
+    &metrics_module, &alog_module, &session_module, &upstream_module, &health_module, NULL,
 };
 
 rp_server *rp_server_new(const rp_server_config *cfg)
@@ -153,8 +153,9 @@ rp_server *rp_server_new(const rp_server_config *cfg)
         s->cfg = *cfg;
     apply_defaults(&s->cfg);
     s->modules = worker_modules;
-    if (copy_config(s))
+    if (copy_config(s) || alog_setup(s, &s->cfg.access_log, s->cfg.request_id))
         goto err;
+    s->cfg.access_log = (rp_access_log_config){0}; /* borrowed: s->alog holds what it needs */
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
     s->lim.max_headers = s->cfg.max_header_count;
     s->lim.max_target_len = s->cfg.max_target_len;
@@ -169,11 +170,14 @@ err:
 
 int rp_add_proxy_domain(rp_server *s, const rp_domain_config *d)
 {
+    int rc;
+
     if (!s)
         return -EINVAL;
     if (atomic_load(&s->running))
         return -EBUSY;
-    return route_add_domain(&s->rt, d);
+    rc = route_add_domain(&s->rt, d);
+    return rc ? rc : alog_add_domain(s, s->rt.n_targets - 1, d); /* the target just added */
 }
 
 int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t n)
@@ -204,6 +208,7 @@ void rp_server_free(rp_server *s)
         free(s->admin_token);
     }
     cache_free(s->cache);
+    alog_free(s);
     free(s);
 }
 

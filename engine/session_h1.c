@@ -604,8 +604,8 @@ static void conn_timeout(struct timer *t, uint64_t now)
         return;
     }
     if (!stalled_out && ex_active(ex) && !ex->req_done && !ex_resp_started(ex)) {
-        ex_abort(c); /* the client stopped sending its body */
-        respond_error(c, 408);
+        respond_error(c, 408); /* the client stopped sending its body: in its exchange, so */
+        ex_abort(c);           /* the answer counts in its domain and logs once */
         conn_update_timer(c);
         return;
     }

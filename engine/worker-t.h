@@ -53,6 +53,12 @@ struct wake {
     void (*fn)(struct worker *w, struct wake *k);
 };
 
+/* An SQE of a layer's own on a file (OP_FILE: the access log's writes): embedded first in what
+ * the write is about, which is 16-byte aligned; `done` runs with the CQE's result. */
+struct file_op {
+    void (*done)(struct worker *w, struct file_op *op, int res);
+};
+
 /* What the worker's loop runs of a layer above it, besides socket events (struct sock_ops):
  * each layer that keeps per-worker state has one, listed in the server (s->modules) in the
  * order they run. Every member may be NULL. Worker thread. */
@@ -111,6 +117,7 @@ struct worker {
      * with a malformed header, without a whole header within header_timeout */
     uint64_t pp_denied, pp_malformed, pp_timeouts;
     struct wmetrics *m; /* the counters /metrics sums (metrics.h), from init to the run's end */
+    struct alog_worker *alog; /* the access log's buffers (accesslog.h), NULL: no log */
 };
 
 struct cache;
@@ -150,6 +157,7 @@ struct rp_server {
     const struct worker_module *const *modules; /* NULL-terminated, in the order they run */
     atomic_int running;
     atomic_int stopping;
+    struct alog_server *alog; /* access logs and request ids (accesslog.h), NULL: none */
 };
 
 /* Start-up handshake: each worker reports its set-up result, then waits for `go`, so a
