@@ -52,15 +52,16 @@ endif
 LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/session_h1.c engine/exchange.c engine/upstream.c engine/tunnel.c engine/route.c \
            engine/respond.c engine/local.c engine/upstream_head.c engine/metrics.c engine/admin.c engine/snapshot.c \
            engine/h1.c engine/timer.c engine/log.c engine/hooks.c engine/pcache.c engine/refresh.c balance/balance.c balance/health.c tls/tls.c \
-           cache/policy.c cache/store.c cache/compress.c engine/util.c engine/bufring.c engine/proxy_proto.c
+           cache/policy.c cache/store.c cache/compress.c engine/util.c engine/bufring.c engine/proxy_proto.c \
+           engine/accesslog.c engine/logfmt.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o $(BUILD)/obj/engine/pidfile.o \
               $(BUILD)/obj/engine/upgrade.o $(BUILD)/obj/engine/upgrade_msg.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
               test_ringload test_tls test_worker test_tunnel test_util test_upstream test_proxy_proto \
-              test_exchange test_snapshot test_upgrade
+              test_exchange test_snapshot test_upgrade test_accesslog
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
-           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade
+           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade fuzz_logfmt
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
@@ -163,7 +164,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ $@")
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
-		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
+		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c engine/logfmt.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "logfmt.h"
 #include "proxy_proto.h"
 #include "util.h"
 
@@ -770,6 +771,107 @@ static int parse_domain_name(struct loader *ld, const config_setting_t *s, void 
     return 0;
 }
 
+/* ---- access logs: access_log = { path = "..."; format = "..."; } or "off" ---- */
+
+/* The file must be writable, or creatable in its directory: said here, with its line (the
+ * library opens it when the server is built, and could only say it without one). Nothing is
+ * created here: the fuzzer loads configs too. */
+static int check_alog_path(struct loader *ld, const config_setting_t *s, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    struct stat st;
+    int e = 0;
+
+    if (!stat(path, &st))
+        e = S_ISDIR(st.st_mode) ? EISDIR : access(path, W_OK) ? errno : 0;
+    else if (errno != ENOENT)
+        e = errno;
+    else if (!slash)
+        e = access(".", W_OK | X_OK) ? errno : 0;
+    else if ((size_t)(slash - path) >= sizeof(dir))
+        e = ENAMETOOLONG;
+    else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash == path ? 1 : slash - path] = 0;
+        if (slash == path)
+            dir[0] = '/';
+        e = access(dir, W_OK | X_OK) ? errno : 0;
+    }
+    if (!e)
+        return 0;
+    return fail(ld, s, NULL, "access_log path \"%s\": cannot open: %s", path, strerror(e));
+}
+
+static int parse_alog_path(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_access_log_config *c = obj;
+    int rc = get_copy(ld, s, &c->path);
+
+    if (rc)
+        return rc;
+    if (!*c->path)
+        return fail(ld, s, s, "must not be empty");
+    return check_alog_path(ld, s, c->path);
+}
+
+/* Compiled here to be checked with its line; the library compiles it again. */
+static int parse_alog_format(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    rp_access_log_config *c = obj;
+    struct logfmt *f;
+    char err[256];
+    int rc = get_copy(ld, s, &c->format);
+
+    if (rc)
+        return rc;
+    rc = logfmt_compile(c->format, &f, err, sizeof(err));
+    logfmt_free(f);
+    if (rc == -ENOMEM)
+        return out_of_memory(ld);
+    return rc ? fail(ld, s, NULL, "%s in access_log format", err) : 0;
+}
+
+static const struct key alog_keys[] = {
+    FUNC("path", parse_alog_path),
+    FUNC("format", parse_alog_format),
+    {0},
+};
+
+static int get_access_log(struct loader *ld, const config_setting_t *s, rp_access_log_config *c)
+{
+    int rc;
+
+    if (config_setting_type(s) == CONFIG_TYPE_STRING &&
+        !strcmp(config_setting_get_string(s), "off")) {
+        *c = (rp_access_log_config){.off = true};
+        return 0;
+    }
+    if (!config_setting_is_group(s))
+        return wrong_type(ld, s, "a group { path = \"...\"; format = \"...\"; } or \"off\"");
+    rc = parse_group(ld, s, alog_keys, c);
+    return !rc && !c->path ? missing(ld, s, "path") : rc;
+}
+
+static int parse_access_log(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_access_log(ld, s, &((struct rp_file_config *)obj)->server.access_log);
+}
+
+static int parse_domain_access_log(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_access_log(ld, s, &((rp_domain_config *)obj)->access_log);
+}
+
+/* request_id = true | false: 1 | -1, so the zero value means "the server's" */
+static int parse_domain_request_id(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((rp_domain_config *)obj)->request_id = config_setting_get_bool(s) ? 1 : -1;
+    return 0;
+}
+
 #define DOM_FIELD(name, kind, f, lo, hi) FIELD(rp_domain_config, name, kind, f, lo, hi)
 
 static int parse_domain_tls(struct loader *ld, const config_setting_t *s, void *obj);
@@ -843,6 +945,8 @@ static const struct key domain_keys[] = {
     DOM_FIELD("try_timeout", K_DURATION_OFF, try_timeout_ms, 0, 0),
     DOM_FIELD("hedge", K_BOOL, hedge, 0, 0),
     FUNC("send_proxy_protocol", parse_send_pp),
+    FUNC("access_log", parse_domain_access_log),
+    FUNC("request_id", parse_domain_request_id),
     {0},
 };
 
@@ -1528,6 +1632,8 @@ static const struct key top_keys[] = {
     FUNC("tls", parse_tls),
     FUNC("admin", parse_admin),
     FUNC("pid_file", parse_pid_file),
+    FUNC("access_log", parse_access_log),
+    SRV_FIELD("request_id", K_BOOL, request_id, 0, 0),
     {0},
 };
 

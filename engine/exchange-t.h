@@ -16,6 +16,7 @@ struct backend;
 struct upconn;
 struct pc_state;
 struct local_route;
+struct alog_rec;
 
 /* What only some exchanges need, allocated when they do: every in-flight request carries
  * a struct exchange, so it stays small. */
@@ -65,6 +66,7 @@ struct exchange {
                              endpoint: the client's head, then the decoded body */
     struct ex_more *more; /* what only some exchanges need, NULL for the others */
     struct pc_state *pc;  /* the cache's view of this request (pcache.c), NULL: not cached */
+    struct alog_rec *log; /* what its access-log line says (accesslog.c), NULL: no line */
 };
 
 /* Whether an exchange holds a request (any state but EX_IDLE). */

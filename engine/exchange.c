@@ -60,6 +60,8 @@ void ex_end(struct conn *c)
 
     if (ex == &c->w->no_ex)
         return;
+    if (ex->log) /* the response is complete, or will never be: its line */
+        alog_end(c);
     if (ex->up2) { /* a hedged attempt still racing: nobody waits for it now */
         atomic_fetch_sub_explicit(&ex->up2->be->inflight, 1, memory_order_relaxed);
         up_close(ex->up2);
@@ -115,6 +117,7 @@ static bool build_upstream_head(struct conn *c, const struct h1_request *r, stru
         .upgrade = ex->upgrade,
         .pc = ex->pc,
         .ctx = ctx,
+        .request_id = alog_request_id(ex),
     };
     bool ok = conn_write_upstream_head(r, &h, b);
 
@@ -206,6 +209,7 @@ static struct upconn *attempt_new(struct conn *c, struct backend *be, bool fresh
     if (!up)
         return NULL;
     up->sent_ns = mono_ns(); /* the response-time histogram, and least_latency, learn from it */
+    alog_try_start(ex, be, up->sent_ns, up->reused);
     up->req_whole = ex->req_done;
     up->method = ex->method_id;
     if (up_proxy_header(up, &c->peer) ||
@@ -273,6 +277,8 @@ static int ex_upstream_head(struct conn *c, const struct h1_request *r,
         ex_end(c);
         return 0;
     }
+    if (pr == PC_BYPASS && c->w->s->cache && !ex->t->no_cache)
+        alog_cache(ex, "BYPASS");
     if (!build_upstream_head(c, edited, &ex->replay, ctx)) {
         ex_end(c);
         return -1;
@@ -361,7 +367,19 @@ static rp_str ex_path(const struct exchange *ex)
                     : (rp_str){"", 0};
 }
 
+static void start_exchange(struct conn *c, const struct h1_request *r, const char *head,
+                           uint32_t head_len);
+
 void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint32_t head_len)
+{
+    const struct h1_request *outer = alog_set_request(c->w, r); /* for answers made here */
+
+    start_exchange(c, r, head, head_len);
+    alog_set_request(c->w, outer);
+}
+
+static void start_exchange(struct conn *c, const struct h1_request *r, const char *head,
+                           uint32_t head_len)
 {
     struct exchange *ex;
     const rp_server_config *cfg = &c->w->snap->cfg;
@@ -394,6 +412,8 @@ void ex_start(struct conn *c, const struct h1_request *r, const char *head, uint
         respond_unread_text(c, r, 404, "no route for this host and path\n"); /* not routed */
         return;
     }
+    if (c->w->s->alog)
+        alog_begin(c, r);
     if (!(ex->be = ex_pick(c))) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);
@@ -567,6 +587,7 @@ static void ex_upstream_failed(struct upconn *up, int err, const char *what)
 
     atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
     metrics_failure(c->w, be, err, what);
+    alog_try(ex, be, err == -ETIMEDOUT ? 504 : 502, true);
     log_warn("backend %s (%.*s): %s: %s (attempt %u)", be->addr, (int)ex->t->name_len, ex->t->name,
              what, strerror(-err), ex->attempts);
     observe_failure(up);
@@ -649,6 +670,7 @@ static void ex_try_timeout(struct upconn *up)
     if (c->w->s->hooks.err.n)
         report_error(c, be, -ETIMEDOUT, "no response within try_timeout");
     metrics_retry(c->w, ex->t);
+    alog_try(ex, be, 504, true);
     if (!attempt_replace(c, next) && !c->sk.dead && c->ex == ex && !ex->up) {
         respond_error(c, 502); /* out of memory */
         ex_end(c);
@@ -660,6 +682,7 @@ static void ex_try_timeout(struct upconn *up)
 
 static void ex_upstream_ready(struct upconn *up)
 {
+    alog_try(((struct conn *)up->user)->ex, up->be, 0, false);
     conn_update_timer(up->user);
 }
 
@@ -738,6 +761,7 @@ static void run_response_hooks(struct conn *c, const struct h1_response *r)
     edited.headers = (struct h1_header *)hdrs_fields(&h, &n);
     edited.n_headers = n;
     metrics_request(c->w, ex->t, edited.status);
+    alog_status(ex, edited.status);
     conn_write_response_head(c, &edited, &ctx);
     hdrs_fini(&h);
     hook_ctx_fini(&ctx);
@@ -775,6 +799,7 @@ static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1
         run_response_hooks(c, r); /* it may close the connection */
     else {
         metrics_request(c->w, ex->t, r->status);
+        alog_status(ex, r->status);
         conn_write_response_head(c, r, NULL);
     }
     if (c->sk.dead)
@@ -792,6 +817,8 @@ static void ex_resp_head(struct upconn *up, const struct h1_response *r)
 
     if (ex->up2) /* two attempts race (hedge): the first with a head wins, the other goes */
         hedge_drop(ex, up == ex->up ? ex->up2 : ex->up);
+    if (r->status >= 200 || r->status == 101)
+        alog_try(ex, up->be, r->status, false);
     if (r->status == 101) {
         if (ex->upgrade && tunnel_response_ok(r))
             tunnel_begin(c, up, r);
@@ -813,6 +840,7 @@ static void ex_resp_body(struct upconn *up, const struct up_body *b)
         if (up->decode == UP_BOTH && !pc_storing(ex->pc))
             up->decode = UP_RAW; /* past the entry's limit: the client alone needs the bytes */
     }
+    alog_body(ex, ex->resp_dechunk ? b->data_len : b->raw_len);
     if (ex->resp_dechunk)
         conn_queue_bytes(c, b->data, b->data_len);
     else

@@ -18,6 +18,7 @@
 
 #include "../balance/balance.h"
 #include "../balance/health.h"
+#include "accesslog.h"
 #include "buf.h"
 #include "exchange-t.h"
 #include "h1.h"
@@ -119,6 +120,7 @@ struct upstream_head {
     bool upgrade; /* in: the request asks to tunnel; out: its Upgrade fields were written */
     const struct pc_state *pc;     /* the cache's conditionals replace the client's; NULL: none */
     const struct rp_hook_ctx *ctx; /* a request hook's Host, or NULL */
+    const char *request_id;        /* X-Request-Id, replacing the client's; NULL: as it came */
 };
 /* Writes request r's head as the backend should see it: HTTP/1.1, the Host it expects,
  * hop-by-hop fields dropped, X-Forwarded-* set, one framing header of our own. Returns false

@@ -31,8 +31,10 @@ static sem_t reload_sem;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    rp_server_shutdown(running_server);
+    if (sig == SIGUSR1) /* logrotate: the access logs are opened again by their paths */
+        rp_server_reopen_logs(running_server);
+    else
+        rp_server_shutdown(running_server);
 }
 
 static void on_hup(int sig)
@@ -66,7 +68,8 @@ static void usage(FILE *f)
                "  -h, --help         this text\n"
                "      --version      print the version and exit\n"
                "SIGTERM or SIGINT drains: in-flight requests finish, then it exits 0.\n"
-               "SIGHUP reads the file again (a file with an error changes nothing).\n");
+               "SIGHUP reads the file again (a file with an error changes nothing).\n"
+               "SIGUSR1 opens the access logs again (after logrotate moved them).\n");
 }
 
 struct args {
@@ -387,12 +390,10 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); /* on_signal: reopens the access logs */
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* `-s reopen` sends SIGUSR1, whose default action kills: ignored until the access log
-     * (which reopens its file on it) lands */
-    signal(SIGUSR1, SIG_IGN);
     ret = rp_listen_and_serve(s);
     __atomic_store_n(&rl.quit, true, __ATOMIC_RELEASE);
     sem_post(&reload_sem);

@@ -183,13 +183,9 @@ static void put_str(struct expo *x, const char *s)
 
 static void put_u64(struct expo *x, uint64_t v)
 {
-    char tmp[24];
-    int i = sizeof(tmp);
+    char tmp[24], *p = u64_dec(tmp, v);
 
-    do
-        tmp[--i] = (char)('0' + v % 10);
-    while (v /= 10);
-    put(x, tmp + i, sizeof(tmp) - (size_t)i);
+    put(x, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 static void family(struct expo *x, const char *name, const char *type, const char *help)
@@ -379,7 +375,8 @@ static void put_backends(struct expo *x, struct rp_server *s)
 
 static void put_server(struct expo *x, struct rp_server *s)
 {
-    uint64_t open = 0, inflight = SUM(s, m->inflight), accepted = 0, tls_fail = 0, tunnels = 0;
+    uint64_t open = 0, inflight = SUM(s, m->inflight), accepted = 0, tls_fail = 0, tls_ok = 0,
+             tunnels = 0;
     uint64_t t_in = 0, t_out = 0, pp[3] = {0, 0, 0};
     static const char *const result[CK_KINDS] = {",result=\"hit\"", ",result=\"stale\"",
                                                  ",result=\"revalidated\"", ",result=\"miss\""};
@@ -390,6 +387,7 @@ static void put_server(struct expo *x, struct rp_server *s)
         open += __atomic_load_n(&w->nconns, __ATOMIC_RELAXED);
         accepted += ctr_get(&w->accepted);
         tls_fail += ctr_get(&w->tls_failures);
+        tls_ok += ctr_get(&w->tls_handshakes);
         tunnels += ctr_get(&w->tunnels);
         t_in += ctr_get(&w->tunnel_bytes_in);
         t_out += ctr_get(&w->tunnel_bytes_out);
@@ -407,6 +405,8 @@ static void put_server(struct expo *x, struct rp_server *s)
            inflight < open ? open - inflight : 0);
     put_one(x, "ringproxy_client_connections_accepted_total", "counter",
             "Client connections accepted.", accepted);
+    put_one(x, "ringproxy_tls_handshakes_total", "counter", "Client TLS handshakes completed.",
+            tls_ok);
     put_one(x, "ringproxy_tls_failures_total", "counter",
             "Client TLS handshakes or records that failed.", tls_fail);
     put_one(x, "ringproxy_tunnels_total", "counter", "Upgrade (WebSocket) tunnels opened.",
@@ -431,6 +431,14 @@ static void put_server(struct expo *x, struct rp_server *s)
     put_one(x, "ringproxy_cache_evictions_total", "counter", "Entries evicted for room.",
             st.evictions);
     put_one(x, "ringproxy_cache_purges_total", "counter", "Entries purged.", st.purges);
+    put_one(x, "ringproxy_access_log_lines_total", "counter", "Access log lines written.",
+            SUM(s, m->alog_lines));
+    put_one(x, "ringproxy_access_log_dropped_total", "counter",
+            "Access log lines dropped: a worker's buffers for the file were full while a write "
+            "was in flight, or the write that held them failed.",
+            SUM(s, m->alog_dropped));
+    put_one(x, "ringproxy_access_log_write_errors_total", "counter",
+            "Access log writes that failed (disk full, I/O error).", SUM(s, m->alog_errors));
     put_one(x, "ringproxy_reloads_total", "counter", "Configuration reloads that took effect.",
             atomic_load(&s->reloads));
     put_one(x, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",

@@ -42,6 +42,8 @@ struct wmetrics {
     uint64_t *lat_sum; /* [be_slots.cap]: nanoseconds */
     uint64_t cache[CK_KINDS];
     uint64_t inflight; /* exchanges in flight (open minus idle connections, roughly) */
+    /* access log lines written, dropped (buffers full, or a write failed), failed writes */
+    uint64_t alog_lines, alog_dropped, alog_errors;
 };
 
 /* Adds n to a counter of the calling worker's own. */

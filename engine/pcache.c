@@ -344,6 +344,8 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
         body = cache_entry_copy(e, &blen);
     metrics_request(c->w, c->ex->t, status);
     metrics_cache(c->w, xcache[0] == 'S' ? CK_STALE : xcache[0] == 'R' ? CK_REVALIDATED : CK_HIT);
+    alog_status(c->ex, status);
+    alog_cache(c->ex, xcache);
     snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, h1_reason(status));
     buf_put(b, &ok, line, strlen(line));
     for (uint32_t i = 0; i < e->n_fields; i++) {
@@ -393,8 +395,10 @@ static void pc_answer(struct conn *c, const struct cache_entry *e, int64_t age_m
     if (close)
         c->close_after = true;
     conn_head_done(c, ok);
-    if (ok && !c->sk.dead && !head_only && !not_modified && blen && e->status != 204)
+    if (ok && !c->sk.dead && !head_only && !not_modified && blen && e->status != 204) {
+        alog_body(c->ex, blen);
         conn_queue_bytes(c, body, (uint32_t)blen);
+    }
     conn_flush_out(c);
 }
 
@@ -456,6 +460,7 @@ static enum pc_result invalidating(struct exchange *ex, struct cache *cache,
         return PC_BYPASS;
     ex->pc->invalidate = true;
     ex->pc->cache = cache;
+    alog_cache(ex, "BYPASS"); /* not answered from the cache, nor stored */
     return PC_FORWARD;
 }
 
@@ -768,6 +773,7 @@ void pc_store_begin(struct conn *c, const struct h1_response *r, const struct rp
     if (!ex->pc || ex->pc->invalidate)
         return;
     metrics_cache(c->w, CK_MISS);
+    alog_cache(ex, "MISS");
     if (c->w->snap->x_cache)
         buf_put(head, ok, "X-Cache: MISS\r\n", 15);
     pc_store_start(ex->pc, ex->t->label, r, hk);

@@ -60,6 +60,15 @@ typedef struct rp_health_check_config {
                               the backend's host:port) */
 } rp_health_check_config;
 
+/* An access log: one line per request answered (README "Access log"). A zero struct means
+ * none here: a domain's then uses the server's. */
+typedef struct rp_access_log_config {
+    const char *path;   /* opened O_APPEND (created 0644) when the server or domain is added */
+    const char *format; /* "combined" (NULL: the default), "json", or a template of nginx
+                           variables: "$remote_addr $status $request_time ${http_x_foo}" */
+    bool off;           /* in a domain: no log for it, whatever the server's (config: "off") */
+} rp_access_log_config;
+
 /* max_retries: 0 means the default (2); RP_NO_RETRIES turns retries off. */
 #define RP_NO_RETRIES (-1)
 
@@ -100,6 +109,11 @@ typedef struct rp_domain_config {
      * one. Such a connection carries one client's request and is never pooled (health
      * checks send v1 UNKNOWN or v2 LOCAL). 0 (the default): none. */
     int send_proxy_protocol;
+    /* This domain's access log instead of the server's (or none: access_log.off). */
+    rp_access_log_config access_log;
+    /* 1: send X-Request-Id upstream (as rp_server_config.request_id), -1: don't, 0: the
+     * server's setting. */
+    int request_id;
 } rp_domain_config;
 
 /* A path-prefix route, used for requests whose Host matches no domain; longest prefix wins. */
@@ -154,6 +168,13 @@ typedef struct rp_server_config {
     /* Listeners with options (PROXY protocol), beside those of listen and listen_tls. */
     const rp_listener_config *listeners;
     size_t n_listeners;
+    /* The access log of every request no domain logs otherwise (those not routed too);
+     * none by default. */
+    rp_access_log_config access_log;
+    /* Every proxied request carries X-Request-Id: the client's when it sent one of 1-64
+     * characters [A-Za-z0-9._-], else $request_id, 32 hex digits made here (the client's
+     * field is then replaced). Off (the default): the client's field passes as it came. */
+    bool request_id;
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad
@@ -183,6 +204,13 @@ RP_API int rp_listen_and_serve_tls(rp_server *s, const char *cert_file, const ch
  * requests finish, then rp_listen_and_serve() returns. Safe from any thread and from a
  * signal handler; a no-op if the server is not running. */
 RP_API void rp_server_shutdown(rp_server *s);
+
+/* Asks a running server to open its access log files again by their paths (after logrotate
+ * renamed them): each worker writes to the new file from its next loop pass (within 100 ms),
+ * no line is lost, the old file is closed once no write to it is in flight. Safe from any
+ * thread and from a signal handler (the daemon calls it on SIGUSR1); a no-op without access
+ * logs. A path that cannot be opened again is logged and keeps its old file. */
+RP_API void rp_server_reopen_logs(rp_server *s);
 
 /* Frees a server that is not running. NULL is a no-op. */
 RP_API void rp_server_free(rp_server *s);

@@ -13,6 +13,8 @@
 
 #include "ringproxy.h"
 
+struct alog;
+
 struct backend {
     char *addr;      /* as configured, for logs: "http://127.0.0.1:8080" */
     char *authority; /* "127.0.0.1:8080": the Host sent upstream unless overridden */
@@ -60,8 +62,11 @@ struct target {
     bool no_cache;          /* the domain never uses the response cache */
     struct tls_ctx *up_tls; /* client context for https:// backends, while running */
     uint32_t host_header_len;
-    uint32_t index;   /* position among all targets: indexes per-worker balancer state */
-    uint64_t uid;     /* never reused in a process (an index is, by later reloads) */
+    const struct alog *alog; /* its access log (accesslog.h) when alog_set: NULL is "off" */
+    bool alog_set;           /* else the server's log */
+    int8_t request_id;       /* 1 on, -1 off, 0 the server's */
+    uint32_t index;          /* position among all targets: indexes per-worker balancer state */
+    uint64_t uid;            /* never reused in a process (an index is, by later reloads) */
     atomic_uint wgen; /* bumped when a backend's weight changes: workers rebuild their tables */
 };
 

@@ -146,7 +146,7 @@ static int copy_config(rp_server *s)
 /* The layers the workers run, in order: metrics first (the others count from their start),
  * sessions drain before the pools close under them. */
 static const struct worker_module *const worker_modules[] = {
-    &metrics_module, &session_module, &upstream_module, &health_module, NULL,
+    &metrics_module, &alog_module, &session_module, &upstream_module, &health_module, NULL,
 };
 
 rp_server *rp_server_new(const rp_server_config *cfg)
@@ -162,8 +162,9 @@ rp_server *rp_server_new(const rp_server_config *cfg)
     pthread_mutex_init(&s->reload_mu, NULL);
     apply_defaults(&s->cfg);
     s->modules = worker_modules;
-    if (copy_config(s))
+    if (copy_config(s) || alog_setup(s, &s->cfg.access_log, s->cfg.request_id))
         goto err;
+    s->cfg.access_log = (rp_access_log_config){0}; /* borrowed: s->alog holds what it needs */
     s->lim.max_head_bytes = s->cfg.max_header_bytes;
     s->lim.max_headers = s->cfg.max_header_count;
     s->lim.max_target_len = s->cfg.max_target_len;
@@ -175,11 +176,17 @@ err:
 
 int rp_add_proxy_domain(rp_server *s, const rp_domain_config *d)
 {
+    int rc;
+
     if (!s)
         return -EINVAL;
     if (atomic_load(&s->running))
         return -EBUSY;
-    return route_add_domain(&s->rt, d);
+    rc = route_add_domain(&s->rt, d);
+    for (uint32_t i = 0; !rc && i < s->rt.n_domains; i++)
+        if (s->rt.domains[i]->index == s->rt.n_targets - 1) /* the one just added */
+            return alog_add_domain(s, s->rt.domains[i], d);
+    return rc;
 }
 
 int rp_set_http_routes(rp_server *s, const rp_http_route *routes, size_t n)
@@ -220,6 +227,7 @@ void rp_server_free(rp_server *s)
         free(s->admin_token);
     }
     cache_free(s->cache);
+    alog_free(s);
     drop_inherited(s);
     pthread_mutex_destroy(&s->listen_mu);
     pthread_mutex_destroy(&s->snap_mu);

@@ -42,8 +42,11 @@ void conn_release(struct conn *c)
 static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
 {
     struct worker *w = c->w;
+    bool fresh = !tls_handshake_done(c->tls);
     ssize_t k = tls_recv(c->tls, p, n, w->plain, TLS_PLAIN_CAP);
 
+    if (fresh && tls_handshake_done(c->tls))
+        ctr_add(&w->tls_handshakes, 1);
     while (k > 0) {
         conn_on_data(c, w->plain, (uint32_t)k);
         if (c->sk.dead)
@@ -610,8 +613,8 @@ static void conn_timeout(struct timer *t, uint64_t now)
         return;
     }
     if (!stalled_out && ex_active(ex) && !ex->req_done && !ex_resp_started(ex)) {
-        ex_abort(c); /* the client stopped sending its body */
-        respond_error(c, 408);
+        respond_error(c, 408); /* the client stopped sending its body: in its exchange, so */
+        ex_abort(c);           /* the answer counts in its domain and logs once */
         conn_update_timer(c);
         return;
     }

@@ -15,6 +15,7 @@
 
 #include "../cache/cache.h"
 #include "../tls/tls.h"
+#include "accesslog.h"
 #include "internal.h"
 #include "log.h"
 #include "proxy_proto.h"
@@ -290,6 +291,8 @@ static void snapshot_set_cfg(struct snapshot *snap, const struct rp_server *from
     snap->lim = from->lim;
     snap->x_cache = from->x_cache;
     snap->cache_lock_ms = from->cache_lock_ms;
+    snap->alog_global = from->alog ? from->alog->global : NULL;
+    snap->request_id = from->alog && from->alog->request_id;
 }
 
 int snapshot_init(struct rp_server *s)
@@ -589,7 +592,10 @@ int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t cap)
     /* loading keys filled this thread's ECC cache: the caller's thread may end without
      * telling us (the daemon's reload thread does), so it goes now */
     tls_thread_exit();
-    /* the last step that may fail: the cache's new settings (its entries stay) */
+    /* the last steps that may fail: the logs staged opened become ours (a path we have open
+     * keeps its file), the cache's new settings (its entries stay) */
+    if (!rc && (rc = alog_adopt(s, staged)))
+        snprintf(err, sizeof(err), "out of memory taking the access logs over");
     if (!rc && staged->cache && s->cache)
         rc = cache_reconfigure(s->cache, cache_config_of(staged->cache));
     if (rc)

@@ -51,8 +51,10 @@ struct snapshot {
     struct tls_ctx *tls; /* the TLS server context, NULL without TLS listeners */
     struct lsock **ls;
     uint32_t n_ls;
-    char *admin_token; /* NULL: none required; never logged */
-    bool x_cache;      /* cache settings read per request (the rest: cache_reconfigure) */
+    char *admin_token;              /* NULL: none required; never logged */
+    const struct alog *alog_global; /* the server-wide access log, NULL: none (accesslog.h) */
+    bool request_id;                /* the server-wide request_id */
+    bool x_cache; /* cache settings read per request (the rest: cache_reconfigure) */
     uint32_t cache_lock_ms;
 };
 

@@ -18,6 +18,7 @@ enum op {
     OP_CONNECT,
     OP_SHUTDOWN,
     OP_WAKE, /* a message from another worker's ring: a cache fill this request waited for */
+    OP_FILE, /* a write to a file (struct file_op: the access log's) */
 };
 #define OP_BITS 4
 #define OP_MASK ((uint64_t)((1u << OP_BITS) - 1))

@@ -76,6 +76,7 @@ void tunnel_begin(struct conn *c, struct upconn *up, const struct h1_response *r
     up_tunnel(up);
     ctr_add(&c->w->tunnels, 1);
     metrics_request(c->w, ex->t, 101);
+    alog_status(ex, 101); /* logged when the tunnel ends, with the bytes sent to the client */
     health_report_success(c->w, ex->be);
     buf_put(b, &ok, "HTTP/1.1 101 ", 13);
     if (r->reason_len)
@@ -131,6 +132,7 @@ void tunnel_client_data(struct conn *c, const char *p, uint32_t n)
 void tunnel_backend_data(struct conn *c, struct upconn *up, const char *p, uint32_t n)
 {
     ctr_add(&c->w->tunnel_bytes_out, n);
+    alog_body(c->ex, n);
     conn_queue_bytes(c, p, n);
     if (c->sk.dead)
         return;

@@ -82,6 +82,8 @@ static void put_client_fields(const struct h1_request *r, const struct upstream_
         case H1_H_X_FORWARDED_HOST:
             continue;
         default:
+            if (h->request_id && h1_span_ieq(f->name, f->name_len, "x-request-id"))
+                continue; /* ours goes instead (the client's value when it was kept) */
             if (!f->hop && (!h->pc || !pc_skip_request_field(h->pc, f)))
                 buf_put_header(b, ok, f);
         }
@@ -125,6 +127,11 @@ bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *
     if (h->upgrade) /* a hook may have taken the Upgrade field away */
         h->upgrade = tunnel_put_request_fields(r, h->t, b, &ok);
     put_forwarded(r, h, b, &ok);
+    if (h->request_id) {
+        buf_put_str(b, &ok, "X-Request-Id: ");
+        buf_put_str(b, &ok, h->request_id);
+        buf_put(b, &ok, "\r\n", 2);
+    }
     put_framing(r, b, &ok);
     buf_put(b, &ok, "\r\n", 2);
     return ok;

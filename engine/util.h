@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The struct of type `type` whose field `member` is at ptr. */
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -122,6 +123,18 @@ struct hostport {
  * when a '[' has no ']' or the ']' is followed by anything but ':' or the end. Checks neither the
  * host's nor the port's characters: each caller has its own rules for those. */
 int hostport_split(const char *s, size_t n, struct hostport *hp);
+
+/* v in decimal, written backwards from the end of tmp[0..24): returns where it starts (the
+ * digits run to tmp + 24). */
+static inline char *u64_dec(char tmp[24], uint64_t v)
+{
+    char *p = tmp + 24;
+
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    return p;
+}
 
 /* Percent-decodes s[0..n) into out (at most cap - 1 bytes, then a NUL; cap >= 1) and returns the
  * length written. Invalid or truncated escapes are copied as they are; plus_is_space turns '+'

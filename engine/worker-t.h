@@ -60,6 +60,12 @@ struct wake {
     void (*fn)(struct worker *w, struct wake *k);
 };
 
+/* An SQE of a layer's own on a file (OP_FILE: the access log's writes): embedded first in what
+ * the write is about, which is 16-byte aligned; `done` runs with the CQE's result. */
+struct file_op {
+    void (*done)(struct worker *w, struct file_op *op, int res);
+};
+
 /* What the worker's loop runs of a layer above it, besides socket events (struct sock_ops):
  * each layer that keeps per-worker state has one, listed in the server (s->modules) in the
  * order they run. Every member may be NULL. Worker thread. */
@@ -103,13 +109,14 @@ struct worker {
     struct list_node background; /* upconns in use by background users (up_ops.background) */
     struct hcheck *hchecks;      /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
-    struct slab conn_slab; /* client connections (upstream ones churn: plain malloc) */
-    struct slab ex_slab;   /* exchanges: one per request in flight */
-    struct exchange no_ex; /* what an idle connection points at: inactive, never written */
-    char *plain;           /* decrypted bytes of the receive being handled (TLS) */
-    struct buf scratch;    /* a response head being composed for a TLS client */
-    struct buf dechunk;    /* UP_BOTH: a chunked response body decoded beside its framing */
-    uint64_t tls_failures; /* handshakes or records that failed */
+    struct slab conn_slab;   /* client connections (upstream ones churn: plain malloc) */
+    struct slab ex_slab;     /* exchanges: one per request in flight */
+    struct exchange no_ex;   /* what an idle connection points at: inactive, never written */
+    char *plain;             /* decrypted bytes of the receive being handled (TLS) */
+    struct buf scratch;      /* a response head being composed for a TLS client */
+    struct buf dechunk;      /* UP_BOTH: a chunked response body decoded beside its framing */
+    uint64_t tls_failures;   /* handshakes or records that failed */
+    uint64_t tls_handshakes; /* client handshakes completed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;
@@ -125,6 +132,7 @@ struct worker {
      * with a malformed header, without a whole header within header_timeout */
     uint64_t pp_denied, pp_malformed, pp_timeouts;
     struct wmetrics *m; /* the counters /metrics sums (metrics.h), from init to the run's end */
+    struct alog_worker *alog; /* the access log's buffers (accesslog.h), NULL: no log */
 };
 
 struct cache;
@@ -185,6 +193,7 @@ struct rp_server {
     bool listeners_open;
     rp_ready_fn on_ready; /* rp_server_on_ready() */
     void *on_ready_user;
+    struct alog_server *alog; /* access logs and request ids (accesslog.h), NULL: none */
 };
 
 /* Start-up handshake: each worker reports its set-up result, then waits for `go`, so a

@@ -451,6 +451,9 @@ static void on_cqe(struct worker *w, struct io_uring_cqe *cqe)
         w->ops++;
         ((struct wake *)p)->fn(w, p);
         break;
+    case OP_FILE:
+        ((struct file_op *)p)->done(w, p, cqe->res);
+        break;
     case OP_CONNECT:
         ((struct sock *)p)->connecting = false;
         if (sock_put(w, p, true))

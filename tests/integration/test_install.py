@@ -287,7 +287,8 @@ def test_man_conf_example_is_complete_and_valid(P):
                        check=True, capture_output=True)
     path = os.path.join(P.tmp, "example.conf")
     with open(path, "w") as f:
-        f.write(ex.replace("/etc/ringproxy/", d + "/"))
+        # the access logs too: /var/log/ringproxy is the unit's LogsDirectory, absent here
+        f.write(ex.replace("/etc/ringproxy/", d + "/").replace("/var/log/ringproxy/", d + "/"))
     r = subprocess.run([f"{BUILD}/ringproxy", "-t", "-c", path], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0 and r.stdout == f"{path}: configuration is valid\n", (r.stdout,

@@ -94,3 +94,33 @@ def test_metrics_move_with_traffic_and_pass_promtool(P):
     p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_tls_handshakes_and_failures_counted(P):
+    from test_tls import make_cert
+    from harness import curl
+    import socket
+    import time
+    o = P.origin("T")
+    cert, key = make_cert(P.tmp, "m", "m.local", [HOST])
+    aport, tport = free_port(), free_port()
+    conf = domain_conf(HOST, [o.port])
+    conf += f'listen_tls = "127.0.0.1:{tport}";\ntls = {{ cert = "{cert}"; key = "{key}"; }};\n'
+    conf += f'admin = {{ listen = "127.0.0.1:{aport}"; }};\n'
+    P.proxy(conf)
+    assert wait_port(aport) and wait_port(tport)
+    for _ in range(2):
+        r = curl("-k", "--resolve", f"{HOST}:{tport}:127.0.0.1", f"https://{HOST}:{tport}/")
+        assert r.returncode == 0, r.stderr
+    with socket.create_connection(("127.0.0.1", tport)) as s:  # not a ClientHello
+        s.sendall(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 64)
+        s.settimeout(3)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    time.sleep(0.1)
+    s = parse(scrape(aport).body.decode())
+    assert value(s, "ringproxy_tls_handshakes_total") == 2
+    assert value(s, "ringproxy_tls_failures_total") >= 1

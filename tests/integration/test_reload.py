@@ -309,3 +309,45 @@ def test_twenty_reloads_under_fixed_rate_load(P):
     assert errors == 0 and j["status"]["2xx"] == j["requests"] > 20000, j
     assert ferrors == 0 and jf["status"]["2xx"] == jf["requests"] > 1200, jf  # none refused
     assert set(scrapes) == {200} and len(scrapes) > 40, scrapes
+
+
+def test_reload_brings_changes_and_reopens_access_logs(P):
+    a = P.origin("A")
+    port = free_port()
+    glog, dlog = os.path.join(P.tmp, "all.log"), os.path.join(P.tmp, "d.log")
+    px = start(P, conf_text(port, [dom("a.local", [a.port])]), port)  # no log at start
+    assert get(port, "/one", host="a.local").status == 200
+
+    def lines(path):
+        time.sleep(0.4)  # written within 100 ms of the request, by the worker
+        with open(path) as f:
+            return f.read().splitlines()
+
+    logged = f'access_log = {{ path = "{glog}"; format = "json"; }};\n'
+    rewrite(px, conf_text(port, [dom("a.local", [a.port]),
+                                 dom("d.local", [a.port],
+                                     f'access_log = {{ path = "{dlog}"; '
+                                     'format = "$host $status $request"; };')], extra=logged))
+    hup(px, 2)
+    assert get(port, "/two", host="a.local").status == 200
+    assert get(port, "/three", host="d.local").status == 200
+    assert [json.loads(x)["request"] for x in lines(glog)] == ["GET /two HTTP/1.1"]
+    assert lines(dlog) == ["d.local 200 GET /three HTTP/1.1"]
+
+    # a path that cannot be opened: refused, named, and the logs go on as they were
+    rewrite(px, conf_text(port, [dom("a.local", [a.port])],
+                          extra='access_log = { path = "/nonexistent-dir/x.log"; };\n'))
+    px.send_signal(signal.SIGHUP)
+    assert wait_log(px, r'reload refused.*access_log path "/nonexistent-dir/x.log"'), log(px)
+    assert get(port, "/four", host="a.local").status == 200
+    assert json.loads(lines(glog)[-1])["request"] == "GET /four HTTP/1.1"
+
+    # a new format for the same file, then logrotate: the adopted file is reopened too
+    rewrite(px, conf_text(port, [dom("a.local", [a.port])],
+                          extra=f'access_log = {{ path = "{glog}"; format = "$status $request"; }};\n'))
+    hup(px, 3)
+    os.rename(glog, glog + ".1")
+    px.send_signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    assert get(port, "/five", host="a.local").status == 200
+    assert lines(glog) == ["200 GET /five HTTP/1.1"]

@@ -513,6 +513,40 @@ void metrics_inflight(struct worker *w, int delta)
     R.inflight += delta;
 }
 
+/* accesslog.c: off here (srv.alog is NULL), so no exchange gets a record */
+const struct h1_request *alog_set_request(struct worker *w, const struct h1_request *r)
+{
+    (void)w;
+    (void)r;
+    return NULL;
+}
+void alog_begin(struct conn *c, const struct h1_request *r)
+{
+    (void)c;
+    (void)r;
+    fail();
+}
+void alog_end(struct conn *c)
+{
+    (void)c;
+    fail();
+}
+void alog_try_start(struct exchange *ex, const struct backend *be, uint64_t ns, bool reused)
+{
+    (void)be;
+    (void)ns;
+    (void)reused;
+    assert_null(ex->log);
+}
+void alog_try_event(struct exchange *ex, const struct backend *be, int status, bool end)
+{
+    (void)ex;
+    (void)be;
+    (void)status;
+    (void)end;
+    fail();
+}
+
 /* The first healthy backend not tried yet, in configuration order. */
 struct backend *bal_pick(struct bal_worker *bw, const struct target *t,
                          const struct sockaddr *client, uint64_t exclude)
