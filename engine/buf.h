@@ -34,6 +34,13 @@ void buf_consume(struct buf *b, uint32_t n);
  * (*ok turns false on the first failure, -ENOMEM, and later appends do nothing). */
 static inline void buf_put(struct buf *b, bool *ok, const void *p, size_t n)
 {
+    /* the common case inline: room after the live bytes (buf_reserve's rewind of a fully
+     * consumed buffer and its growth stay out of line) */
+    if (*ok && b->cap - b->len >= n && !(b->off && b->off == b->len)) {
+        memcpy(b->p + b->len, p, n);
+        b->len += (uint32_t)n;
+        return;
+    }
     if (*ok && buf_append(b, p, (uint32_t)n))
         *ok = false;
 }

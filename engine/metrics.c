@@ -448,6 +448,8 @@ static void put_server(struct expo *x, struct rp_server *s)
     sample(x, "ringproxy_build_info", "version=\"" RP_VERSION "\"", 1);
 }
 
+static atomic_uint last_size = 64 * 1024; /* the last exposition's bytes */
+
 static void admin_metrics(const rp_request *req, rp_response *resp, void *user)
 {
     struct rp_server *s = user;
@@ -457,11 +459,18 @@ static void admin_metrics(const rp_request *req, rp_response *resp, void *user)
     rp_headers_set(rp_response_headers(resp), "Content-Type",
                    "text/plain; version=0.0.4; charset=utf-8");
     rp_headers_set(rp_response_headers(resp), "Cache-Control", "no-store");
-    buf_reserve(&x.b, 64 * 1024);
+    /* room for the last scrape's size at once: a scrape grows its buffer at most once */
+    buf_reserve(&x.b, atomic_load_explicit(&last_size, memory_order_relaxed) + 4096);
     put_requests(&x, s);
     put_backends(&x, s);
     put_server(&x, s);
-    if (!x.ok || rp_response_write(resp, buf_data(&x.b), buf_used(&x.b))) {
+    atomic_store_explicit(&last_size, buf_used(&x.b), memory_order_relaxed);
+    if (x.ok && !resp->body && !x.b.off && buf_used(&x.b) <= RESP_MAX_BODY) {
+        resp->body = x.b.p; /* handed over, not copied */
+        resp->body_len = x.b.len;
+        resp->body_cap = x.b.cap;
+        x.b = (struct buf){0};
+    } else if (!x.ok || rp_response_write(resp, buf_data(&x.b), buf_used(&x.b))) {
         rp_response_set_status(resp, 500);
         rp_response_printf(resp, "out of memory\n");
     }

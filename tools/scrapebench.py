@@ -25,7 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchutil import process_cpu, wait_port  # noqa: E402
 
-PROXY, ADMIN, BACKENDS = 18660, 18665, (18661, 18662, 18663)
+PROXY, ADMIN, BACKENDS, CONTROL = 18660, 18665, (18661, 18662, 18663), 18664
+SCRAPE = {"port": ADMIN, "path": "/metrics"}  # --control: a ringorigin's body of that size
 
 
 def config(domains):
@@ -41,8 +42,9 @@ def scrape_once(buf=bytearray(1 << 16)):
     (a Python HTTP client parsing 800 KB would compete with the load on 2 cores, and a real
     Prometheus scrapes from another machine). Returns the bytes received."""
     n = 0
-    with socket.create_connection(("127.0.0.1", ADMIN), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", SCRAPE["port"]), timeout=5) as s:
+        s.sendall(f"GET {SCRAPE['path']} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n"
+                  "\r\n".encode())
         while (k := s.recv_into(buf)):
             n += k
     return n
@@ -84,6 +86,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--domains", type=int, default=100)
+    ap.add_argument("--control", action="store_true",
+                    help="scrape a ringorigin body as big as the exposition instead of the "
+                         "proxy: what a transfer that size costs this machine by itself")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rp-scrape-")
     conf = os.path.join(tmp, "scrape.conf")
@@ -106,6 +111,16 @@ def main():
             scrape_once()
         per_scrape = (process_cpu(procs[-1].pid) - cpu0) / 100
         print(f"proxy CPU per scrape, alone: {per_scrape * 1e3:.3f} ms", flush=True)
+        if args.control:
+            size = scrape_once()
+            procs.append(subprocess.Popen([f"{args.build}/ringorigin", "-l",
+                                           f"127.0.0.1:{CONTROL}", "-q", "-s", str(size)],
+                                          stdout=log, stderr=subprocess.STDOUT))
+            if not wait_port(CONTROL):
+                sys.exit(f"scrapebench: the control origin did not start; see {tmp}/procs.log")
+            SCRAPE.update(port=CONTROL, path="/")
+            print(f"control: scraping a {size}-byte ringorigin body instead of /metrics",
+                  flush=True)
         run(args, False)  # warm-up
         for i in range(args.rounds):
             for scrape in ((False, True) if i % 2 == 0 else (True, False)):
