@@ -345,3 +345,30 @@ def test_upgrade_errors(P):
     assert r.returncode == 1 and "cannot connect" in r.stderr and "nothing changed" in r.stderr
     assert not os.path.exists(pid_file)
     assert run("--upgrade", "-t", "-c", path).returncode == 2
+
+
+def test_upgrade_after_a_reload_added_a_listener(P):
+    """A listener a reload opened is handed over like the others: the new process serves
+    it on the old one's sockets, and a load on it sees no refused connection."""
+    port, path, pid_file, old = daemon(P)
+    port2 = free_port()
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace(f'listen = "127.0.0.1:{port}";',
+                             f'listen = [ "127.0.0.1:{port}", "127.0.0.1:{port2}" ];'))
+    old.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload: generation 2" in P.log_of(old), 5, "the reload")
+    assert wait_port(port2) and get(port2).status == 200
+    t, out = load_in_background(port2, 1000, 4)
+    time.sleep(1)
+    new = upgrade(P, path, pid_file)
+    assert old.wait(10) == 0, P.log_of(old)
+    t.join(40)
+    assert_no_failures(out["j"], out["r"])
+    assert get(port).status == 200 and get(port2).status == 200
+    # the new process took the reload's sockets over (2 workers x 2 addresses)
+    assert re.search(r"asks for the listening sockets: sending 4\b", P.log_of(old)), P.log_of(old)
+    assert re.search(r"took 4 listening sockets", P.log_of(new)), P.log_of(new)
+    assert run("-s", "stop", "-c", path).returncode == 0
+    assert new.wait(10) == 0
