@@ -328,8 +328,10 @@ int snapshot_init(struct rp_server *s)
         log_error("%s", err);
         goto err;
     }
+    pthread_mutex_lock(&s->reload_mu); /* a reload asked for this early reads it */
     s->snap = snap;
     atomic_store(&s->gen, 1);
+    pthread_mutex_unlock(&s->reload_mu);
     return 0;
 err:
     pthread_mutex_lock(&s->snap_mu);
@@ -340,8 +342,10 @@ err:
 
 void snapshot_fini(struct rp_server *s)
 {
-    struct snapshot *snap = s->snap;
+    struct snapshot *snap;
 
+    pthread_mutex_lock(&s->reload_mu); /* a reload in progress (a late SIGHUP) ends first */
+    snap = s->snap;
     pthread_mutex_lock(&s->snap_mu);
     s->snap = NULL;
     if (snap && atomic_load(&snap->refs) == 1) {
@@ -365,6 +369,7 @@ void snapshot_fini(struct rp_server *s)
     free(s->t_slots.refs);
     memset(&s->be_slots, 0, sizeof(s->be_slots));
     memset(&s->t_slots, 0, sizeof(s->t_slots));
+    pthread_mutex_unlock(&s->reload_mu);
 }
 
 /* ---- reload ------------------------------------------------------------------------------- */
@@ -552,9 +557,11 @@ int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t cap)
     msg[0] = 0;
     if (!s || !staged || atomic_load(&staged->running))
         return snprintf(msg, cap, "bad arguments"), -EINVAL;
-    if (!atomic_load(&s->running) || !s->snap)
+    pthread_mutex_lock(&s->reload_mu); /* the run's end (snapshot_fini) waits for it too */
+    if (!atomic_load(&s->running) || !s->snap) {
+        pthread_mutex_unlock(&s->reload_mu);
         return snprintf(msg, cap, "the server is not running"), -EAGAIN;
-    pthread_mutex_lock(&s->reload_mu);
+    }
     cur = snapshot_acquire(s);
     rc = -ENOMEM;
     if (!(next = calloc(1, sizeof(*next))) ||

@@ -351,3 +351,16 @@ def test_reload_brings_changes_and_reopens_access_logs(P):
     time.sleep(0.3)
     assert get(port, "/five", host="a.local").status == 200
     assert lines(glog) == ["200 GET /five HTTP/1.1"]
+
+
+def test_sighup_racing_the_drain(P):
+    """A SIGHUP that comes as the server drains and ends: the reload finishes first or is
+    refused ("not running"); the process exits 0 either way (ASan checks the memory)."""
+    a = P.origin("A")
+    for i in range(8):
+        port = free_port()
+        px = start(P, conf_text(port, [dom("a.local", [a.port])], workers=2), port)
+        px.send_signal(signal.SIGHUP)
+        time.sleep(0.007 * i)  # across the reloader's 50 ms settle
+        px.send_signal(signal.SIGTERM)
+        assert px.wait(10) == 0, log(px)[-2000:]
