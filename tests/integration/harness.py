@@ -452,6 +452,13 @@ class Load:
         self._t.start()
         return self
 
+    def at_least(self, n, timeout=10.0):
+        """Waits until n requests were made (a busy machine runs the thread slowly)."""
+        end = time.time() + timeout
+        while self.count < n and time.time() < end:
+            time.sleep(0.01)
+        return self.count >= n
+
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()

@@ -173,11 +173,12 @@ def test_workers_cannot_change_and_storms_coalesce(P):
             time.sleep(0.01)
         assert wait_log(px, r"domains and routes \+1 -0")
         time.sleep(0.3)
+        assert load.at_least(11)
     assert px.poll() is None
     assert get(port, "/", host="last.local").status == 200  # the last file won
     reloads = len(re.findall(r"reload: generation", log(px)))
     assert 2 <= reloads < 100, reloads  # coalesced, none lost after the last change
-    assert not load.failures and load.count > 10, (load.failures, load.count)
+    assert not load.failures, load.failures
 
 
 def test_cache_entries_survive(P):
