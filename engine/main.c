@@ -187,7 +187,7 @@ static int reload_file(rp_server *s, void *user, char *msg, size_t cap)
     if (!rc)
         rc = rp_server_reload(s, staged, msg, cap);
     else
-        fprintf(stderr, "ringproxy: reload refused, nothing changed: %s\n", msg);
+        rp_server_reload_refused(s, msg);
     rp_server_free(staged);
     rp_file_config_free(&fc);
     pthread_mutex_unlock(&rl->mu);

@@ -443,6 +443,18 @@ static void put_server(struct expo *x, struct rp_server *s)
             atomic_load(&s->reloads));
     put_one(x, "ringproxy_config_generation", "gauge", "The configuration in force (1: the first).",
             worker_self->snap->gen);
+    put_one(x, "ringproxy_reload_failures_total", "counter",
+            "Reloads refused (a file with an error, a listener or certificate that cannot be "
+            "used): nothing changed.",
+            atomic_load(&s->reload_failures));
+    put_one(x, "ringproxy_config_last_reload_successful", "gauge",
+            "0 while the last reload asked for was refused (the file on disk is not the one in "
+            "force), else 1.",
+            !atomic_load(&s->last_reload_failed));
+    put_one(x, "ringproxy_config_last_reload_success_timestamp_seconds", "gauge",
+            "When the configuration in force took effect (the start, or the last good reload), "
+            "in Unix time.",
+            (uint64_t)atomic_load(&s->last_reload_ok_s));
     put_one(x, "ringproxy_workers", "gauge", "Worker threads.", (uint64_t)s->nworkers);
     family(x, "ringproxy_build_info", "gauge", "The running build (its version in a label).");
     sample(x, "ringproxy_build_info", "version=\"" RP_VERSION "\"", 1);

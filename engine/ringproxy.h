@@ -238,6 +238,11 @@ RP_API int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t c
  * calls rp_server_reload). Returns 0, or non-zero with msg[0..cap) set to the reason, which
  * the admin answer carries with status 400. It runs on the admin listener's thread. */
 typedef int (*rp_reload_fn)(rp_server *s, void *user, char *msg, size_t cap);
+
+/* A front end's reload that failed before it could call rp_server_reload (its file did not
+ * load): logged with `why` and counted as a refused reload (ringproxy_reload_failures_total,
+ * ringproxy_config_last_reload_successful 0), as rp_server_reload's own refusals are. */
+RP_API void rp_server_reload_refused(rp_server *s, const char *why);
 RP_API void rp_server_set_reload_handler(rp_server *s, rp_reload_fn fn, void *user);
 
 /* The configuration generation in force (1 until the first reload) and how many reloads

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../cache/cache.h"
@@ -331,6 +332,7 @@ int snapshot_init(struct rp_server *s)
     pthread_mutex_lock(&s->reload_mu); /* a reload asked for this early reads it */
     s->snap = snap;
     atomic_store(&s->gen, 1);
+    atomic_store(&s->last_reload_ok_s, (long long)time(NULL));
     pthread_mutex_unlock(&s->reload_mu);
     return 0;
 err:
@@ -540,6 +542,15 @@ static struct snapshot *commit(struct rp_server *s, struct snapshot *cur, struct
     return old;
 }
 
+void rp_server_reload_refused(rp_server *s, const char *why)
+{
+    if (!s)
+        return;
+    log_error("reload refused, nothing changed: %s", why ? why : "");
+    atomic_fetch_add(&s->reload_failures, 1);
+    atomic_store(&s->last_reload_failed, true);
+}
+
 int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t cap)
 {
     struct reload_diff d = {0};
@@ -611,6 +622,8 @@ int rp_server_reload(rp_server *s, rp_server *staged, char *msg, size_t cap)
     old = commit(s, cur, next, weights, &d);
     pthread_mutex_unlock(&s->snap_mu);
     server_apply_log_level(next->cfg.log_level);
+    atomic_store(&s->last_reload_failed, false);
+    atomic_store(&s->last_reload_ok_s, (long long)time(NULL));
     snapshot_put(s, old); /* the server's reference: workers hold theirs until they move */
     snapshot_put(s, cur);
     free(weights);
@@ -626,7 +639,7 @@ fail:
     if (!err[0])
         snprintf(err, sizeof(err), "%s", strerror(-rc));
     snprintf(msg, cap, "%s", err);
-    log_error("reload refused, nothing changed: %s", err);
+    rp_server_reload_refused(s, err);
     if (next) {
         pthread_mutex_lock(&s->snap_mu);
         snapshot_free(s, next);

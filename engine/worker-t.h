@@ -158,8 +158,11 @@ struct rp_server {
     struct snapshot *snap; /* the configuration in force, under snap_mu (snapshot.h) */
     pthread_mutex_t snap_mu;
     pthread_mutex_t reload_mu;
-    atomic_uint_least64_t gen; /* snap->gen, for workers to notice a reload without a lock */
-    atomic_ulong reloads;      /* reloads that took effect */
+    atomic_uint_least64_t gen;      /* snap->gen, for workers to notice a reload without a lock */
+    atomic_ulong reloads;           /* reloads that took effect */
+    atomic_ulong reload_failures;   /* reloads refused (nothing changed) */
+    atomic_bool last_reload_failed; /* the last reload asked for was refused */
+    atomic_llong last_reload_ok_s;  /* wall clock of the last good one (or of the start) */
     struct slots be_slots, t_slots;
     rp_reload_fn reload_fn; /* POST /reload's handler (the daemon's: it knows the file) */
     void *reload_user;

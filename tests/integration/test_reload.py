@@ -117,7 +117,11 @@ def test_broken_file_changes_nothing_and_admin_reload_reports_it(P):
     err = json.loads(r.body)["error"]
     assert err.startswith(f"{px.path}:4: "), err
     assert get(port, "/", host="a.local").status == 200
-    assert b"ringproxy_config_generation 1\n" in admin(aport, "GET", "/metrics").body
+    m = admin(aport, "GET", "/metrics").body
+    assert b"ringproxy_config_generation 1\n" in m, m
+    # what an operator alerts on: the file on disk is not the one in force
+    assert b"ringproxy_config_last_reload_successful 0\n" in m
+    assert b"ringproxy_reload_failures_total 2\n" in m
     # a backend that does not resolve: refused by the library's checks, same answer
     rewrite(px, good.replace(f"127.0.0.1:{a.port}", "no-such-host.invalid:80"))
     r = admin(aport, "POST", "/reload")
@@ -132,6 +136,10 @@ def test_broken_file_changes_nothing_and_admin_reload_reports_it(P):
     assert get(port, "/", host="a.local").status == 404
     m = admin(aport, "GET", "/metrics").body
     assert b"ringproxy_config_generation 2\n" in m and b"ringproxy_reloads_total 1\n" in m, m
+    assert b"ringproxy_config_last_reload_successful 1\n" in m
+    assert b"ringproxy_reload_failures_total 3\n" in m
+    ts = int(re.search(rb"ringproxy_config_last_reload_success_timestamp_seconds (\d+)", m)[1])
+    assert abs(ts - time.time()) < 60, ts
 
 
 def test_listeners_opened_and_closed_by_difference(P):
