@@ -2,9 +2,11 @@
  * writes to, every worker's buffers for them, and the per-request record the exchange fills
  * in (status, body bytes, attempts, cache status) and hands over when it ends.
  *
- * Off unless configured: with no access_log and no request_id anywhere, s->alog is NULL and
- * each hook below costs one branch. With one, a request of a target that logs gets a record
- * (one allocation) when it is routed; the line is formatted only when the exchange ends.
+ * Every server has its alog_server (so a reload can bring logs to one started without), and
+ * every request passes alog_begin, which looks at its target's settings and the snapshot's:
+ * with no log and no request_id there, it returns, and each hook below costs one branch on
+ * the exchange's record. A request of a target that logs gets a record (one allocation) when
+ * it is routed; the line is formatted only when the exchange ends.
  */
 #ifndef RP_ACCESSLOG_H
 #define RP_ACCESSLOG_H
@@ -127,11 +129,11 @@ struct alog_worker {
 extern const struct worker_module alog_module;
 
 /* ex_start, after routing: gives the exchange a record when its target logs or sends a
- * request id. Only with s->alog. */
+ * request id. */
 void alog_begin(struct conn *c, const struct h1_request *r);
 /* ex_end, with a record: writes the line (status 499 if no answer went out), frees it. */
 void alog_end(struct conn *c);
-/* Every answer the proxy composes (respond_answer), only with s->alog: recorded in the
+/* Every answer the proxy composes (respond_answer): recorded in the
  * exchange's record, or, without an exchange, written at once (the server's log). */
 void alog_answer(struct conn *c, int status, uint64_t body);
 /* ex_start: the request being handled, for alog_answer; returns the outer one to restore. */

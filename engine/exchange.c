@@ -412,8 +412,7 @@ static void start_exchange(struct conn *c, const struct h1_request *r, const cha
         respond_unread_text(c, r, 404, "no route for this host and path\n"); /* not routed */
         return;
     }
-    if (c->w->s->alog)
-        alog_begin(c, r);
+    alog_begin(c, r);
     if (!(ex->be = ex_pick(c))) {
         snprintf(body, sizeof(body), "no healthy backend for %.*s\n", (int)ex->t->name_len,
                  ex->t->name);

@@ -149,19 +149,35 @@ static int parse_args(int argc, char **argv, struct args *a)
     return 0;
 }
 
-static rp_server *build_server(struct rp_file_config *fc)
+/* The server a loaded file describes, as at start and for a reload alike: -w's worker count
+ * (`workers`, 0: the file's), its domains, routes and cache. Building it resolves backend
+ * names and checks what the file cannot say (the library logs why); NULL with the reason in
+ * msg[0..cap) when it does not hold. */
+static rp_server *build_server(struct rp_file_config *fc, const char *path, int workers, char *msg,
+                               size_t cap)
 {
-    rp_server *s = rp_server_new(&fc->server);
+    rp_server *s;
+    int rc;
 
-    if (!s)
-        return NULL;
+    if (workers)
+        fc->server.workers = workers;
+    if (!(s = rp_server_new(&fc->server)))
+        goto err;
     for (size_t i = 0; i < fc->n_domains; i++)
         if (rp_add_proxy_domain(s, &fc->domains[i]))
             goto err;
     if (fc->n_routes && rp_set_http_routes(s, fc->routes, fc->n_routes))
         goto err;
+    /* the loader checked each value; the library checks them together */
+    if (fc->has_cache && (rc = rp_set_proxy_cache(s, &fc->cache))) {
+        snprintf(msg, cap, "%s: cache configuration rejected: %s%s", path, strerror(-rc),
+                 rc == -EINVAL ? " (see the log)" : "");
+        rp_server_free(s);
+        return NULL;
+    }
     return s;
 err:
+    snprintf(msg, cap, "%s: configuration rejected (see the log)", path);
     rp_server_free(s);
     return NULL;
 }
@@ -176,14 +192,8 @@ static int reload_file(rp_server *s, void *user, char *msg, size_t cap)
 
     pthread_mutex_lock(&rl->mu);
     rc = rp_file_config_load(rl->path, &fc, msg, cap);
-    if (!rc && rl->workers)
-        fc.server.workers = rl->workers;
-    if (!rc && !(staged = build_server(&fc))) {
-        snprintf(msg, cap, "%s: configuration rejected (see the log)", rl->path);
+    if (!rc && !(staged = build_server(&fc, rl->path, rl->workers, msg, cap)))
         rc = -EINVAL;
-    }
-    if (!rc && fc.has_cache && (rc = rp_set_proxy_cache(staged, &fc.cache)))
-        snprintf(msg, cap, "%s: cache configuration rejected: %s", rl->path, strerror(-rc));
     if (!rc)
         rc = rp_server_reload(s, staged, msg, cap);
     else
@@ -339,20 +349,9 @@ int main(int argc, char **argv)
         rp_file_config_free(&fc);
         return 1;
     }
-    if (a.workers)
-        fc.server.workers = a.workers;
-    /* building the server resolves backend names and checks what the file cannot say */
-    s = build_server(&fc);
+    s = build_server(&fc, a.path, a.workers, err, sizeof(err));
     if (!s) {
-        fprintf(stderr, "%s: configuration rejected (see above)\n", a.path);
-        rp_file_config_free(&fc);
-        return 1;
-    }
-    /* the loader checked each value; the library checks them together (reason logged) */
-    if (fc.has_cache && (ret = rp_set_proxy_cache(s, &fc.cache))) {
-        fprintf(stderr, "%s: cache configuration rejected: %s%s\n", a.path, strerror(-ret),
-                ret == -EINVAL ? " (see above)" : "");
-        rp_server_free(s);
+        fprintf(stderr, "%s\n", err);
         rp_file_config_free(&fc);
         return 1;
     }

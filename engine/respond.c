@@ -21,8 +21,7 @@ void respond_answer(struct conn *c, int status, const struct h1_header *f, uint3
 
     /* the request's domain while its exchange lives: answer before ex_end to be counted in it */
     metrics_request(c->w, ex_active(c->ex) ? c->ex->t : NULL, status);
-    if (c->w->s->alog)
-        alog_answer(c, status, head_only || empty ? 0 : blen);
+    alog_answer(c, status, head_only || empty ? 0 : blen);
     snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ringproxy\r\n", status,
              h1_reason(status));
     buf_put_str(b, &ok, line);

@@ -258,11 +258,7 @@ size_t rp_backend_states(rp_server *s, rp_backend_state *out, size_t cap)
         return 0;
     if (!out)
         cap = 0;
-    pthread_mutex_lock(&s->snap_mu); /* the table in force, or the one being configured */
-    snap = s->snap;
-    if (snap)
-        atomic_fetch_add(&snap->refs, 1);
-    pthread_mutex_unlock(&s->snap_mu);
+    snap = snapshot_acquire(s); /* the table in force, or the one being configured */
     rt = snap ? &snap->rt : &s->rt;
     for (uint32_t i = 0; i < route_count(rt); i++) {
         const struct target *t = route_target(rt, i);

@@ -36,7 +36,7 @@ static int slots_init(struct slots *sl, uint32_t cap)
     return sl->refs ? 0 : -ENOMEM;
 }
 
-static uint32_t slots_free_count(const struct slots *sl)
+uint32_t slots_free_count(const struct slots *sl)
 {
     uint32_t n = 0;
 
@@ -148,7 +148,8 @@ struct snapshot *snapshot_acquire(struct rp_server *s)
 
     pthread_mutex_lock(&s->snap_mu);
     snap = s->snap;
-    atomic_fetch_add(&snap->refs, 1);
+    if (snap)
+        atomic_fetch_add(&snap->refs, 1);
     pthread_mutex_unlock(&s->snap_mu);
     return snap;
 }

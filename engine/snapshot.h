@@ -64,6 +64,9 @@ struct slots {
     uint32_t *refs;
 };
 
+/* How many indexes of sl are free. */
+uint32_t slots_free_count(const struct slots *sl);
+
 /* The worker's side: the snapshot new work uses (w->snap), how many users it has, and the
  * older ones it still holds for theirs. */
 struct snap_hold {
@@ -76,7 +79,8 @@ struct snap_hold {
 struct snapshot *snap_use(struct worker *w);
 void snap_unuse(struct worker *w, struct snapshot *snap);
 
-/* The server's current snapshot, with a reference for the caller. Any thread. */
+/* The server's current snapshot, with a reference for the caller (NULL when the server is
+ * not running). Any thread. */
 struct snapshot *snapshot_acquire(struct rp_server *s);
 void snapshot_put(struct rp_server *s, struct snapshot *snap);
 

@@ -513,7 +513,8 @@ void metrics_inflight(struct worker *w, int delta)
     R.inflight += delta;
 }
 
-/* accesslog.c: off here (srv.alog is NULL), so no exchange gets a record */
+/* accesslog.c: no log configured here, so every exchange passes alog_begin and none gets a
+ * record (alog_end, which only a record brings, fails the test) */
 const struct h1_request *alog_set_request(struct worker *w, const struct h1_request *r)
 {
     (void)w;
@@ -522,9 +523,8 @@ const struct h1_request *alog_set_request(struct worker *w, const struct h1_requ
 }
 void alog_begin(struct conn *c, const struct h1_request *r)
 {
-    (void)c;
     (void)r;
-    fail();
+    assert_null(c->ex->log);
 }
 void alog_end(struct conn *c)
 {

@@ -26,15 +26,6 @@ static void no_listeners(rp_server *s)
     s->n_listen = 0; /* the default 0.0.0.0:8080: nothing binds in a unit test */
 }
 
-static uint32_t free_slots(const struct slots *sl)
-{
-    uint32_t n = 0;
-
-    for (uint32_t i = 0; i < sl->cap; i++)
-        n += !sl->refs[i];
-    return n;
-}
-
 /* A server with domains[i] = {name, its backends}, and no listener. */
 static rp_server *server_of(const char *const *names, const char *const *const *backends,
                             const int *const *weights, size_t n)
@@ -137,7 +128,7 @@ static void test_no_room_changes_nothing(void **state)
     (void)state;
     start(s);
     struct snapshot *before = s->snap;
-    uint32_t room = free_slots(&s->be_slots);
+    uint32_t room = slots_free_count(&s->be_slots);
     rp_server_config cfg = {.workers = 2};
     rp_server *big = rp_server_new(&cfg);
     no_listeners(big);
@@ -154,7 +145,7 @@ static void test_no_room_changes_nothing(void **state)
     assert_non_null(strstr(msg, "restart"));
     assert_ptr_equal(s->snap, before);
     assert_int_equal(rp_server_generation(s), 1);
-    assert_int_equal(free_slots(&s->be_slots), room); /* none taken, none leaked */
+    assert_int_equal(slots_free_count(&s->be_slots), room); /* none taken, none leaked */
     rp_server_free(big);
     stop(s);
 }
