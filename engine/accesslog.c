@@ -748,6 +748,7 @@ static void emit(struct conn *c, const struct alog *log, const struct h1_request
         l.path = (struct lf_span){r->path, r->path_len};
         l.host = (struct lf_span){r->host, r->host ? r->host_len : 0};
         l.minor = r->minor;
+        l.h2 = c->h2s;
     }
     if (rec) {
         for (uint32_t i = 0; i < rec->n_tries; i++) {

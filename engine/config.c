@@ -1611,6 +1611,15 @@ static int parse_pid_file(struct loader *ld, const config_setting_t *s, void *ob
     return get_copy(ld, s, &c->pid_file);
 }
 
+/* http2 = true | false (the library's no_http2, so that its zero value means on) */
+static int parse_http2(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, "true or false");
+    ((struct rp_file_config *)obj)->server.no_http2 = !config_setting_get_bool(s);
+    return 0;
+}
+
 #define SRV_FIELD(name, kind, f, lo, hi) FIELD(struct rp_file_config, name, kind, server.f, lo, hi)
 
 static const struct key top_keys[] = {
@@ -1634,6 +1643,9 @@ static const struct key top_keys[] = {
     FUNC("pid_file", parse_pid_file),
     FUNC("access_log", parse_access_log),
     SRV_FIELD("request_id", K_BOOL, request_id, 0, 0),
+    FUNC("http2", parse_http2),
+    SRV_FIELD("h2c", K_BOOL, h2c, 0, 0),
+    SRV_FIELD("h2_max_concurrent_streams", K_U32, h2_max_concurrent_streams, 1, 65536),
     {0},
 };
 

@@ -87,6 +87,17 @@ void ex_abort(struct conn *c)
     ex_end(c);
 }
 
+void ex_backend_resume(struct conn *c)
+{
+    struct exchange *ex = c->ex;
+
+    if (ex_active(ex) && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
+        ex->up->state == US_READY) {
+        sock_recv_start(c->w, &ex->up->sk);
+        up_update_timer(ex->up);
+    }
+}
+
 /* RFC 9110 section 9.2.2's idempotent methods, and any request that carries an
  * Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): its sender asked the server
  * to recognise a repeat, so sending it twice is safe by the client's own contract. */
@@ -781,8 +792,9 @@ static void ex_begin_response(struct conn *c, struct upconn *up, const struct h1
     if (r->status >= 500)
         metrics_failure(c->w, ex->be, r->status, NULL);
     ex->resp_body = r->body;
-    ex->resp_dechunk = r->body == H1_BODY_CHUNKED && ex->client_minor == 0;
-    if (r->body == H1_BODY_UNTIL_CLOSE || ex->resp_dechunk || !ex->req_done)
+    /* HTTP/1.0 and HTTP/2 clients get a chunked body decoded (HTTP/2 frames it itself) */
+    ex->resp_dechunk = r->body == H1_BODY_CHUNKED && (ex->client_minor == 0 || c->h2s);
+    if (r->body == H1_BODY_UNTIL_CLOSE || (ex->resp_dechunk && !c->h2s) || !ex->req_done)
         ex->close_client = true;
     if (r->body == H1_BODY_LENGTH && r->content_length) /* one allocation for head and body */
         buf_reserve(&c->sk.out.pending, r->content_length < WINDOW_BYTES

@@ -91,6 +91,36 @@ void conn_send_continue(struct conn *c, const struct h1_request *r);
 /* The client's address as text ("" when unknown), for X-Forwarded-For and hooks. */
 void conn_format_peer(const struct sockaddr_in6 *sa, char *out, size_t cap);
 
+/* ---- session_h2.c: the HTTP/2 client-side session ------------------------------------------ */
+
+/* Makes client connection c an HTTP/2 connection (ALPN h2, or the client preface on an h2c
+ * listener) and feeds it p[0..n), its first bytes (the preface included). false when c was
+ * closed (out of memory, or its first bytes were fatal). */
+bool h2_session_start(struct conn *c, const char *p, uint32_t n);
+/* The client connection's events, for a connection with c->h2. */
+void h2_on_data(struct conn *c, const char *p, uint32_t n);
+void h2_on_sent(struct conn *c);
+void h2_drain(struct conn *c);
+void h2_update_timer(struct conn *c);
+/* Every stream's exchange ends: the connection closes. */
+void h2_abort_streams(struct conn *c);
+void h2_session_free(struct conn *c);
+/* h2c: 1 when p[0..n) begins with the client preface, 0 while it is a prefix of it, -1 no. */
+int h2_preface_match(const char *p, uint32_t n);
+/* A stream's side of the response writer and of the input (c->h2s): session_h1.c's
+ * conn_head_done, conn_queue_bytes, conn_flush_out, conn_exchange_done, conn_close,
+ * conn_process and conn_resume_input hand a stream to these. */
+void h2s_head_done(struct conn *c, bool ok);
+void h2s_queue(struct conn *c, const void *p, uint32_t n);
+void h2s_flush(struct conn *c);
+void h2s_exchange_done(struct conn *c);
+void h2s_close(struct conn *c);
+void h2s_process(struct conn *c);
+void h2s_resume_input(struct conn *c);
+/* How long a stream's answer may wait for its client's window after its exchange ended (its
+ * domain's write_timeout). */
+uint32_t h2s_write_timeout_ms(struct conn *c);
+
 /* ---- exchange.c: one request's life ---------------------------------------------------------- */
 
 /* Starts the exchange of request r (its head is head[0..head_len), its body, if any, follows
@@ -105,6 +135,8 @@ struct exchange *ex_new(struct conn *c);
 void ex_end(struct conn *c);
 /* The client side gives up on the exchange: its attempt is closed and it ends. */
 void ex_abort(struct conn *c);
+/* The client took its output (below the window again): a backend held back is read again. */
+void ex_backend_resume(struct conn *c);
 /* A request parked behind a cache fill goes on: answered from the cache (`served`), or sent
  * to its backend. */
 void conn_cache_resume(struct conn *c, bool served);

@@ -32,6 +32,7 @@ enum lf_var {
     LV_UPSTREAM_CACHE_STATUS,
     LV_SSL_PROTOCOL,
     LV_REQUEST_ID,
+    LV_SERVER_PROTOCOL,
     LV_HTTP, /* $http_<name>: a request header */
 };
 
@@ -52,6 +53,7 @@ static const char *const var_names[] = {
     [LV_UPSTREAM_CACHE_STATUS] = "upstream_cache_status",
     [LV_SSL_PROTOCOL] = "ssl_protocol",
     [LV_REQUEST_ID] = "request_id",
+    [LV_SERVER_PROTOCOL] = "server_protocol",
 };
 #define N_NAMED (sizeof(var_names) / sizeof(var_names[0]))
 
@@ -77,6 +79,7 @@ static const char *const json_keys[] = {
     "upstream_cache_status",
     "ssl_protocol",
     "request_id",
+    "server_protocol",
 };
 
 struct lf_op {
@@ -477,16 +480,24 @@ static void put_cstr(struct wr *w, bool json, const char *s)
     put_value(w, json, s && *s ? s : NULL, s ? strlen(s) : 0, false);
 }
 
+/* "HTTP/1.1", "HTTP/2.0": the request's protocol as nginx's $server_protocol names it. */
+static void version_of(const struct lf_line *l, char ver[9])
+{
+    memcpy(ver, "HTTP/1.0", 9);
+    ver[5] = l->h2 ? '2' : '1';
+    ver[7] = l->h2 ? '0' : (char)('0' + (l->minor > 9 ? 9 : l->minor));
+}
+
 static void put_request(struct wr *w, bool json, const struct lf_line *l)
 {
     void (*esc)(struct wr *, const char *, size_t, bool) = json ? put_json_esc : put_esc;
-    char ver[9] = "HTTP/1.0";
+    char ver[9];
 
     if (!l->method.p) {
         put_value(w, json, NULL, 0, false);
         return;
     }
-    ver[7] = (char)('0' + (l->minor > 9 ? 9 : l->minor));
+    version_of(l, ver);
     if (json)
         put(w, "\"", 1);
     esc(w, l->method.p, l->method.len, false);
@@ -588,6 +599,12 @@ static void put_var(struct wr *w, const struct lf_op *op, const struct lf_line *
     case LV_REQUEST_ID:
         put_cstr(w, j, l->request_id);
         break;
+    case LV_SERVER_PROTOCOL: {
+        char ver[9];
+        version_of(l, ver);
+        put_value(w, j, l->method.p ? ver : NULL, 8, false);
+        break;
+    }
     case LV_HTTP: {
         struct lf_span v = l->hdrs ? l->hdrs[op->hdr] : (struct lf_span){0};
         put_value(w, j, v.p, v.len, false);

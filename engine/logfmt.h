@@ -36,6 +36,7 @@ struct lf_line {
     const char *time_iso8601;          /* "2000-10-10T13:55:36+00:00" */
     struct lf_span method, path, host; /* method.p NULL: no request line was parsed */
     uint8_t minor;                     /* HTTP/1.minor */
+    bool h2;                           /* HTTP/2.0 (minor is then not used) */
     const struct lf_span *hdrs;        /* [logfmt_n_headers(f)]: the values of the format's
                                           $http_* names, in logfmt_header_name() order */
     int status;

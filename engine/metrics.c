@@ -377,7 +377,10 @@ static void put_server(struct expo *x, struct rp_server *s)
 {
     uint64_t open = 0, inflight = SUM(s, m->inflight), accepted = 0, tls_fail = 0, tls_ok = 0,
              tunnels = 0;
-    uint64_t t_in = 0, t_out = 0, pp[3] = {0, 0, 0};
+    uint64_t t_in = 0, t_out = 0, pp[3] = {0, 0, 0}, h2[7] = {0};
+    static const char *const h2_refused[5] = {"reason=\"calm\"", "reason=\"reset\"",
+                                              "reason=\"headers\"", "reason=\"protocol\"",
+                                              "reason=\"write_timeout\""};
     static const char *const result[CK_KINDS] = {",result=\"hit\"", ",result=\"stale\"",
                                                  ",result=\"revalidated\"", ",result=\"miss\""};
     rp_cache_stats st;
@@ -394,6 +397,13 @@ static void put_server(struct expo *x, struct rp_server *s)
         pp[0] += ctr_get(&w->pp_denied);
         pp[1] += ctr_get(&w->pp_malformed);
         pp[2] += ctr_get(&w->pp_timeouts);
+        h2[0] += ctr_get(&w->h2_conns);
+        h2[1] += ctr_get(&w->h2_streams);
+        h2[2] += ctr_get(&w->h2_calm);
+        h2[3] += ctr_get(&w->h2_resets);
+        h2[4] += ctr_get(&w->h2_big_headers);
+        h2[5] += ctr_get(&w->h2_protocol_errors);
+        h2[6] += ctr_get(&w->h2_write_timeouts);
     }
     x->lab_len = 0;
     family(x, "ringproxy_client_connections", "gauge",
@@ -411,6 +421,16 @@ static void put_server(struct expo *x, struct rp_server *s)
             "Client TLS handshakes or records that failed.", tls_fail);
     put_one(x, "ringproxy_tunnels_total", "counter", "Upgrade (WebSocket) tunnels opened.",
             tunnels);
+    put_one(x, "ringproxy_http2_connections_total", "counter",
+            "Client connections that spoke HTTP/2 (ALPN h2, or h2c with prior knowledge).", h2[0]);
+    put_one(x, "ringproxy_http2_streams_total", "counter", "HTTP/2 streams clients opened.", h2[1]);
+    family(x, "ringproxy_http2_refused_total", "counter",
+           "What HTTP/2 clients were refused: connections told GOAWAY ENHANCE_YOUR_CALM (calm: "
+           "floods, rapid reset past the budget), streams reset by the client before their "
+           "answer (reset), header lists past the limits (headers), protocol errors, streams "
+           "whose client never took their answer (write_timeout).");
+    for (int k = 0; k < 5; k++)
+        sample(x, "ringproxy_http2_refused_total", h2_refused[k], h2[2 + k]);
     family(x, "ringproxy_proxy_protocol_rejected_total", "counter",
            "Connections a PROXY protocol listener closed: a peer outside proxy_protocol_from "
            "(denied), a malformed header, or none within header_timeout.");

@@ -175,6 +175,15 @@ typedef struct rp_server_config {
      * characters [A-Za-z0-9._-], else $request_id, 32 hex digits made here (the client's
      * field is then replaced). Off (the default): the client's field passes as it came. */
     bool request_id;
+    /* HTTP/2 (README "HTTP/2"): TLS listeners offer ALPN "h2" before "http/1.1" unless
+     * no_http2 (config: http2 = false); plain listeners also take HTTP/2 with prior
+     * knowledge (a connection that begins with the client preface) when h2c. Upgrade: h2c
+     * is not supported (as nginx). A connection serves at most h2_max_concurrent_streams
+     * streams at once (default 128); its header list is bounded by max_header_bytes and
+     * max_header_count as an HTTP/1.1 head is. */
+    bool no_http2;
+    bool h2c;
+    uint32_t h2_max_concurrent_streams;
 } rp_server_config;
 
 /* Creates a server from `cfg` (copied; NULL means all defaults). Returns NULL on bad

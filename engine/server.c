@@ -43,6 +43,8 @@ static void apply_defaults(rp_server_config *c)
         c->shutdown_timeout_ms = 30000;
     if (!c->tunnel_idle_timeout_ms)
         c->tunnel_idle_timeout_ms = 3600 * 1000;
+    if (!c->h2_max_concurrent_streams)
+        c->h2_max_concurrent_streams = 128;
     if (!c->max_header_bytes)
         c->max_header_bytes = 16 * 1024;
     if (!c->max_header_count)

@@ -23,7 +23,13 @@ static void conn_timeout(struct timer *t, uint64_t now);
 
 void conn_close(struct conn *c)
 {
+    if (c->h2s) {
+        h2s_close(c);
+        return;
+    }
     ex_abort(c);
+    if (c->h2)
+        h2_abort_streams(c);
     sock_kill(c->w, &c->sk);
 }
 
@@ -33,6 +39,7 @@ void conn_release(struct conn *c)
 
     list_del(&c->link);
     w->nconns--;
+    h2_session_free(c);
     tls_conn_free(c->tls);
     slab_free(&w->conn_slab, c);
 }
@@ -45,8 +52,12 @@ static void conn_on_tls_data(struct conn *c, const char *p, uint32_t n)
     bool fresh = !tls_handshake_done(c->tls);
     ssize_t k = tls_recv(c->tls, p, n, w->plain, TLS_PLAIN_CAP);
 
-    if (fresh && tls_handshake_done(c->tls))
+    if (fresh && tls_handshake_done(c->tls)) {
+        const char *alpn = tls_alpn(c->tls);
         ctr_add(&w->tls_handshakes, 1);
+        if (alpn && alpn[0] == 'h' && alpn[1] == '2' && !h2_session_start(c, NULL, 0))
+            return;
+    }
     while (k > 0) {
         conn_on_data(c, w->plain, (uint32_t)k);
         if (c->sk.dead)
@@ -182,6 +193,7 @@ static struct conn *conn_new(struct worker *w, int fd, bool tls, bool admin)
     }
     c->w = w;
     c->admin = admin;
+    c->h2c_ok = !tls && !admin && w->snap->cfg.h2c;
     c->ex = &w->no_ex;
     c->sk.tm.fn = conn_timeout;
     /* multishot accept cannot return addresses; the client's address is needed for
@@ -215,13 +227,19 @@ void conn_accepted(struct worker *w, int fd, bool tls, bool admin)
  * its end. */
 void conn_queue_bytes(struct conn *c, const void *p, uint32_t n)
 {
+    if (c->h2s) {
+        h2s_queue(c, p, n);
+        return;
+    }
     if (c->tls ? tls_send(c->tls, p, n) < 0 : sock_queue(&c->sk, p, n) < 0)
         conn_close(c);
 }
 
 void conn_flush_out(struct conn *c)
 {
-    if (!c->sk.dead)
+    if (c->h2s)
+        h2s_flush(c);
+    else if (!c->sk.dead)
         sock_flush(c->w, &c->sk);
 }
 
@@ -230,7 +248,9 @@ void conn_send_continue(struct conn *c, const struct h1_request *r)
     /* We ask for the body ourselves rather than forward Expect: the backend may be an
      * HTTP/1.0 server that never answers 100, and the client would stall. */
     if (r->expect_continue && r->minor == 1 && r->body != H1_BODY_NONE && !buf_used(&c->sk.in)) {
-        conn_queue_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        bool ok = true;
+        buf_put(conn_head_buf(c), &ok, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        conn_head_done(c, ok);
         conn_flush_out(c);
     }
 }
@@ -246,13 +266,17 @@ static bool resp_skip_header(const struct h1_header *h)
  * scratch buffer, which conn_head_done() then encrypts into the output. */
 struct buf *conn_head_buf(struct conn *c)
 {
-    return c->tls ? &c->w->scratch : &c->sk.out.pending;
+    return c->tls || c->h2s ? &c->w->scratch : &c->sk.out.pending;
 }
 
 void conn_head_done(struct conn *c, bool ok)
 {
     struct buf *b = &c->w->scratch;
 
+    if (c->h2s) {
+        h2s_head_done(c, ok);
+        return;
+    }
     if (ok && c->tls)
         conn_queue_bytes(c, buf_data(b), buf_used(b));
     if (c->tls)
@@ -316,6 +340,10 @@ void conn_write_interim(struct conn *c, const struct h1_response *r)
 
 void conn_exchange_done(struct conn *c, bool close, bool unread)
 {
+    if (c->h2s) {
+        h2s_exchange_done(c);
+        return;
+    }
     if (unread) /* the rest of the request body is discarded until the client closes */
         c->linger = true;
     if (close || unread)
@@ -329,6 +357,10 @@ void conn_exchange_done(struct conn *c, bool close, bool unread)
 
 void conn_resume_input(struct conn *c)
 {
+    if (c->h2s) {
+        h2s_resume_input(c);
+        return;
+    }
     if (c->recv_paused) {
         c->recv_paused = false;
         sock_recv_start(c->w, &c->sk);
@@ -393,6 +425,10 @@ static bool conn_parse(struct conn *c, const char *p, uint32_t n, bool in_buf)
 
 void conn_process(struct conn *c)
 {
+    if (c->h2s) {
+        h2s_process(c);
+        return;
+    }
     while (!c->sk.dead) {
         uint32_t before = buf_used(&c->sk.in);
         if (ex_active(c->ex)) {
@@ -423,8 +459,54 @@ void conn_process(struct conn *c)
     }
 }
 
+/* h2c: a plain connection's first bytes are the client preface (HTTP/2 with prior
+ * knowledge), or an HTTP/1.1 request. Returns true when they were taken here: the
+ * connection is HTTP/2 now, or the preface is not whole yet (kept in sk.in). */
+static bool conn_h2c_preface(struct conn *c, const char *p, uint32_t n)
+{
+    struct buf *in = &c->sk.in;
+    bool kept = buf_used(in) != 0;
+    int m;
+
+    if (kept) {
+        if (buf_append(in, p, n)) {
+            conn_close(c);
+            return true;
+        }
+        p = buf_data(in);
+        n = buf_used(in);
+    }
+    m = h2_preface_match(p, n);
+    if (m < 0) { /* HTTP/1.1: what was kept is parsed as a head */
+        c->h2c_ok = false;
+        if (kept)
+            conn_process(c);
+        return kept;
+    }
+    if (m == 0) {
+        if (!kept && buf_append(in, p, n))
+            conn_close(c);
+        return true;
+    }
+    if (kept) { /* the session reads from its own copy */
+        struct buf held = *in;
+        *in = (struct buf){0};
+        h2_session_start(c, buf_data(&held), buf_used(&held));
+        buf_free(&held);
+    } else {
+        h2_session_start(c, p, n);
+    }
+    return true;
+}
+
 void conn_on_data(struct conn *c, const char *p, uint32_t n)
 {
+    if (c->h2) {
+        h2_on_data(c, p, n);
+        return;
+    }
+    if (c->h2c_ok && !c->nreq && conn_h2c_preface(c, p, n))
+        return;
     if (c->ex->state == EX_TUNNEL) {
         tunnel_client_data(c, p, n);
         return;
@@ -454,6 +536,10 @@ void conn_on_data(struct conn *c, const char *p, uint32_t n)
 void conn_on_eof(struct conn *c, int err)
 {
     c->peer_eof = true;
+    if (c->h2) { /* an HTTP/2 client's streams cannot outlive its side of the connection */
+        conn_close(c);
+        return;
+    }
     if (c->ex->state == EX_TUNNEL) {
         tunnel_client_eof(c, err);
         return;
@@ -473,6 +559,11 @@ void conn_on_sent(struct conn *c)
 
     if (c->sk.dead)
         return;
+    if (c->h2) { /* more frames, now that the socket took what was queued */
+        h2_on_sent(c);
+        if (c->sk.dead)
+            return;
+    }
     if (outq_bytes(&c->sk.out)) {
         conn_update_timer(c);
         return;
@@ -493,11 +584,11 @@ void conn_on_sent(struct conn *c)
         }
         return;
     }
-    if (ex_active(ex) && ex->up && ex->up->sk.recv == RECV_OFF && !ex->up->sk.want_recv &&
-        ex->up->state == US_READY) {
-        sock_recv_start(c->w, &ex->up->sk); /* the client caught up: read the backend again */
-        up_update_timer(ex->up);
+    if (c->h2) {
+        conn_update_timer(c);
+        return;
     }
+    ex_backend_resume(c); /* the client caught up: read the backend again */
     if (ex->state == EX_TUNNEL) {
         tunnel_sent(c);
         conn_update_timer(c); /* the write timeout gives way to the idle one */
@@ -509,6 +600,10 @@ void conn_on_sent(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
+    if (c->h2) {
+        h2_drain(c);
+        return;
+    }
     /* A connection that has not sent its first request yet is not idle: its client has just
      * connected and is sending one. It is left to (within header_timeout), as nginx leaves
      * it; closing it would reset a client that did nothing wrong, and after an upgrade the
@@ -554,10 +649,16 @@ void conn_update_timer(struct conn *c)
 
     if (c->sk.dead)
         return;
+    if (c->h2) {
+        h2_update_timer(c);
+        return;
+    }
     if (c->linger && !c->close_after && !outq_bytes(&c->sk.out))
         deadline = w->now_ms + LINGER_MS;
     else if (outq_bytes(&c->sk.out))
-        deadline = w->now_ms + (ex->t ? ex->t->write_timeout_ms : 10000);
+        deadline = w->now_ms + (ex->t    ? ex->t->write_timeout_ms
+                                : c->h2s ? h2s_write_timeout_ms(c)
+                                         : 10000);
     else
         switch ((enum ex_state)ex->state) {
         case EX_IDLE: /* a head arriving (or the first one, or a PROXY header, due), else
@@ -665,6 +766,20 @@ static void sessions_force(struct worker *w)
     }
 }
 
+/* A reload: HTTP/2 connections get GOAWAY (their streams finish), so that clients come back
+ * on a connection with the new settings and certificates; an HTTP/1.1 connection takes the
+ * new configuration with its next request. */
+static void sessions_adopt(struct worker *w, struct snapshot *old)
+{
+    (void)old;
+    for (struct list_node *n = w->conns.next, *next; n != &w->conns; n = next) {
+        struct conn *c = container_of(n, struct conn, link);
+        next = n->next;
+        if (c->h2)
+            h2_drain(c);
+    }
+}
+
 static int sessions_init(struct worker *w)
 {
     list_init(&w->conns);
@@ -697,5 +812,6 @@ const struct worker_module session_module = {
     .drain = sessions_drain,
     .force = sessions_force,
     .fini = sessions_fini,
+    .adopt = sessions_adopt,
     .name = "client sessions",
 };

@@ -271,6 +271,7 @@ static int snapshot_tls(struct rp_server *s, struct snapshot *snap, const char *
     snap->tls = tls_server_new(cert, key, why, sizeof(why));
     if (!snap->tls)
         return snprintf(err, cap, "TLS: %s", why), -EINVAL;
+    tls_server_set_h2(snap->tls, !snap->cfg.no_http2);
     for (uint32_t i = 0; i < snap->rt.n_domains; i++) {
         const struct target *t = snap->rt.domains[i];
         if (t->tls_cert &&

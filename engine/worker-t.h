@@ -115,6 +115,7 @@ struct worker {
     char *plain;             /* decrypted bytes of the receive being handled (TLS) */
     struct buf scratch;      /* a response head being composed for a TLS client */
     struct buf dechunk;      /* UP_BOTH: a chunked response body decoded beside its framing */
+    struct buf h2out;        /* HTTP/2 frames gathered into one TLS record (session_h2.c) */
     uint64_t tls_failures;   /* handshakes or records that failed */
     uint64_t tls_handshakes; /* client handshakes completed */
     struct bal_worker bal;
@@ -131,6 +132,11 @@ struct worker {
     /* PROXY protocol listeners' connections closed: from a peer not in proxy_protocol_from,
      * with a malformed header, without a whole header within header_timeout */
     uint64_t pp_denied, pp_malformed, pp_timeouts;
+    /* HTTP/2: connections and streams taken; refused: connections told ENHANCE_YOUR_CALM
+     * (glitch budget, floods), streams reset by the client before their answer, header lists
+     * past the limits, protocol errors, streams whose client never took their answer */
+    uint64_t h2_conns, h2_streams, h2_calm, h2_resets, h2_big_headers, h2_protocol_errors,
+        h2_write_timeouts;
     struct wmetrics *m; /* the counters /metrics sums (metrics.h), from init to the run's end */
     struct alog_worker *alog; /* the access log's buffers (accesslog.h), NULL: no log */
 };

@@ -47,6 +47,9 @@
 #define TICKET_EPOCH_SECS (2 * 3600)
 
 #define ALPN_H1 "http/1.1"
+#define ALPN_H2 "h2"
+
+enum alpn { ALPN_NONE = 0, ALPN_IS_H1, ALPN_IS_H2 };
 
 struct ticket_slot {
     uint64_t epoch;
@@ -72,6 +75,7 @@ struct tls_ctx {
     struct sni_cert *sni;
     size_t nsni;
     struct ticket_keys *keys;
+    atomic_bool h2; /* server: ALPN offers h2 before http/1.1 (tls_server_set_h2) */
 };
 
 struct tls_conn {
@@ -87,7 +91,8 @@ struct tls_conn {
     int sink_err;    /* what the sink returned when it failed */
     int wolf_err;    /* wolfSSL's code behind -EPROTO */
     const char *why; /* our own reason, when wolfSSL's code is not the story */
-    bool server, done, alpn_h1;
+    bool server, done;
+    uint8_t alpn; /* enum alpn: what the handshake agreed on */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
@@ -219,20 +224,36 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char name[WOLFSSL_TICKET_NAME_SZ],
 
 /* ---- callbacks shared by every server context ---- */
 
+/* Whether the client's ALPN list in[0..inlen) names `proto`; *out points at it there. */
+static bool alpn_offered(const unsigned char *in, unsigned int inlen, const char *proto,
+                         const unsigned char **out, unsigned char *outlen)
+{
+    size_t pl = strlen(proto);
+
+    for (unsigned int i = 0; i < inlen; i += 1u + in[i]) {
+        if (in[i] == pl && i + 1u + in[i] <= inlen && memcmp(in + i + 1, proto, pl) == 0) {
+            *out = in + i + 1;
+            *outlen = in[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The server's preference, not the client's order (RFC 7301 section 3.2): h2 when the
+ * context offers it, then http/1.1. */
 static int alpn_cb(WOLFSSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
+    const struct tls_ctx *t = arg;
+
     (void)ssl;
-    (void)arg;
-    for (unsigned int i = 0; i < inlen; i += 1u + in[i]) {
-        if (in[i] == sizeof(ALPN_H1) - 1 && i + 1u + in[i] <= inlen &&
-            memcmp(in + i + 1, ALPN_H1, sizeof(ALPN_H1) - 1) == 0) {
-            *out = in + i + 1;
-            *outlen = in[i];
-            return SSL_TLSEXT_ERR_OK;
-        }
-    }
-    return SSL_TLSEXT_ERR_NOACK; /* no h1 offered: carry on without ALPN */
+    if (t && atomic_load_explicit(&t->h2, memory_order_relaxed) &&
+        alpn_offered(in, inlen, ALPN_H2, out, outlen))
+        return SSL_TLSEXT_ERR_OK;
+    if (alpn_offered(in, inlen, ALPN_H1, out, outlen))
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_NOACK; /* neither offered: carry on without ALPN */
 }
 
 static bool sni_matches(const struct sni_cert *c, const char *host)
@@ -383,7 +404,7 @@ static WOLFSSL_CTX *server_wctx(struct tls_ctx *t, const char *cert, const char 
     wolfSSL_CTX_set_TicketHint(c, TICKET_EPOCH_SECS);
     wolfSSL_CTX_set_TicketEncCb(c, ticket_cb);
     wolfSSL_CTX_set_TicketEncCtx(c, t->keys);
-    wolfSSL_CTX_set_alpn_select_cb(c, alpn_cb, NULL);
+    wolfSSL_CTX_set_alpn_select_cb(c, alpn_cb, t);
     wolfSSL_CTX_set_servername_callback(c, sni_cb);
     wolfSSL_CTX_set_servername_arg(c, t);
     return c;
@@ -477,6 +498,11 @@ err_ca:
 err_ctx:
     free(t);
     return NULL;
+}
+
+void tls_server_set_h2(struct tls_ctx *ctx, bool on)
+{
+    atomic_store_explicit(&ctx->h2, on, memory_order_relaxed);
 }
 
 int tls_ctx_set_max_version(struct tls_ctx *ctx, const char *version)
@@ -647,9 +673,12 @@ static void handshake_finished(struct tls_conn *t)
     unsigned short len = 0;
 
     t->done = true;
-    if (wolfSSL_ALPN_GetProtocol(t->ssl, &proto, &len) == WOLFSSL_SUCCESS && proto &&
-        len == sizeof(ALPN_H1) - 1 && memcmp(proto, ALPN_H1, len) == 0)
-        t->alpn_h1 = true;
+    if (wolfSSL_ALPN_GetProtocol(t->ssl, &proto, &len) == WOLFSSL_SUCCESS && proto) {
+        if (len == sizeof(ALPN_H1) - 1 && memcmp(proto, ALPN_H1, len) == 0)
+            t->alpn = ALPN_IS_H1;
+        else if (len == sizeof(ALPN_H2) - 1 && memcmp(proto, ALPN_H2, len) == 0)
+            t->alpn = ALPN_IS_H2;
+    }
 }
 
 static int handshake(struct tls_conn *t)
@@ -769,7 +798,7 @@ const char *tls_version(const struct tls_conn *t)
 
 const char *tls_alpn(const struct tls_conn *t)
 {
-    return t->alpn_h1 ? ALPN_H1 : NULL;
+    return t->alpn == ALPN_IS_H1 ? ALPN_H1 : t->alpn == ALPN_IS_H2 ? ALPN_H2 : NULL;
 }
 
 bool tls_resumed(const struct tls_conn *t)

@@ -51,6 +51,10 @@ int tls_server_add_sni(struct tls_ctx *ctx, const char *name, const char *cert_f
  * NULL; `verify` false accepts any certificate. NULL on failure with a reason in err. */
 struct tls_ctx *tls_client_new(const char *ca_file, bool verify, char *err, size_t errlen);
 
+/* Whether a server context's ALPN offers "h2" (HTTP/2), preferred over "http/1.1" when the
+ * client offers both. Off until set. Start-up, or before the context is published. */
+void tls_server_set_h2(struct tls_ctx *ctx, bool on);
+
 /* Caps the protocol version of connections made afterwards: "TLSv1.2" or "TLSv1.3" (the
  * default). 0 or -EINVAL. Start-up only (tests use it to force TLS 1.2). */
 int tls_ctx_set_max_version(struct tls_ctx *ctx, const char *version);
@@ -90,7 +94,7 @@ ssize_t tls_send(struct tls_conn *t, const char *p, size_t n);
 void tls_shutdown(struct tls_conn *t);
 
 bool tls_handshake_done(const struct tls_conn *t);
-/* The negotiated protocol ("TLSv1.3"), ALPN ("http/1.1" or NULL), whether the session was
+/* The negotiated protocol ("TLSv1.3"), ALPN ("h2", "http/1.1" or NULL), whether the session was
  * resumed, the SNI the client sent (server side, NULL if none), the last error's text. */
 const char *tls_version(const struct tls_conn *t);
 const char *tls_alpn(const struct tls_conn *t);

@@ -4,20 +4,21 @@
 set -e
 # `tools/deps.sh fuzz` adds what `make fuzz` needs (clang and libFuzzer).
 PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
-libwolfssl-dev libdeflate-dev curl python3 openssl groff-base prometheus haproxy"
-TOOLS="gcc make curl python3 pkg-config openssl groff promtool haproxy"
+libwolfssl-dev libdeflate-dev libnghttp2-dev nghttp2-client python3-h2 curl python3 openssl groff-base prometheus haproxy"
+TOOLS="gcc make curl python3 pkg-config openssl groff promtool haproxy h2load nghttp"
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang-14 libfuzzer-14-dev"
     TOOLS="$TOOLS clang-14"
 fi
 missing=""
-for pc in liburing libconfig cmocka libxxhash wolfssl libdeflate; do
+for pc in liburing libconfig cmocka libxxhash wolfssl libdeflate libnghttp2; do
     pkg-config --exists "$pc" 2>/dev/null || missing="yes"
 done
 for tool in $TOOLS; do
     command -v "$tool" >/dev/null 2>&1 || missing="yes"
 done
 [ "${1:-}" = fuzz ] && [ ! -e /usr/lib/llvm-14/lib/libFuzzer.a ] && missing="yes"
+[ -e /usr/lib/python3/dist-packages/h2/__init__.py ] || missing="yes" # python3-h2 (test_h2)
 [ -z "$missing" ] && exit 0
 cmd="apt-get install -y --no-install-recommends $PKGS"
 if [ "$(id -u)" != 0 ]; then

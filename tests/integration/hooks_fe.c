@@ -208,7 +208,7 @@ int main(int argc, char **argv)
         be[i].addr = addrs[i];
     }
     rp_server_config cfg = {.listen = listen, .n_listen = 1, .workers = 2, .max_local_body_bytes = 4096,
-                           .header_timeout_ms = 2000};
+                           .header_timeout_ms = 2000, .h2c = true}; /* test_h2 too */
     rp_domain_config d = {.domain = "hooks.local", .backends = be, .n_backends = (size_t)n,
                           .max_retries = 2};
     srv = rp_server_new(&cfg);

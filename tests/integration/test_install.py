@@ -247,7 +247,7 @@ def man_tables(text):
         elif line.startswith(".SH") or line.startswith(".SS"):
             cur = None
         elif line == ".TP" and cur and i + 1 < len(lines):
-            key = re.match(r"\\fB([a-z_]+)\\fR \(", lines[i + 1])
+            key = re.match(r"\\fB([a-z0-9_]+)\\fR \(", lines[i + 1])
             assert key, (cur, lines[i + 1])
             tables[cur].append(key.group(1))
     return tables

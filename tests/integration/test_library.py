@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def link_flags():
-    libs = subprocess.run(["pkg-config", "--libs", "liburing", "libxxhash", "wolfssl", "libdeflate"],
+    libs = subprocess.run(["pkg-config", "--libs", "liburing", "libxxhash", "wolfssl", "libdeflate", "libnghttp2"],
                           capture_output=True,
                           text=True, check=True).stdout.split()
     san = ["-fsanitize=address,undefined"] if "asan" in BUILD else []

@@ -296,7 +296,7 @@ static void test_json_escaping(void **state)
 
     (void)state;
     s = line_of(f, &l);
-    assert_int_equal(json_object(s), 17);
+    assert_int_equal(json_object(s), 18);
     assert_non_null(strstr(s,
                            "\"http_user_agent\":\"a\\\"b\\\\c\\r\\nd\\u0001\\u007f\\u00ff\xc3\xa9"
                            "\\u001b[31m\""));
@@ -309,7 +309,7 @@ static void test_json_escaping(void **state)
     l = (struct lf_line){.hdrs = hv, .status = 502};
     memset(hv, 0, sizeof(hv));
     s = line_of(f, &l);
-    assert_int_equal(json_object(s), 17);
+    assert_int_equal(json_object(s), 18);
     assert_non_null(strstr(s, "\"remote_addr\":null,\"request\":null,\"status\":502"));
     logfmt_free(f);
 }

@@ -142,6 +142,13 @@ void sock_recv_stop(struct worker *w, struct sock *s)
         fake_of(s);
 }
 
+void sock_recv_start(struct worker *w, struct sock *s)
+{
+    assert_ptr_equal(w, &wrk);
+    if (s != &cl.sk)
+        fake_of(s)->up.sk.recv = RECV_ARMED;
+}
+
 bool sock_unsend(struct worker *w, struct sock *s)
 {
     (void)w;
