@@ -49,7 +49,7 @@ else
 Q := @
 endif
 
-LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/session_h1.c engine/session_h2.c engine/exchange.c engine/upstream.c engine/tunnel.c engine/route.c \
+LIB_SRC := engine/server.c engine/worker.c engine/buf.c engine/session_h1.c engine/session_h2.c engine/h2common.c engine/exchange.c engine/upstream.c engine/upstream_h2.c engine/tunnel.c engine/route.c \
            engine/respond.c engine/local.c engine/upstream_head.c engine/metrics.c engine/admin.c engine/snapshot.c \
            engine/h1.c engine/timer.c engine/log.c engine/hooks.c engine/pcache.c engine/refresh.c balance/balance.c balance/health.c tls/tls.c \
            cache/policy.c cache/store.c cache/compress.c engine/util.c engine/bufring.c engine/proxy_proto.c \

@@ -36,6 +36,8 @@ static inline void buf_put(struct buf *b, bool *ok, const void *p, size_t n)
 {
     /* the common case inline: room after the live bytes (buf_reserve's rewind of a fully
      * consumed buffer and its growth stay out of line) */
+    if (!n) /* (p may then be NULL: an empty buffer's data) */
+        return;
     if (*ok && b->cap - b->len >= n && !(b->off && b->off == b->len)) {
         memcpy(b->p + b->len, p, n);
         b->len += (uint32_t)n;

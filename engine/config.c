@@ -638,13 +638,13 @@ static int check_backend(struct loader *ld, const config_setting_t *s, const cha
 {
     const char *a, *p;
     size_t n, skip;
-    bool tls;
+    bool tls, h2;
     int rc = get_copy(ld, s, addr);
 
     if (rc)
         return rc;
     a = *addr;
-    skip = url_scheme_len(a, &tls);
+    skip = url_scheme_len(a, &tls, &h2);
     if (!skip)
         goto bad;
     p = a + skip;
@@ -656,7 +656,9 @@ static int check_backend(struct loader *ld, const config_setting_t *s, const cha
     return 0;
 bad:
     return fail(ld, s, s,
-                "\"%s\" is not a valid backend address (want http://host:port or https://...)", a);
+                "\"%s\" is not a valid backend address (want http://host:port, https://..., "
+                "h2c://... or h2://...)",
+                a);
 }
 
 static int parse_backend_addr(struct loader *ld, const config_setting_t *s, void *obj)

@@ -856,6 +856,8 @@ static void ex_resp_body(struct upconn *up, const struct up_body *b)
         conn_queue_bytes(c, b->data, b->data_len);
     else
         conn_queue_bytes(c, b->raw, b->raw_len);
+    if (b->n_trailers && c->h2s && !c->sk.dead) /* (HTTP/1.1 clients: in raw's last chunk) */
+        h2s_trailers(c, b->trailers, b->n_trailers);
     if (!c->sk.dead && outq_bytes(&c->sk.out) > WINDOW_BYTES)
         sock_recv_stop(c->w, &up->sk); /* hold the backend back while the client is slow */
 }

@@ -112,6 +112,8 @@ int h2_preface_match(const char *p, uint32_t n);
  * conn_process and conn_resume_input hand a stream to these. */
 void h2s_head_done(struct conn *c, bool ok);
 void h2s_queue(struct conn *c, const void *p, uint32_t n);
+/* The response's trailer fields (copied): sent after its body, in place of END_STREAM on it. */
+void h2s_trailers(struct conn *c, const struct h1_header *f, uint32_t n);
 void h2s_flush(struct conn *c);
 void h2s_exchange_done(struct conn *c);
 void h2s_close(struct conn *c);

@@ -74,23 +74,24 @@ int route_parse_backend(const char *addr, struct backend *be)
     char host[256];
     const char *p;
     size_t n, skip = 0;
-    bool tls = false;
+    bool tls = false, h2 = false;
     int port;
 
     if (addr)
-        skip = url_scheme_len(addr, &tls);
+        skip = url_scheme_len(addr, &tls, &h2);
     if (!skip) {
-        log_error("backend '%s': want http://host:port", addr ? addr : "(null)");
+        log_error("backend '%s': want http://host:port (or https://, h2c://, h2://)",
+                  addr ? addr : "(null)");
         return -EINVAL;
     }
-    if (tls)
-        be->tls = true;
+    be->tls = tls;
+    be->h2 = h2;
     p = addr + skip;
     n = strlen(p);
     if (n && p[n - 1] == '/')
         n--;
     if (memchr(p, '/', n) || parse_hostport(p, n, host, sizeof(host), &port, tls ? 443 : 80)) {
-        log_error("backend '%s': want http://host:port", addr);
+        log_error("backend '%s': want http://host:port (or https://, h2c://, h2://)", addr);
         return -EINVAL;
     }
     be->addr = strdup(addr);
@@ -324,6 +325,13 @@ int route_add_domain(struct route_table *rt, const rp_domain_config *d)
     if (!rc && d->tls_cert &&
         (!(t->tls_cert = strdup(d->tls_cert)) || !(t->tls_key = strdup(d->tls_key))))
         rc = -ENOMEM;
+    for (uint32_t i = 0; !rc && t->send_pp && i < t->n_backends; i++)
+        if (t->backends[i]->h2) {
+            /* a multiplexed connection carries many clients: no one client's PROXY header */
+            log_error("domain %s: send_proxy_protocol cannot go to an HTTP/2 backend (%s)",
+                      d->domain, t->backends[i]->addr);
+            rc = -EINVAL;
+        }
     if (!rc && t->hc.path[0] && t->hc.path[0] != '/') {
         log_error("domain %s: health_check path must start with '/'", d->domain);
         rc = -EINVAL;

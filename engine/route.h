@@ -19,7 +19,8 @@ struct backend {
     char *addr;      /* as configured, for logs: "http://127.0.0.1:8080" */
     char *authority; /* "127.0.0.1:8080": the Host sent upstream unless overridden */
     char *sni;       /* https:// backends named by DNS: the name for SNI and verification */
-    bool tls;        /* https:// */
+    bool tls;        /* https:// or h2:// */
+    bool h2;         /* h2c:// or h2://: HTTP/2 (upstream_h2.c) */
     uint32_t authority_len;
     struct sockaddr_storage sa;
     socklen_t salen;

@@ -34,6 +34,7 @@
 #include <strings.h>
 
 #include "../tls/tls.h"
+#include "h2common.h"
 #include "internal.h"
 #include "log.h"
 
@@ -86,6 +87,7 @@ struct h2_stream {
     struct buf acc;
     uint32_t m_off, m_len, p_off, p_len, a_off, a_len;
     struct buf cookie, trailers;
+    struct buf resp_trailers; /* the response's, as (name length, value length, name, value) */
 };
 
 static struct h2_stream *stream_of(struct conn *c)
@@ -127,6 +129,7 @@ static void stream_release(struct sock *s)
     buf_free(&st->acc);
     buf_free(&st->cookie);
     buf_free(&st->trailers);
+    buf_free(&st->resp_trailers);
     free(st);
 }
 
@@ -303,6 +306,42 @@ void h2s_flush(struct conn *c)
     h2_pump(st->h);
 }
 
+void h2s_trailers(struct conn *c, const struct h1_header *f, uint32_t n)
+{
+    struct h2_stream *st = stream_of(c);
+    bool ok = true;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len[2] = {f[i].name_len, f[i].value_len};
+        if (f[i].hop || f[i].kind == H1_H_CONTENT_LENGTH || !f[i].name_len || f[i].name[0] == ':')
+            continue;
+        buf_put(&st->resp_trailers, &ok, len, sizeof(len));
+        buf_put(&st->resp_trailers, &ok, f[i].name, f[i].name_len);
+        buf_put(&st->resp_trailers, &ok, f[i].value, f[i].value_len);
+    }
+    if (!ok)
+        h2s_close(c);
+}
+
+/* The response's trailers as HEADERS with END_STREAM; false when they could not be. */
+static bool stream_send_trailers(struct h2_stream *st)
+{
+    nghttp2_nv nv[H1_HEADERS_CAP];
+    char *p = buf_data(&st->resp_trailers), *end = p + buf_used(&st->resp_trailers);
+    size_t n = 0;
+
+    while (p < end && n < H1_HEADERS_CAP) {
+        uint32_t len[2];
+        memcpy(len, p, sizeof(len));
+        p += sizeof(len);
+        h2_lower(p, len[0]);
+        nv[n++] =
+            (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + len[0], len[0], len[1], NGHTTP2_NV_FLAG_NONE};
+        p += len[0] + len[1];
+    }
+    return nghttp2_submit_trailer(st->h->ng, st->id, nv, n) == 0;
+}
+
 /* nghttp2's data source: the response body from c.sk.out.pending. */
 static ssize_t stream_read(nghttp2_session *ng, int32_t id, uint8_t *out, size_t len,
                            uint32_t *flags, nghttp2_data_source *src, void *user)
@@ -324,13 +363,13 @@ static ssize_t stream_read(nghttp2_session *ng, int32_t id, uint8_t *out, size_t
             ex_backend_resume(&st->c); /* the client caught up: read the backend again */
         conn_update_timer(&st->c);
     }
-    if (!buf_used(b)) {
-        if (st->resp_done)
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-        else if (!n) {
-            st->deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
-        }
+    if (!buf_used(b) && st->resp_done) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (buf_used(&st->resp_trailers) && stream_send_trailers(st))
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers' HEADERS ends it */
+    } else if (!n) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
     }
     return n;
 }
@@ -371,9 +410,7 @@ void h2s_head_done(struct conn *c, bool ok)
         struct h1_header *f = &r.headers[i];
         if (resp_field_dropped(f))
             continue;
-        for (uint32_t k = 0; k < f->name_len; k++) /* HTTP/2 field names are lower case */
-            ((char *)f->name)[k] =
-                (char)(f->name[k] | (f->name[k] >= 'A' && f->name[k] <= 'Z') << 5);
+        h2_lower((char *)f->name, f->name_len);
         nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len, f->value_len,
                                NGHTTP2_NV_FLAG_NONE};
     }
@@ -789,19 +826,21 @@ static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
 
 static void callbacks_init(void)
 {
-    if (nghttp2_session_callbacks_new(&callbacks) || nghttp2_option_new(&options))
+    static const struct h2_handlers h = {
+        .begin_frame = on_begin_frame,
+        .begin_headers = on_begin_headers,
+        .header = on_header,
+        .frame_recv = on_frame_recv,
+        .frame_send = on_frame_send,
+        .data_chunk = on_data_chunk,
+        .stream_close = on_stream_close,
+        .invalid_frame = on_invalid_frame,
+    };
+
+    if (h2_setup(&h, &callbacks, &options)) {
+        callbacks = NULL;
         return;
-    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
-    nghttp2_option_set_no_auto_window_update(options, 1);
-    /* CVE-2024-27316: Debian's 1.52.0-1+deb12u2 bounds CONTINUATION frames; 8 as upstream */
-    nghttp2_option_set_max_continuations(options, 8);
+    }
     /* CVE-2023-44487 (deb12u1): nghttp2's own RST_STREAM bucket stays as a backstop behind the
      * glitch budget, which counts only streams reset before their answer and says
      * ENHANCE_YOUR_CALM */

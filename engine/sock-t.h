@@ -34,6 +34,11 @@ struct sock_ops {
     void (*on_socket)(struct sock *s, int res);           /* OP_SOCKET result */
     void (*on_connect)(struct sock *s, int res);          /* OP_CONNECT result */
     void (*release)(struct sock *s);                      /* free the object */
+    /* A sock without a socket of its own (an HTTP/2 stream to a backend, upstream_h2.c):
+     * sock_flush calls flush instead of sending, sock_recv_start/stop call recv_ctl. NULL
+     * for real sockets. */
+    void (*flush)(struct sock *s);
+    void (*recv_ctl)(struct sock *s, bool on);
 };
 enum recv_state { RECV_OFF = 0, RECV_ARMED, RECV_CANCELLING };
 

@@ -28,6 +28,10 @@ struct up_body {
     char *raw;
     const char *data;
     uint32_t raw_len, data_len;
+    /* The response's trailer fields, with its last body bytes, when the backend spoke HTTP/2
+     * (an HTTP/1.1 backend's are in `raw`'s last chunk); NULL and 0 otherwise. */
+    const struct h1_header *trailers;
+    uint32_t n_trailers;
 };
 enum up_decode { UP_RAW = 0, UP_DECODE, UP_BOTH };
 
@@ -88,6 +92,8 @@ struct upconn {
     bool needs_socket;        /* new: up_start() makes its socket and connects */
     bool req_sent;            /* a send of the current request completed */
     bool req_whole;           /* all of the request is queued: read_timeout may run */
+    bool h2;                  /* a stream on an HTTP/2 backend connection (upstream_h2.c) */
+    bool fresh_h2;            /* up_get(fresh) of a stream: a connection of its own */
     uint64_t left;            /* Content-Length bytes of the body still to come */
     struct h1_chunked ck;     /* a chunked body's decoder */
     struct tls_conn *tls;     /* https:// backends: TLS state, from the connect on */
@@ -100,6 +106,7 @@ struct upconn {
 struct pool {
     struct list_node idle; /* struct upconn.link, most recently used first */
     uint32_t n;
+    struct list_node h2; /* HTTP/2 backends: the connections (struct h2u_sess.link) */
 };
 
 #endif /* RP_UPSTREAM_T_H */

@@ -24,6 +24,11 @@
 static void up_timeout(struct timer *t, uint64_t now);
 static const struct sock_ops up_ops;
 
+void up_timer_fired(struct timer *t, uint64_t now)
+{
+    up_timeout(t, now);
+}
+
 /* An upconn is on one list at a time through `link`: its backend's idle pool (most recently
  * used first) while idle, or the worker's list of connections in use by background users
  * (nobody waits for those, so a draining worker ends them rather than wait). */
@@ -68,7 +73,9 @@ void up_update_timer(struct upconn *up)
         deadline = w->now_ms + up->t->idle_timeout_ms;
         break;
     default:
-        if (up->sk.out.busy)
+        if (!up->t) /* an HTTP/2 connection between streams: it names no target */
+            deadline = up->sk.out.busy ? w->now_ms + 10000 : 0;
+        else if (up->sk.out.busy)
             deadline = w->now_ms + up->t->write_timeout_ms;
         else if (!up->sk.want_recv || !up->req_whole || up->read == UR_TUNNEL)
             deadline = 0; /* held back for a slow client, or waiting for the client's body:
@@ -114,14 +121,21 @@ static struct upconn *up_connect(struct worker *w, struct target *t, struct back
     return up;
 }
 
-struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
-                      const struct up_ops *ops, void *user, bool fresh)
+static struct upconn *get_conn(struct worker *w, struct target *t, struct backend *be,
+                               const struct up_ops *ops, void *user, bool fresh, bool transport)
 {
     /* a connection that began with one client's PROXY header is that client's alone */
-    struct upconn *up = fresh || t->send_pp ? NULL : up_from_pool(w, be);
+    struct upconn *up = fresh || t->send_pp || be->h2 ? NULL : up_from_pool(w, be);
     bool new_conn = !up;
 
-    if (up) {
+    if (be->h2 && !transport) { /* a stream: up_start (h2u_start) finds it a connection */
+        if (!(up = h2u_get(w, be)))
+            return NULL;
+        up->sk.tm.fn = up_timeout;
+        up->state = US_CONNECTING;
+        up->connect_deadline_ms = w->now_ms + t->connect_timeout_ms;
+        up->reused = !fresh; /* (h2u_start says whether a connection was there) */
+    } else if (up) {
         up->state = US_READY;
         up->reused = true;
     } else {
@@ -146,7 +160,20 @@ struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
     up->try_deadline_ms = t->try_timeout_ms ? w->now_ms + t->try_timeout_ms : 0;
     up_update_timer(up);
     up->needs_socket = new_conn;
+    up->fresh_h2 = fresh;
     return up;
+}
+
+struct upconn *up_get(struct worker *w, struct target *t, struct backend *be,
+                      const struct up_ops *ops, void *user, bool fresh)
+{
+    return get_conn(w, t, be, ops, user, fresh, false);
+}
+
+struct upconn *up_get_transport(struct worker *w, struct target *t, struct backend *be,
+                                const struct up_ops *ops, void *user)
+{
+    return get_conn(w, t, be, ops, user, true, true);
 }
 
 void up_start(struct upconn *up)
@@ -154,6 +181,10 @@ void up_start(struct upconn *up)
     if (!up->needs_socket)
         return;
     up->needs_socket = false;
+    if (up->h2) {
+        h2u_start(up, up->fresh_h2);
+        return;
+    }
     sock_open(up->w, &up->sk, up->be->sa.ss_family);
 }
 
@@ -195,7 +226,7 @@ static int tls_to_backend(void *arg, const char *p, size_t n)
 
 int up_queue(struct upconn *up, const void *p, uint32_t n)
 {
-    if (!up->be->tls)
+    if (up->h2 || !up->be->tls) /* (a stream's bytes go through its connection's TLS) */
         return sock_queue(&up->sk, p, n);
     if (up->tls && tls_handshake_done(up->tls))
         return tls_send(up->tls, p, n) < 0 ? -ENOMEM : 0;
@@ -224,7 +255,8 @@ static int up_start_tls(struct upconn *up)
 {
     char name[256];
 
-    up->tls = tls_conn_new(up->t->up_tls, up_tls_name(up, name, sizeof(name)), tls_to_backend, up);
+    up->tls = (up->be->h2 ? tls_conn_new_h2 : tls_conn_new)(
+        up->t->up_tls, up_tls_name(up, name, sizeof(name)), tls_to_backend, up);
     if (!up->tls)
         return -ENOMEM;
     return tls_connect(up->tls) < 0 ? -EPROTO : 0;
@@ -535,6 +567,14 @@ void up_close(struct upconn *up)
 {
     if (up->sk.dead)
         return;
+    if (up->h2) {
+        if (is_background(up))
+            list_del(&up->link);
+        up->ops = NULL;
+        up->user = NULL;
+        h2u_close(up);
+        return;
+    }
     if (up->state == US_IDLE)
         pool_remove(up);
     else if (is_background(up))
@@ -552,6 +592,10 @@ void up_release_to_pool(struct upconn *up, bool reusable)
         list_del(&up->link);
     up->ops = NULL;
     up->user = NULL;
+    if (up->h2) {
+        h2u_release(up, reusable);
+        return;
+    }
     if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle || up->t->send_pp ||
         atomic_load_explicit(&up->be->retired, memory_order_relaxed)) {
         up_close(up);
@@ -581,6 +625,7 @@ static void pool_close(struct worker *w, uint32_t i)
 {
     while (!list_empty(&w->pools[i].idle))
         up_close(container_of(w->pools[i].idle.next, struct upconn, link));
+    h2u_pool_close(w, i);
 }
 
 void pools_close_all(struct worker *w)
@@ -602,8 +647,10 @@ static int upstream_init(struct worker *w)
 
     if (!(w->pools = calloc(n, sizeof(*w->pools))))
         return -ENOMEM;
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
         list_init(&w->pools[i].idle);
+        list_init(&w->pools[i].h2);
+    }
     list_init(&w->background);
     return 0;
 }

@@ -41,4 +41,21 @@ void up_skip_body(struct upconn *up);
  * every request of a background user (up_ops.background) with -ECANCELED. */
 void pools_close_all(struct worker *w);
 
+/* ---- upstream_h2.c: HTTP/2 backends (h2c://, h2://) ------------------------------------------
+ * The same interface: up_get on an HTTP/2 backend gives a stream (up->h2) on one of the
+ * worker's multiplexed connections to it; its user queues an HTTP/1.1 request (head and
+ * framed body) as to any backend, and is told of the response as from any backend. */
+struct upconn *h2u_get(struct worker *w, struct backend *be);
+void h2u_start(struct upconn *up, bool fresh);
+void h2u_close(struct upconn *up);
+void h2u_release(struct upconn *up, bool reusable);
+/* The worker's connections to backend index i: idle ones close now, busy ones once idle
+ * (all: a drain, a removed backend). */
+void h2u_pool_close(struct worker *w, uint32_t i);
+/* A plain connection for an HTTP/2 connection to ride on: as up_get(fresh), never pooled. */
+struct upconn *up_get_transport(struct worker *w, struct target *t, struct backend *be,
+                                const struct up_ops *ops, void *user);
+/* up_timeout, for a stream's timer. */
+void up_timer_fired(struct timer *t, uint64_t now);
+
 #endif /* RP_UPSTREAM_H */

@@ -102,11 +102,15 @@ static inline int hex_value(int c)
     return -1;
 }
 
-/* The length of the "http://" (7) or "https://" (8) that starts the NUL-terminated s, in any
- * case, with *tls set for https; 0 with *tls false when s starts with neither. */
-static inline size_t url_scheme_len(const char *s, bool *tls)
+/* The length of the "http://" (7), "https://" (8), "h2c://" (6: HTTP/2 in the clear) or
+ * "h2://" (5: HTTP/2 over TLS) that starts the NUL-terminated s, in any case, with *tls set
+ * for https and h2, *h2 for h2c and h2; 0 with both false when s starts with none. */
+static inline size_t url_scheme_len(const char *s, bool *tls, bool *h2)
 {
-    *tls = str_istarts(s, "https://");
+    *h2 = str_istarts(s, "h2c://") || str_istarts(s, "h2://");
+    *tls = str_istarts(s, "https://") || str_istarts(s, "h2://");
+    if (*h2)
+        return *tls ? 5 : 6;
     return *tls ? 8 : str_istarts(s, "http://") ? 7 : 0;
 }
 

@@ -128,6 +128,11 @@ void sock_recv_start(struct worker *w, struct sock *s)
     s->want_recv = true;
     if (s->recv != RECV_OFF || s->dead)
         return;
+    if (s->ops->recv_ctl) { /* no socket of its own */
+        s->recv = RECV_ARMED;
+        s->ops->recv_ctl(s, true);
+        return;
+    }
     sqe = w_sqe(w);
     io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -144,6 +149,11 @@ void sock_recv_stop(struct worker *w, struct sock *s)
     s->want_recv = false;
     if (s->recv != RECV_ARMED)
         return;
+    if (s->ops->recv_ctl) {
+        s->recv = RECV_OFF;
+        s->ops->recv_ctl(s, false);
+        return;
+    }
     sqe = w_sqe(w);
     io_uring_prep_cancel64(sqe, ud_of(s, OP_RECV), 0);
     sqe->user_data = 0;
@@ -155,6 +165,10 @@ void sock_flush(struct worker *w, struct sock *s)
     struct outq *q = &s->out;
     struct io_uring_sqe *sqe;
 
+    if (s->ops->flush && !s->dead) { /* no socket of its own: its owner sends */
+        s->ops->flush(s);
+        return;
+    }
     if (q->busy || s->dead || s->fd < 0)
         return;
     if (!buf_used(&q->sending)) {

@@ -584,11 +584,12 @@ static bool is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
 }
 
-static int client_setup(struct tls_ctx *ctx, struct tls_conn *t, const char *sni)
+static int client_setup(struct tls_ctx *ctx, struct tls_conn *t, const char *sni, bool h2)
 {
-    char alpn[] = ALPN_H1;
+    char alpn1[] = ALPN_H1, alpn2[] = ALPN_H2;
+    char *alpn = h2 ? alpn2 : alpn1;
 
-    if (wolfSSL_UseALPN(t->ssl, alpn, sizeof(alpn) - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) !=
+    if (wolfSSL_UseALPN(t->ssl, alpn, (unsigned)strlen(alpn), WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) !=
         WOLFSSL_SUCCESS)
         return -ENOMEM;
     if (!sni || !*sni)
@@ -603,7 +604,8 @@ static int client_setup(struct tls_ctx *ctx, struct tls_conn *t, const char *sni
     return 0;
 }
 
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *sni, tls_sink_fn sink, void *arg)
+static struct tls_conn *conn_new(struct tls_ctx *ctx, const char *sni, bool h2, tls_sink_fn sink,
+                                 void *arg)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
 
@@ -618,15 +620,26 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *sni, tls_sink_fn 
     atomic_fetch_add(&ctx->refs, 1);
     wolfSSL_SetIOReadCtx(t->ssl, t);
     wolfSSL_SetIOWriteCtx(t->ssl, t);
-    if (!t->server && client_setup(ctx, t, sni) < 0)
+    if (!t->server && client_setup(ctx, t, sni, h2) < 0)
         goto err_setup;
     return t;
 
 err_setup:
     wolfSSL_free(t->ssl);
+    tls_ctx_free(ctx);
 err_ssl:
     free(t);
     return NULL;
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *sni, tls_sink_fn sink, void *arg)
+{
+    return conn_new(ctx, sni, false, sink, arg);
+}
+
+struct tls_conn *tls_conn_new_h2(struct tls_ctx *ctx, const char *sni, tls_sink_fn sink, void *arg)
+{
+    return conn_new(ctx, sni, true, sink, arg);
 }
 
 void tls_conn_free(struct tls_conn *t)

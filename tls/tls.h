@@ -68,6 +68,8 @@ void tls_ctx_free(struct tls_ctx *ctx);
  * name against it when the context verifies. Ciphertext goes out through sink(arg, ...).
  * NULL on out of memory. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *sni, tls_sink_fn sink, void *arg);
+/* A client connection that offers ALPN "h2" instead of "http/1.1" (HTTP/2 backends). */
+struct tls_conn *tls_conn_new_h2(struct tls_ctx *ctx, const char *sni, tls_sink_fn sink, void *arg);
 void tls_conn_free(struct tls_conn *t);
 
 /* Hands received ciphertext to the connection and advances it: the handshake while it runs

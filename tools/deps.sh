@@ -4,7 +4,7 @@
 set -e
 # `tools/deps.sh fuzz` adds what `make fuzz` needs (clang and libFuzzer).
 PKGS="build-essential pkg-config liburing-dev libconfig-dev libcmocka-dev libxxhash-dev \
-libwolfssl-dev libdeflate-dev libnghttp2-dev nghttp2-client python3-h2 curl python3 openssl groff-base prometheus haproxy"
+libwolfssl-dev libdeflate-dev libnghttp2-dev nghttp2-client python3-h2 python3-grpcio curl python3 openssl groff-base prometheus haproxy"
 TOOLS="gcc make curl python3 pkg-config openssl groff promtool haproxy h2load nghttp"
 if [ "${1:-}" = fuzz ]; then
     PKGS="$PKGS clang-14 libfuzzer-14-dev"
@@ -19,6 +19,7 @@ for tool in $TOOLS; do
 done
 [ "${1:-}" = fuzz ] && [ ! -e /usr/lib/llvm-14/lib/libFuzzer.a ] && missing="yes"
 [ -e /usr/lib/python3/dist-packages/h2/__init__.py ] || missing="yes" # python3-h2 (test_h2)
+[ -e /usr/lib/python3/dist-packages/grpc/__init__.py ] || missing="yes" # python3-grpcio
 [ -z "$missing" ] && exit 0
 cmd="apt-get install -y --no-install-recommends $PKGS"
 if [ "$(id -u)" != 0 ]; then

@@ -248,9 +248,11 @@ static int parse_url(const char *s, struct url *u)
     struct hostport hp;
     size_t n;
 
+    bool h2;
+
     memset(u, 0, sizeof(*u));
-    n = url_scheme_len(s, &u->tls);
-    if (!n)
+    n = url_scheme_len(s, &u->tls, &h2);
+    if (!n || h2) /* ringload speaks HTTP/1.1 */
         return -EINVAL;
     a = s + n;
     end = a + strcspn(a, "/?#");

@@ -72,7 +72,7 @@ def proc_rss_kib(pid):
 
 def metric(px, name, **labels):
     r = curl("-s", f"http://127.0.0.1:{px.aport}/metrics")
-    lab = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
     pat = re.escape(name) + (r"\{" + re.escape(lab) + r"\}" if lab else "") + r" (\S+)"
     m = re.search(r"^" + pat + r"$", r.stdout.decode(), re.M)
     return float(m.group(1)) if m else None

@@ -856,7 +856,7 @@ static void test_errors_backend_addresses(void **state)
         else
             snprintf(msg, sizeof(msg),
                      "domains[0].backends[0].addr: \"%s\" is not a valid backend address "
-                     "(want http://host:port or https://...)",
+                     "(want http://host:port, https://..., h2c://... or h2://...)",
                      cases[i].addr);
         expect_error(&b);
     }
@@ -876,8 +876,8 @@ static void test_errors_routes(void **state)
          "routes[0].path_prefix: \"/a b\" is not a valid path prefix (want \"/...\" without "
          "spaces)"},
         {"routes = ( { path_prefix = \"/\"; backend = \"h:80\"; } );", 1,
-         "routes[0].backend: \"h:80\" is not a valid backend address (want http://host:port "
-         "or https://...)"},
+         "routes[0].backend: \"h:80\" is not a valid backend address (want http://host:port, "
+         "https://..., h2c://... or h2://...)"},
         {"routes = ( { path_prefix = \"/\"; backend = \"http://h\"; host_header = \"a b\"; } );", 1,
          "routes[0].host_header: \"a b\" is not a valid Host value (no spaces or control "
          "characters)"},

@@ -309,6 +309,15 @@ void conn_write_interim(struct conn *c, const struct h1_response *r)
     R.interim_status = r->status;
 }
 
+/* Only HTTP/2 streams get trailers apart: this client connection is HTTP/1.1. */
+void h2s_trailers(struct conn *c, const struct h1_header *f, uint32_t n)
+{
+    (void)c;
+    (void)f;
+    (void)n;
+    fail_msg("h2s_trailers on an HTTP/1.1 connection");
+}
+
 void conn_send_continue(struct conn *c, const struct h1_request *r)
 {
     /* session_h1.c's conditions for queueing "HTTP/1.1 100 Continue" */

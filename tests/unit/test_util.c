@@ -200,22 +200,33 @@ static void test_hex_value(void **state)
 
 static void test_url_scheme(void **state)
 {
-    bool tls = true;
+    bool tls = true, h2 = true;
 
     (void)state;
-    assert_int_equal(url_scheme_len("http://a", &tls), 7);
+    assert_int_equal(url_scheme_len("http://a", &tls, &h2), 7);
     assert_false(tls);
-    assert_int_equal(url_scheme_len("HTTPS://a", &tls), 8);
+    assert_false(h2);
+    assert_int_equal(url_scheme_len("HTTPS://a", &tls, &h2), 8);
     assert_true(tls);
-    assert_int_equal(url_scheme_len("hTtP://", &tls), 7);
+    assert_false(h2);
+    assert_int_equal(url_scheme_len("hTtP://", &tls, &h2), 7);
     assert_false(tls);
-    assert_int_equal(url_scheme_len("https:/a", &tls), 0);
+    assert_int_equal(url_scheme_len("h2c://a", &tls, &h2), 6);
     assert_false(tls);
-    assert_int_equal(url_scheme_len("http:/", &tls), 0);
-    assert_int_equal(url_scheme_len("", &tls), 0);
-    assert_int_equal(url_scheme_len("ftp://a", &tls), 0);
-    assert_int_equal(url_scheme_len(" http://a", &tls), 0);
-    assert_int_equal(url_scheme_len("httpx://a", &tls), 0);
+    assert_true(h2);
+    assert_int_equal(url_scheme_len("H2://a", &tls, &h2), 5);
+    assert_true(tls);
+    assert_true(h2);
+    assert_int_equal(url_scheme_len("https:/a", &tls, &h2), 0);
+    assert_false(tls);
+    assert_false(h2);
+    assert_int_equal(url_scheme_len("http:/", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len("", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len("ftp://a", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len(" http://a", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len("httpx://a", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len("h2x://a", &tls, &h2), 0);
+    assert_int_equal(url_scheme_len("h2:/a", &tls, &h2), 0);
 }
 
 /* ---- host:port ------------------------------------------------------------------------------ */
