@@ -34,8 +34,11 @@ char *buf_reserve(struct buf *b, uint32_t n)
 
 int buf_append(struct buf *b, const void *data, uint32_t n)
 {
-    char *dst = buf_reserve(b, n);
+    char *dst;
 
+    if (!n) /* (data may then be NULL: an empty buffer's) */
+        return 0;
+    dst = buf_reserve(b, n);
     if (!dst)
         return -ENOMEM;
     memcpy(dst, data, n);

@@ -28,8 +28,9 @@ struct up_body {
     char *raw;
     const char *data;
     uint32_t raw_len, data_len;
-    /* The response's trailer fields, with its last body bytes, when the backend spoke HTTP/2
-     * (an HTTP/1.1 backend's are in `raw`'s last chunk); NULL and 0 otherwise. */
+    /* The response's trailer fields, with its last body bytes (a call may carry only them):
+     * an HTTP/2 backend's, or an HTTP/1.1 backend's trailer section when it came whole in
+     * one receive (it is in `raw`'s last chunk too); NULL and 0 otherwise. */
     const struct h1_header *trailers;
     uint32_t n_trailers;
 };

@@ -323,6 +323,29 @@ static void resp_end(struct upconn *up, uint32_t extra)
     up->ops->end(up, reusable);
 }
 
+/* The last body bytes b, with the trailer fields of the section at sec (ending with its
+ * empty line, up->ck.trailer_bytes long) parsed into b->trailers. Returns whether the user
+ * still holds `up`. */
+static bool resp_body_trailers(struct upconn *up, struct up_body *b, const char *sec, uint32_t use)
+{
+    struct h1_header hdrs[UP_HEADERS_CAP];
+    struct h1_response r = {.headers = hdrs, .headers_cap = UP_HEADERS_CAP};
+    struct h1_limits lim = {UINT32_MAX, UP_HEADERS_CAP, 0};
+    struct buf head = {0};
+    bool ok = true;
+
+    buf_put(&head, &ok, "HTTP/1.1 200 OK\r\n", 17);
+    buf_put(&head, &ok, sec, up->ck.trailer_bytes);
+    if (ok && h1_parse_response(buf_data(&head), buf_used(&head), &r, &lim, H1_M_HEAD) > 0) {
+        b->trailers = r.headers;
+        b->n_trailers = r.n_headers;
+    }
+    if (b->raw_len || b->data_len || b->n_trailers)
+        up->ops->body(up, b);
+    buf_free(&head);
+    return up_held(up, use);
+}
+
 /* Body bytes p[0..n) in the response's framing. Returns how many belonged to the response
  * (the rest is past its end; *done: it ended there), or -1 when the user no longer holds
  * `up` (it failed, or closed it). */
@@ -358,6 +381,11 @@ static int resp_body(struct upconn *up, char *p, uint32_t n, bool *done)
         b.raw_len = up->decode == UP_DECODE ? 0 : n;
         b.data = out;
         b.data_len = out ? (uint32_t)out_len : 0;
+        /* a trailer section (more than its empty line) whole in this receive: its fields,
+         * for clients that take them apart (HTTP/2). Decoding in place leaves it be: the
+         * data written never reaches past where it was read. */
+        if (*done && up->ck.trailer_bytes > 2 && up->ck.trailer_bytes <= n && up->ops->body)
+            return resp_body_trailers(up, &b, p + n - up->ck.trailer_bytes, use) ? (int)n : -1;
     } /* else until the backend closes: all of it */
     if ((b.raw_len || b.data_len) && up->ops->body) {
         up->ops->body(up, &b);

@@ -699,6 +699,7 @@ static void tr_ready(struct upconn *tr)
     struct h2u_sess *s = tr->user;
 
     s->ready = true;
+    s->busy = true; /* a user may close its stream, and with it the connection */
     for (struct list_node *n = s->streams.next, *next; n != &s->streams; n = next) {
         struct h2u_stream *st = container_of(n, struct h2u_stream, link);
         next = n->next;
@@ -706,6 +707,11 @@ static void tr_ready(struct upconn *tr)
         up_update_timer(&st->up);
         if (st->up.ops && st->up.ops->ready)
             st->up.ops->ready(&st->up); /* (a TCP health check is answered here) */
+    }
+    s->busy = false;
+    if (s->free_me) {
+        sess_free(s);
+        return;
     }
     sess_pump(s);
 }
@@ -715,14 +721,9 @@ static void tr_data(struct upconn *tr, char *p, uint32_t n)
     struct h2u_sess *s = tr->user;
     ssize_t rc;
 
-    s->busy = true;
+    s->busy = true; /* (callbacks may close the connection: it is freed after) */
     rc = nghttp2_session_mem_recv(s->ng, (const uint8_t *)p, n);
-    s->busy = false;
-    if (s->free_me) {
-        sess_free(s);
-        return;
-    }
-    for (struct list_node *l = s->streams.next, *next; l != &s->streams; l = next) {
+    for (struct list_node *l = s->streams.next, *next; l != &s->streams && !s->free_me; l = next) {
         struct h2u_stream *st = container_of(l, struct h2u_stream, link);
         next = l->next;
         if (st->flush && st->up.ops && !st->resp_done && st->up.ops->flush) {
@@ -730,6 +731,11 @@ static void tr_data(struct upconn *tr, char *p, uint32_t n)
             st->up.ops->flush(&st->up); /* (may close this stream: `next` was taken) */
         }
         st->flush = false;
+    }
+    s->busy = false;
+    if (s->free_me) {
+        sess_free(s);
+        return;
     }
     if (rc < 0) {
         log_warn("backend %s: HTTP/2: %s", s->be->addr, nghttp2_strerror((int)rc));

@@ -710,3 +710,22 @@ def test_reload_sends_goaway_and_finishes_streams_in_flight(P):
     r = curl("-s", "--http2-prior-knowledge", "-w", "\n%{http_code}", "-H", f"Host: {HOST}",
              f"http://127.0.0.1:{px.port}/after")
     assert r.stdout.endswith(b"\n200"), r
+
+
+def test_trailers_from_an_http1_backend_reach_h2_clients(P):
+    need_h2()
+    from harness import ScriptedBackend
+    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n"
+             b"5\r\nhello\r\n0\r\nx-sum: 42\r\nX-Other: a b\r\n\r\n")
+    sb = ScriptedBackend(reply, keep=True)
+    px = P.proxy('h2c = true;\n' + domain_conf(HOST, [sb.port]))
+    c = H2(px.port)
+    st = c.get("/t")
+    assert st["headers"][":status"] == "200" and st["body"] == b"hello", st
+    assert st["trailers"] == {"x-sum": "42", "x-other": "a b"}, st
+    assert "trailer" not in st["headers"]  # (hop-by-hop in HTTP/1.1)
+    c.close()
+    # HTTP/1.1 clients get them in the last chunk, as the backend sent them
+    r = curl("-s", "--raw", "-H", f"Host: {HOST}", f"http://127.0.0.1:{px.port}/t")
+    assert r.stdout.endswith(b"0\r\nx-sum: 42\r\nX-Other: a b\r\n\r\n"), r.stdout
+    sb.close()

@@ -71,6 +71,8 @@ struct rec {
     int err;
     const char *what;
     char raw[CAP], data[CAP], tun[CAP];
+    char trl[CAP]; /* trailer fields handed over, "name=value;" */
+    uint32_t trl_len;
     uint32_t raw_len, data_len, tun_len;
     uint32_t raw_mode_data_len; /* data_len handed over in UP_RAW on a chunked body */
     bool raw_mode_data_null;    /* ... with data NULL */
@@ -150,7 +152,12 @@ static void on_body(struct upconn *up, const struct up_body *b)
 
     note(r, 'B');
     r->bodies++;
-    assert_true(b->raw_len || b->data_len);
+    assert_true(b->raw_len || b->data_len || b->n_trailers);
+    for (uint32_t i = 0; i < b->n_trailers; i++) /* "name=value;" */
+        r->trl_len +=
+            (uint32_t)snprintf(r->trl + r->trl_len, sizeof(r->trl) - r->trl_len, "%.*s=%.*s;",
+                               (int)b->trailers[i].name_len, b->trailers[i].name,
+                               (int)b->trailers[i].value_len, b->trailers[i].value);
     if (up->body == H1_BODY_CHUNKED && up->decode == UP_DECODE)
         assert_int_equal(b->raw_len, 0);
     append(r->raw, &r->raw_len, b->raw, b->raw_len);
@@ -609,6 +616,8 @@ static void chunked_decode(void **state)
     assert_int_equal(R.raw_len, 0);
     assert_int_equal(R.data_len, 11);
     assert_memory_equal(R.data, "hello world", 11);
+    /* the trailer section came whole: its fields too (for HTTP/2 clients) */
+    assert_string_equal(R.trl, "X-Trailer=yes;X-Two=2;");
     check_every_cut(CK_HEAD CK_BODY, &e, H1_M_GET, UP_DECODE);
 }
 
