@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "../tls/tls.h"
 #include "h2common.h"
@@ -60,9 +62,13 @@ struct h2_session {
     bool calm;      /* ENHANCE_YOUR_CALM sent: input is ignored from now on */
     uint32_t glitches;
     uint64_t glitch_since_ms;
-    int32_t max_id;    /* the highest stream id the client opened */
+    int32_t max_id;      /* the highest stream id the client opened */
+    char *framebuf;      /* nghttp2's outbound frame buffer (its one big allocation) */
+    size_t framebuf_len;
+    bool trimmed;        /* idle: its pages were given back */
     int32_t reset[16]; /* streams lately reset here: their late HEADERS are not an error */
     uint8_t n_reset;
+    nghttp2_mem mem; /* its allocator (mem_*): user data is this session */
 };
 
 struct h2_stream {
@@ -820,6 +826,71 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *fr, int er
 
 /* ---- the session ------------------------------------------------------------------------- */
 
+/* nghttp2's allocations, through the session: its outbound frame buffer (16 KiB, written for
+ * every frame sent, read by nobody between frames) is noted, so that an idle connection can
+ * give its pages back (h2_trim). */
+static void *mem_malloc(size_t n, void *user)
+{
+    struct h2_session *h = user;
+    void *p = malloc(n);
+
+    if (p && n >= 16384) {
+        h->framebuf = p;
+        h->framebuf_len = n;
+    }
+    return p;
+}
+
+static void mem_free(void *p, void *user)
+{
+    struct h2_session *h = user;
+
+    if (p && p == h->framebuf)
+        h->framebuf = NULL;
+    free(p);
+}
+
+static void *mem_calloc(size_t k, size_t n, void *user)
+{
+    (void)user;
+    return calloc(k, n);
+}
+
+static void *mem_realloc(void *p, size_t n, void *user)
+{
+    struct h2_session *h = user;
+    void *q = realloc(p, n);
+
+    if (q && (n >= 16384 || (p && p == h->framebuf))) {
+        h->framebuf = n >= 16384 ? q : NULL;
+        h->framebuf_len = n;
+    }
+    return q;
+}
+
+/* An idle connection (no stream, nothing to send) costs its structs, not its buffers: the
+ * connection's own are freed, and the whole pages inside nghttp2's frame buffer go back to
+ * the kernel (MADV_DONTNEED: zero pages when next written). */
+static void h2_trim(struct conn *c)
+{
+    struct h2_session *h = c->h2;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t from, to;
+
+    if (h->trimmed || c->sk.out.busy || nghttp2_session_want_write(h->ng))
+        return;
+    h->trimmed = true;
+    buf_free(&c->sk.in);
+    buf_free(&c->sk.out.sending);
+    buf_free(&c->sk.out.pending);
+    if (!h->framebuf || page <= 0)
+        return;
+    from = ((uintptr_t)h->framebuf + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    to = ((uintptr_t)h->framebuf + h->framebuf_len) & ~((uintptr_t)page - 1);
+    if (to > from)
+        madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
@@ -866,7 +937,8 @@ bool h2_session_start(struct conn *c, const char *p, uint32_t n)
     h->c = c;
     list_init(&h->streams);
     h->glitch_since_ms = c->w->now_ms;
-    if (nghttp2_session_server_new2(&h->ng, callbacks, h, options)) {
+    h->mem = (nghttp2_mem){h, mem_malloc, mem_free, mem_calloc, mem_realloc};
+    if (nghttp2_session_server_new3(&h->ng, callbacks, h, options, &h->mem)) {
         free(h);
         conn_close(c);
         return false;
@@ -925,6 +997,7 @@ static void h2_pump(struct h2_session *h)
             }
             if (!n)
                 break;
+            h->trimmed = false; /* the frame buffer was written */
             if (!c->tls) {
                 conn_queue_bytes(c, p, (uint32_t)n);
                 continue;
@@ -1040,11 +1113,15 @@ void h2_update_timer(struct conn *c)
     uint64_t deadline = 0;
 
     c->sk.tm.fn = session_timeout;
-    if (outq_bytes(&c->sk.out))
+    if (outq_bytes(&c->sk.out)) {
         deadline = w->now_ms + H2_WRITE_TIMEOUT_MS;
-    else if (!h->n_streams)
+    } else if (!h->n_streams) {
         deadline = c->nreq ? w->now_ms + cfg->keepalive_timeout_ms
                            : c->head_start_ms + cfg->header_timeout_ms;
+        h2_trim(c);
+    } else {
+        h->trimmed = false;
+    }
     if (!deadline)
         timer_disarm(w->tw, &c->sk.tm);
     else if (!timer_armed(&c->sk.tm) || c->sk.tm.deadline_ms != deadline)

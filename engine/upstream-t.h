@@ -95,6 +95,7 @@ struct upconn {
     bool req_whole;           /* all of the request is queued: read_timeout may run */
     bool h2;                  /* a stream on an HTTP/2 backend connection (upstream_h2.c) */
     bool fresh_h2;            /* up_get(fresh) of a stream: a connection of its own */
+    bool busy;                /* counted in its pool's busy */
     uint64_t left;            /* Content-Length bytes of the body still to come */
     struct h1_chunked ck;     /* a chunked body's decoder */
     struct tls_conn *tls;     /* https:// backends: TLS state, from the connect on */
@@ -107,6 +108,11 @@ struct upconn {
 struct pool {
     struct list_node idle; /* struct upconn.link, most recently used first */
     uint32_t n;
+    /* connections of this backend in use (busy), and the most in use lately (peak, since
+     * peak_ms): a connection is pooled while idle + busy stays within the peak, so traffic
+     * that keeps that many busy does not open and close connections past max_idle */
+    uint32_t busy, peak;
+    uint64_t peak_ms;
     struct list_node h2; /* HTTP/2 backends: the connections (struct h2u_sess.link) */
 };
 

@@ -48,6 +48,45 @@ static void pool_remove(struct upconn *up)
     pool_of(up)->n--;
 }
 
+#define PEAK_MS 10000 /* how long a peak of connections in use is remembered */
+
+/* The connection is in use by a user (from up_get): counted in its pool, whose peak follows. */
+static void pool_busy(struct upconn *up)
+{
+    struct pool *p = pool_of(up);
+
+    up->busy = true;
+    if (++p->busy >= p->peak) {
+        p->peak = p->busy;
+        p->peak_ms = up->w->now_ms;
+    }
+}
+
+/* The connection's user is done with it (released, or closed). */
+static void pool_unbusy(struct upconn *up)
+{
+    struct pool *p = pool_of(up);
+
+    if (!up->busy)
+        return;
+    up->busy = false;
+    p->busy--;
+    if (up->w->now_ms - p->peak_ms > PEAK_MS) { /* an old peak: what is in use now */
+        p->peak = p->busy;
+        p->peak_ms = up->w->now_ms;
+    }
+}
+
+/* Whether a released connection may wait in the pool: max_idle of them always (0: never),
+ * and more while the recent peak of connections in use needs them back. */
+static bool pool_has_room(const struct upconn *up)
+{
+    const struct pool *p = &up->w->pools[up->be->index];
+    uint32_t max = (uint32_t)up->t->max_idle;
+
+    return max && (p->n < max || p->n + p->busy + 1 <= p->peak);
+}
+
 static void pool_push(struct upconn *up)
 {
     struct pool *p = pool_of(up);
@@ -149,6 +188,8 @@ static struct upconn *get_conn(struct worker *w, struct target *t, struct backen
     if (ops->background)
         list_add(&w->background, &up->link);
     up->use++;
+    if (!up->h2)
+        pool_busy(up);
     up->got_bytes = false;
     up->reuse_ok = false;
     up->req_sent = false;
@@ -607,6 +648,7 @@ void up_close(struct upconn *up)
         pool_remove(up);
     else if (is_background(up))
         list_del(&up->link);
+    pool_unbusy(up);
     up->ops = NULL;
     up->user = NULL;
     sock_kill(up->w, &up->sk);
@@ -614,8 +656,6 @@ void up_close(struct upconn *up)
 
 void up_release_to_pool(struct upconn *up, bool reusable)
 {
-    struct pool *p = pool_of(up);
-
     if (is_background(up))
         list_del(&up->link);
     up->ops = NULL;
@@ -624,7 +664,8 @@ void up_release_to_pool(struct upconn *up, bool reusable)
         h2u_release(up, reusable);
         return;
     }
-    if (!reusable || up->w->draining || p->n >= (uint32_t)up->t->max_idle || up->t->send_pp ||
+    pool_unbusy(up);
+    if (!reusable || up->w->draining || !pool_has_room(up) || up->t->send_pp ||
         atomic_load_explicit(&up->be->retired, memory_order_relaxed)) {
         up_close(up);
         return;

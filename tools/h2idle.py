@@ -96,13 +96,13 @@ def configs(d, port, backend, tls, cert, key):
           + (f'tls = {{ cert = "{cert}"; key = "{key}"; }};\n' if tls else "")
           + f'routes = ( {{ path_prefix = "/"; backend = "http://127.0.0.1:{backend}"; }} );\n')
     ng = (f"worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err;\n"
-          f"events {{ worker_connections 20000; }}\nhttp {{ access_log off;\n"
+          f"events {{ worker_connections 8000; }}\nhttp {{ access_log off;\n"
           f"client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n"
           f"uwsgi_temp_path {d}; scgi_temp_path {d};\n"
           f"server {{ listen 127.0.0.1:{port} {'ssl ' if tls else ''}http2;\n"
           + (f"ssl_certificate {cert}; ssl_certificate_key {key};\n" if tls else "")
           + f"location / {{ proxy_pass http://127.0.0.1:{backend}; }} }} }}\n")
-    ha = (f"global\n nbthread 1\n maxconn 20000\ndefaults\n mode http\n timeout connect 5s\n"
+    ha = (f"global\n nbthread 1\n maxconn 8000\ndefaults\n mode http\n timeout connect 5s\n"
           f" timeout client 300s\n timeout server 30s\n timeout http-keep-alive 300s\n"
           f"frontend f\n bind 127.0.0.1:{port} "
           + (f"ssl crt {d}/ha.pem alpn h2\n" if tls else "proto h2\n")
@@ -117,7 +117,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tls", action="store_true")
     a = ap.parse_args()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    a.conns = min(a.conns, hard // 2 - 64)
     d = tempfile.mkdtemp(prefix="h2idle-")
     cert, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",

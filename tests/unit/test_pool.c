@@ -116,6 +116,8 @@ static void test_mru_first(void **state)
     up_release_to_pool(b, true);
 }
 
+/* max_idle (3 here) connections are always kept; more while as many were lately in use at
+ * once (the peak, remembered PEAK_MS): they would be needed again at once. */
 static void test_max_idle(void **state)
 {
     struct upconn *c[5];
@@ -125,7 +127,19 @@ static void test_max_idle(void **state)
         c[i] = used_conn();
     for (int i = 0; i < 5; i++)
         up_release_to_pool(c[i], true);
+    assert_int_equal(w.pools[0].n, 5); /* the peak of 5 in use keeps all */
+    assert_int_equal(killed, 0);
+    w.now_ms += PEAK_MS + 1; /* the peak is old: what is in use counts from now */
+    c[0] = up_get(&w, &tgt, &be, &ops, &client, false);
+    up_release_to_pool(c[0], true);
+    assert_int_equal(w.pools[0].n, 4); /* past max_idle, and nothing else in use: closed */
+    assert_int_equal(killed, 1);
+    c[0] = up_get(&w, &tgt, &be, &ops, &client, false);
+    c[1] = up_get(&w, &tgt, &be, &ops, &client, false);
+    up_release_to_pool(c[0], true); /* within the peak of 2 (and max_idle): kept */
     assert_int_equal(w.pools[0].n, 3);
+    up_release_to_pool(c[1], true);
+    assert_int_equal(w.pools[0].n, 3); /* 3 idle + this one past both: closed */
     assert_int_equal(killed, 2);
 }
 
