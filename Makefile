@@ -61,7 +61,7 @@ UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance t
               test_ringload test_tls test_worker test_tunnel test_util test_upstream test_proxy_proto \
               test_exchange test_snapshot test_upgrade test_accesslog test_session_h2
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
-           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade fuzz_logfmt
+           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade fuzz_logfmt fuzz_h2_session
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
@@ -168,6 +168,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
 		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c engine/logfmt.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
+$(BUILD)/fuzz/fuzz_h2_session: tests/unit/h2_stubs.h
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz
 fuzz: fuzz-deps
