@@ -59,9 +59,9 @@ DAEMON_OBJ := $(BUILD)/obj/engine/main.o $(BUILD)/obj/engine/config.o $(BUILD)/o
               $(BUILD)/obj/engine/upgrade.o $(BUILD)/obj/engine/upgrade_msg.o
 UNIT_TESTS := test_h1 test_config test_route test_timer test_pool test_balance test_hist test_hooks test_cache \
               test_ringload test_tls test_worker test_tunnel test_util test_upstream test_proxy_proto \
-              test_exchange test_snapshot test_upgrade test_accesslog
+              test_exchange test_snapshot test_upgrade test_accesslog test_session_h2
 FUZZERS := fuzz_h1_request fuzz_h1_response fuzz_h1_chunked fuzz_config fuzz_tls_server \
-           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade fuzz_logfmt
+           fuzz_cache_policy fuzz_proxy_proto fuzz_upgrade fuzz_logfmt fuzz_h2_session
 
 BINS := $(BUILD)/ringproxy $(BUILD)/ringorigin $(BUILD)/ringload $(BUILD)/libringproxy.a \
         $(BUILD)/libringproxy.so $(BUILD)/ringfront
@@ -123,6 +123,8 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libringproxy.a $(BUILD)/libconfigf
 
 # a test that #includes the daemon's .c files under test is rebuilt when they change
 $(BUILD)/test_upgrade: engine/upgrade.c engine/upgrade_msg.c engine/upgrade.h
+# the HTTP/2 session's test and fuzz target share their stubs
+$(BUILD)/test_session_h2: tests/unit/h2_stubs.h
 
 unit: $(UNIT_TESTS:%=$(BUILD)/%)
 	$(Q)for t in $(UNIT_TESTS); do echo "== $$t"; $(BUILD)/$$t || exit 1; done
@@ -166,6 +168,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
 		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c engine/logfmt.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
+$(BUILD)/fuzz/fuzz_h2_session: tests/unit/h2_stubs.h
 fuzz-deps:
 	$(Q)tools/deps.sh fuzz
 fuzz: fuzz-deps

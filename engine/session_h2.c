@@ -519,7 +519,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *fr, const uint8_t
     } else if (span_is(name, nn, "cookie")) { /* RFC 9113 section 8.2.3: joined again */
         if (buf_used(&st->cookie))
             buf_put(&st->cookie, &ok, "; ", 2);
-        buf_put(&st->cookie, &ok, value, vn);
+        if (vn) /* (an empty first one would copy 0 bytes to a buffer not allocated yet) */
+            buf_put(&st->cookie, &ok, value, vn);
     } else {
         st->has_length |= span_is(name, nn, "content-length");
         buf_put(&st->acc, &ok, name, nn);
@@ -608,7 +609,7 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
     struct h1_header hdrs[H1_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
     struct buf head = {0};
-    const char *acc = buf_data(&st->acc), *hv;
+    const char *acc, *hv;
     uint32_t fields = st->m_len + st->p_len + st->a_len, hn;
     int status = 400, rc;
     bool ok = true;
@@ -616,7 +617,7 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
     st->started = true;
     st->in_end = end_stream;
     if (!st->bad && st->a_len && find_host(&st->acc, fields, &hv, &hn) &&
-        (hn != st->a_len || strncasecmp(hv, acc + st->a_off, hn) != 0))
+        (hn != st->a_len || strncasecmp(hv, buf_data(&st->acc) + st->a_off, hn) != 0))
         st->bad = 400; /* RFC 9113 section 8.3.1: Host and :authority must agree */
     if (st->bad) {
         ctr_add(&w->errors, 1);
@@ -624,6 +625,7 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
         h2s_process(c);
         return;
     }
+    acc = buf_data(&st->acc); /* (after the 431's buf_free, its data pointer is NULL) */
     /* CONNECT has no :path: its target is the authority (and start_exchange refuses it) */
     buf_put(&head, &ok, acc + st->m_off, st->m_len);
     buf_put(&head, &ok, " ", 1);
@@ -715,7 +717,8 @@ static void stream_end_input(struct h2_stream *st)
     if (!st->chunked || c->sk.dead || !ex_active(c->ex))
         return;
     buf_put(&c->sk.in, &ok, "0\r\n", 3);
-    buf_put(&c->sk.in, &ok, buf_data(&st->trailers), buf_used(&st->trailers));
+    if (buf_used(&st->trailers)) /* (an empty one has no data pointer to copy from) */
+        buf_put(&c->sk.in, &ok, buf_data(&st->trailers), buf_used(&st->trailers));
     buf_put(&c->sk.in, &ok, "\r\n", 2);
     buf_free(&st->trailers);
     if (!ok) {

@@ -55,9 +55,10 @@ static void run_slot(struct timer_wheel *tw, struct timer *head, uint64_t now_ms
         if (t->deadline_ms <= now_ms) {
             timer_disarm(tw, t);
             t->fn(t, now_ms);
-            /* The callback may have disarmed `next`; restart the slot then. */
-            if (next != head && !next->next)
-                next = head->next;
+            /* The callback may have disarmed or re-armed any timer, `next` too (into another
+             * slot's list, or this one's tail): start the slot over. What fired has left it,
+             * and what the callback armed is not due in this run (timer_arm), so this ends. */
+            next = head->next;
         }
         t = next;
     }

@@ -11,6 +11,11 @@ Writes OUT/<target>/<sha1 of the content>, one file per distinct input:
   fuzz_tls_server    ClientHellos that `openssl s_client` sends (TLS 1.2 and 1.3, with and
                      without SNI and ALPN), caught on a local socket; the target's own hellos
                      (an input starting 0xff); test_tls.c's garbage records
+  fuzz_h2_session    HTTP/2 conversations after the client preface (the target's 8 control
+                     bytes first): GET, POST with DATA, trailers, RST_STREAM, PING,
+                     WINDOW_UPDATE, CONTINUATION, PRIORITY, GOAWAY, the 400 and 431 cases;
+                     header blocks HPACK-encoded by python3-hpack when it can be imported
+                     (Debian's /usr/bin/python3), else as literals without indexing
 Candidates are not the corpus: `fuzz_X -merge=1 tests/fuzz/corpus/fuzz_X OUT/fuzz_X` keeps
 the ones that add coverage (see tests/fuzz/corpus/README.md).
 
@@ -196,11 +201,102 @@ def tls(out):
     seeds.add(b"\0\x16\x03\x01\x00\x08\x01\x00\x00\x04\x09\x09\x09\x09")
 
 
+def hpack_block(fields):
+    """An HPACK header block: python3-hpack's encoding (indexed, Huffman) when it is there,
+    else each field a literal without indexing (RFC 7541 section 6.2.2), no Huffman."""
+    try:
+        import hpack
+        return hpack.Encoder().encode(fields)
+    except ImportError:
+        pass
+
+    def integer(v, prefix, first=0):
+        m = (1 << prefix) - 1
+        if v < m:
+            return bytes([first | v])
+        out, v = bytearray([first | m]), v - m
+        while v >= 128:
+            out.append(v % 128 + 128)
+            v //= 128
+        return bytes(out + bytes([v]))
+
+    out = b""
+    for name, value in fields:
+        name, value = name.encode(), value.encode()
+        out += b"\0" + integer(len(name), 7) + name + integer(len(value), 7) + value
+    return out
+
+
+def frame(kind, flags, stream, payload=b""):
+    """An HTTP/2 frame (RFC 9113 section 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
+    0, 1, 2, 3, 4, 5, 7, 8, 9
+END_STREAM, END_HEADERS, ACK = 1, 4, 1
+
+
+def request(method="GET", path="/", extra=()):
+    return [(":method", method), (":scheme", "http"), (":authority", "a.test"),
+            (":path", path)] + list(extra)
+
+
+def h2(out):
+    """Input: 8 control bytes (piece size, flags, six request plans: see fuzz_h2_session.c),
+    then frames; the target sends the preface and an empty SETTINGS before them."""
+    seeds = out.setdefault("fuzz_h2_session", set())
+    get = frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_block(request()))
+    post = frame(HEADERS, END_HEADERS, 1,
+                 hpack_block(request("POST", "/up", [("content-length", "5")])))
+    chunked = frame(HEADERS, END_HEADERS, 1, hpack_block(request("POST", "/up?q=1", [
+        ("cookie", "a=1"), ("cookie", "b=2"), ("user-agent", "seed")])))
+    trailers = frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_block([("x-t", "1")]))
+    block = hpack_block(request("GET", "/cont", [("x-long", "v" * 40)]))
+    plans = lambda *p: bytes(p + (0,) * (6 - len(p)))
+    now, after_body, later, head_now = 0, 1, 2, 3
+    kinds = [k << 2 for k in range(8)]
+    conversations = [
+        (0, 0, plans(now), get),
+        (0, 0, plans(after_body | kinds[1]), post + frame(DATA, END_STREAM, 1, b"hello")),
+        (0, 0x20, plans(after_body | kinds[3]), chunked + frame(DATA, 0, 1, b"abc") +
+         frame(DATA, 0, 1, b"defg") + trailers),
+        (0, 0x20, plans(later, now), post + frame(RST_STREAM, 0, 1, (8).to_bytes(4, "big")) +
+         frame(HEADERS, END_STREAM | END_HEADERS, 3, hpack_block(request()))),
+        (0, 0, plans(now), frame(PING, 0, 0, b"12345678") + frame(SETTINGS, ACK, 0) + get),
+        (0, 0x20, plans(head_now | kinds[4]), frame(WINDOW_UPDATE, 0, 0, (1 << 20).to_bytes(4, "big")) +
+         get + frame(WINDOW_UPDATE, 0, 1, (1 << 20).to_bytes(4, "big"))),
+        (0, 0, plans(now | kinds[5]), frame(HEADERS, END_STREAM, 1, block[:20]) +
+         frame(CONTINUATION, END_HEADERS, 1, block[20:])),
+        (7, 0x24, plans(later, now | kinds[2], head_now | kinds[6], later | 0x40, now | kinds[7],
+                        later | kinds[7] | 0x20),
+         b"".join(frame(HEADERS, END_STREAM | END_HEADERS, i, hpack_block(request("GET", "/%d" % i)))
+                  for i in (1, 3, 5, 7, 9, 11))),
+        (0, 0, plans(now), frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                                 hpack_block(request(extra=[("host", "b.test")])))),
+        (0, 0, plans(now), frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                                 hpack_block(request(extra=[("x-big", "v" * 17000)])))),
+        (0, 0, plans(head_now), frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                                      hpack_block(request("HEAD")))),
+        (0, 0x28, plans(now | 0x80), get),
+        (0, 0x13, plans(later), get + frame(GOAWAY, 0, 0, bytes(8))),
+        (0, 0, plans(now), frame(PRIORITY, 0, 1, bytes([0, 0, 0, 3, 16])) + get),
+        (0, 0x0e, plans(after_body | 0x80), chunked + frame(DATA, 0, 1, b"z" * 200)),
+        (0, 0x40, plans(now | kinds[4]), get),  # TLS: frames gathered into records
+        (0, 0, plans(later), get + frame(PING, 0, 0, bytes(8)) * 1001),  # past the glitch budget
+        (0, 0x20, plans(later), chunked + frame(DATA, 0, 1) * 1001),
+        (0, 0, plans(now), frame(HEADERS, END_STREAM | END_HEADERS, 1, hpack_block(
+            [(":method", "CONNECT"), (":authority", "a.test:443")]))),
+    ]
+    for piece, flags, p, frames in conversations:
+        seeds.add(bytes([piece, flags]) + p + frames)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     out = {}
-    for make in (h1, config, cache, tls):
+    for make in (h1, config, cache, tls, h2):
         make(out)
     for target, seeds in sorted(out.items()):
         d = os.path.join(sys.argv[1], target)

@@ -97,6 +97,68 @@ static void test_past_deadline_fires_next_run(void **state)
     assert_int_equal(p.count, 1);
 }
 
+/* A callback that re-arms another timer: an HTTP/2 stream's timeout re-arms its connection's
+ * (stream_detach's conn_update_timer). */
+struct mover {
+    struct probe p;
+    struct timer *other;
+    uint64_t to;
+};
+
+static void on_fire_move(struct timer *t, uint64_t now)
+{
+    struct mover *m = (struct mover *)t;
+
+    on_fire(t, now);
+    timer_arm(&tw, m->other, m->to);
+}
+
+/* Found by fuzz_h2_session (fixed): the callback moved the timer after it in the slot to
+ * another slot, and the run went on along that slot's list to its head, which it "fired" (a
+ * NULL fn): a crash. */
+static void test_callback_moves_the_next_timer(void **state)
+{
+    struct mover a = {.p.t.fn = on_fire_move};
+    struct probe b = {.t.fn = on_fire}, c = {.t.fn = on_fire};
+
+    (void)state;
+    timer_wheel_init(&tw, 0);
+    a.other = &b.t;
+    a.to = 5000;
+    timer_arm(&tw, &a.p.t, 100); /* one slot: a, b, c in that order */
+    timer_arm(&tw, &b.t, 101);
+    timer_arm(&tw, &c.t, 102);
+    timer_run(&tw, 200);
+    assert_int_equal(a.p.count, 1);
+    assert_int_equal(b.count, 0);
+    assert_int_equal(c.count, 1);
+    assert_true(timer_armed(&b.t));
+    timer_run(&tw, 5016);
+    assert_int_equal(b.count, 1);
+    assert_int_equal(tw.armed, 0);
+}
+
+/* The same within the slot (a full turn later is the same slot, at its tail): the timers
+ * after the moved one, due, still fire in this run, not a turn later. */
+static void test_callback_moves_the_next_timer_in_its_slot(void **state)
+{
+    struct mover a = {.p.t.fn = on_fire_move};
+    struct probe b = {.t.fn = on_fire}, c = {.t.fn = on_fire};
+
+    (void)state;
+    timer_wheel_init(&tw, 0);
+    a.other = &b.t;
+    a.to = 101 + (uint64_t)TIMER_SLOTS * TIMER_SLOT_MS;
+    timer_arm(&tw, &a.p.t, 100);
+    timer_arm(&tw, &b.t, 101);
+    timer_arm(&tw, &c.t, 102);
+    timer_run(&tw, 200);
+    assert_int_equal(a.p.count, 1);
+    assert_int_equal(b.count, 0);
+    assert_int_equal(c.count, 1);
+    assert_int_equal(tw.armed, 1);
+}
+
 static void test_next_ms(void **state)
 {
     struct probe p = {.t.fn = on_fire};
@@ -116,6 +178,8 @@ int main(void)
         cmocka_unit_test(test_disarm_and_rearm),
         cmocka_unit_test(test_past_deadline_fires_next_run),
         cmocka_unit_test(test_next_ms),
+        cmocka_unit_test(test_callback_moves_the_next_timer),
+        cmocka_unit_test(test_callback_moves_the_next_timer_in_its_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
