@@ -166,7 +166,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ $@")
 	$(Q)clang-14 -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Iengine -Itls -Icache $(PKG_CFLAGS) \
-		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c engine/logfmt.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
+		$< engine/h1.c engine/config.c engine/util.c engine/proxy_proto.c engine/upgrade_msg.c engine/logfmt.c engine/h2common.c tls/tls.c cache/policy.c cache/store.c cache/compress.c \
 		$(PKG_LIBS) -o $@
 $(BUILD)/fuzz/fuzz_h2_session: tests/unit/h2_stubs.h
 fuzz-deps:
