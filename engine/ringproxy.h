@@ -81,7 +81,8 @@ typedef struct rp_domain_config {
     uint32_t read_timeout_ms;    /* default 30s: no response byte / no body progress */
     uint32_t write_timeout_ms;   /* default 10s: no progress sending to the backend */
     int max_retries;             /* default 2 */
-    int max_idle_conns;          /* default 32 idle pooled connections per backend per worker */
+    int max_idle_conns;          /* default 32 idle pooled connections per backend per worker
+                                    (more while the last 10 s needed them; 0: no pooling) */
     uint32_t idle_timeout_ms;    /* default 90s */
     bool preserve_host;          /* forward the client's Host instead of the backend's */
     const char *host_header;     /* if set, the Host sent upstream */

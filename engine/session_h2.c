@@ -62,10 +62,10 @@ struct h2_session {
     bool calm;      /* ENHANCE_YOUR_CALM sent: input is ignored from now on */
     uint32_t glitches;
     uint64_t glitch_since_ms;
-    int32_t max_id;      /* the highest stream id the client opened */
-    char *framebuf;      /* nghttp2's outbound frame buffer (its one big allocation) */
+    int32_t max_id; /* the highest stream id the client opened */
+    char *framebuf; /* nghttp2's outbound frame buffer (its one big allocation) */
     size_t framebuf_len;
-    bool trimmed;        /* idle: its pages were given back */
+    bool trimmed;      /* idle: its pages were given back */
     int32_t reset[16]; /* streams lately reset here: their late HEADERS are not an error */
     uint8_t n_reset;
     nghttp2_mem mem; /* its allocator (mem_*): user data is this session */
