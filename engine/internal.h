@@ -105,6 +105,8 @@ void h2_update_timer(struct conn *c);
 /* Every stream's exchange ends: the connection closes. */
 void h2_abort_streams(struct conn *c);
 void h2_session_free(struct conn *c);
+/* The end of a loop pass: the output its streams made goes out (session_module's tick). */
+void h2_tick(struct worker *w);
 /* h2c: 1 when p[0..n) begins with the client preface, 0 while it is a prefix of it, -1 no. */
 int h2_preface_match(const char *p, uint32_t n);
 /* A stream's side of the response writer and of the input (c->h2s): session_h1.c's

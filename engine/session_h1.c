@@ -783,6 +783,7 @@ static void sessions_adopt(struct worker *w, struct snapshot *old)
 static int sessions_init(struct worker *w)
 {
     list_init(&w->conns);
+    list_init(&w->h2_dirty);
     slab_init(&w->conn_slab, sizeof(struct conn), 256);
     slab_init(&w->ex_slab, sizeof(struct exchange), 64);
     return 0;
@@ -811,6 +812,7 @@ const struct worker_module session_module = {
     .init = sessions_init,
     .drain = sessions_drain,
     .force = sessions_force,
+    .tick = h2_tick,
     .fini = sessions_fini,
     .adopt = sessions_adopt,
     .name = "client sessions",

@@ -68,7 +68,9 @@ struct h2_session {
     bool trimmed;      /* idle: its pages were given back */
     int32_t reset[16]; /* streams lately reset here: their late HEADERS are not an error */
     uint8_t n_reset;
-    nghttp2_mem mem; /* its allocator (mem_*): user data is this session */
+    nghttp2_mem mem;        /* its allocator (mem_*): user data is this session */
+    struct list_node dirty; /* in w->h2_dirty: its streams have output for the pass's end */
+    bool is_dirty;
 };
 
 struct h2_stream {
@@ -102,6 +104,27 @@ static struct h2_stream *stream_of(struct conn *c)
 }
 
 static void h2_pump(struct h2_session *h);
+
+/* A stream's output (from its exchange: a backend's bytes) goes out at the end of the loop
+ * pass (h2_tick), with every other stream's of that pass: one TLS record and one send for
+ * all of them, not one per stream. */
+static void h2_pump_later(struct h2_session *h)
+{
+    if (h->is_dirty)
+        return;
+    h->is_dirty = true;
+    list_add_tail(&h->c->w->h2_dirty, &h->dirty);
+}
+
+void h2_tick(struct worker *w)
+{
+    while (!list_empty(&w->h2_dirty)) {
+        struct h2_session *h = container_of(w->h2_dirty.next, struct h2_session, dirty);
+        list_del(&h->dirty);
+        h->is_dirty = false;
+        h2_pump(h);
+    }
+}
 static void stream_timeout(struct timer *t, uint64_t now);
 
 /* ---- glitches ---------------------------------------------------------------------------- */
@@ -265,7 +288,7 @@ void h2s_process(struct conn *c)
     stream_settle(st);
     conn_update_timer(c);
     if (st->h)
-        h2_pump(st->h);
+        h2_pump_later(st->h);
 }
 
 uint32_t h2s_write_timeout_ms(struct conn *c)
@@ -309,7 +332,7 @@ void h2s_flush(struct conn *c)
     if (c->sk.dead || !st->h)
         return;
     stream_settle(st);
-    h2_pump(st->h);
+    h2_pump_later(st->h);
 }
 
 void h2s_trailers(struct conn *c, const struct h1_header *f, uint32_t n)
@@ -1080,6 +1103,8 @@ void h2_session_free(struct conn *c)
     if (!h)
         return;
     h2_abort_streams(c); /* (none left: conn_close ended them) */
+    if (h->is_dirty)
+        list_del(&h->dirty);
     nghttp2_session_del(h->ng);
     free(h);
     c->h2 = NULL;

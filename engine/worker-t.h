@@ -109,15 +109,16 @@ struct worker {
     struct list_node background; /* upconns in use by background users (up_ops.background) */
     struct hcheck *hchecks;      /* active checks of the backends this worker owns */
     uint32_t n_hchecks;
-    struct slab conn_slab;   /* client connections (upstream ones churn: plain malloc) */
-    struct slab ex_slab;     /* exchanges: one per request in flight */
-    struct exchange no_ex;   /* what an idle connection points at: inactive, never written */
-    char *plain;             /* decrypted bytes of the receive being handled (TLS) */
-    struct buf scratch;      /* a response head being composed for a TLS client */
-    struct buf dechunk;      /* UP_BOTH: a chunked response body decoded beside its framing */
-    struct buf h2out;        /* HTTP/2 frames gathered into one TLS record (session_h2.c) */
-    uint64_t tls_failures;   /* handshakes or records that failed */
-    uint64_t tls_handshakes; /* client handshakes completed */
+    struct slab conn_slab;     /* client connections (upstream ones churn: plain malloc) */
+    struct slab ex_slab;       /* exchanges: one per request in flight */
+    struct exchange no_ex;     /* what an idle connection points at: inactive, never written */
+    char *plain;               /* decrypted bytes of the receive being handled (TLS) */
+    struct buf scratch;        /* a response head being composed for a TLS client */
+    struct buf dechunk;        /* UP_BOTH: a chunked response body decoded beside its framing */
+    struct buf h2out;          /* HTTP/2 frames gathered into one TLS record (session_h2.c) */
+    struct list_node h2_dirty; /* HTTP/2 sessions with output for the pass's end (h2_tick) */
+    uint64_t tls_failures;     /* handshakes or records that failed */
+    uint64_t tls_handshakes;   /* client handshakes completed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;

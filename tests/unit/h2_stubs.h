@@ -141,6 +141,7 @@ static void world_init(void)
     wrk.tw = &wtw;
     wrk.snap = &wsnap;
     list_init(&wrk.conns);
+    list_init(&wrk.h2_dirty);
     list_init(&fakes);
     memset(&cl, 0, sizeof(cl));
     sock_init(&cl.sk, 3, &cl_ops);
@@ -173,9 +174,11 @@ void sock_kill(struct worker *w, struct sock *s)
     w->graveyard = s;
 }
 
-/* The end of a loop pass: the dead socks are freed (worker.c's bury_all and sock_finish). */
+/* The end of a loop pass: the modules' ticks (the HTTP/2 sessions' output, h2_tick), then
+ * the dead socks are freed (worker.c's bury_all and sock_finish). */
 static void graveyard_run(void)
 {
+    h2_tick(&wrk);
     while (wrk.graveyard) {
         struct sock *s = wrk.graveyard;
 

@@ -179,6 +179,7 @@ static void pump(void)
         }
         tx_len = 0;
         fakes_progress();
+        h2_tick(&wrk); /* the loop pass's end: the streams' output goes */
         while (client_took(UINT32_MAX))
             moved = true;
         graveyard_run();
