@@ -53,6 +53,26 @@ static inline void buf_put_str(struct buf *b, bool *ok, const char *s)
     buf_put(b, ok, s, strlen(s));
 }
 
+/* v in decimal (no snprintf on the hot path). */
+static inline void buf_put_u64(struct buf *b, bool *ok, uint64_t v)
+{
+    char tmp[24], *p = tmp + 24;
+
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    buf_put(b, ok, p, (size_t)(tmp + 24 - p));
+}
+
+/* A status code as its three digits. */
+static inline void buf_put_status(struct buf *b, bool *ok, unsigned status)
+{
+    char d[3] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                 (char)('0' + status % 10)};
+
+    buf_put(b, ok, d, 3);
+}
+
 /* "Name: value\r\n" */
 static inline void buf_put_header(struct buf *b, bool *ok, const struct h1_header *h)
 {

@@ -290,11 +290,11 @@ void conn_write_response_head(struct conn *c, const struct h1_response *r,
 {
     struct exchange *ex = c->ex;
     struct buf *b = conn_head_buf(c);
-    char line[64];
     bool ok = true;
 
-    snprintf(line, sizeof(line), "HTTP/1.1 %03u ", r->status);
-    buf_put_str(b, &ok, line);
+    buf_put(b, &ok, "HTTP/1.1 ", 9);
+    buf_put_status(b, &ok, r->status);
+    buf_put(b, &ok, " ", 1);
     if (r->reason_len)
         buf_put(b, &ok, r->reason, r->reason_len);
     else
@@ -304,9 +304,9 @@ void conn_write_response_head(struct conn *c, const struct h1_response *r,
         if (!resp_skip_header(&r->headers[i]))
             buf_put_header(b, &ok, &r->headers[i]);
     if (r->has_length && r->status != 204) { /* 204 must not have one (RFC 9110 8.6) */
-        snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
-                 (unsigned long long)r->content_length);
-        buf_put_str(b, &ok, line);
+        buf_put(b, &ok, "Content-Length: ", 16);
+        buf_put_u64(b, &ok, r->content_length);
+        buf_put(b, &ok, "\r\n", 2);
     }
     if (ex->resp_body == H1_BODY_CHUNKED && !ex->resp_dechunk)
         buf_put_str(b, &ok, "Transfer-Encoding: chunked\r\n");

@@ -433,7 +433,9 @@ void h2s_head_done(struct conn *c, bool ok)
             h2s_close(c);
         return;
     }
-    snprintf(status, sizeof(status), "%03u", r.status);
+    status[0] = (char)('0' + r.status / 100 % 10);
+    status[1] = (char)('0' + r.status / 10 % 10);
+    status[2] = (char)('0' + r.status % 10);
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (uint32_t i = 0; i < r.n_headers; i++) {
         struct h1_header *f = &r.headers[i];

@@ -102,14 +102,13 @@ static void put_forwarded(const struct h1_request *r, const struct upstream_head
 }
 static void put_framing(const struct h1_request *r, struct buf *b, bool *ok)
 {
-    char cl[40];
-
     if (r->body == H1_BODY_CHUNKED) {
         buf_put_str(b, ok, "Transfer-Encoding: chunked\r\n");
     } else if (r->body == H1_BODY_LENGTH || r->method_id == H1_M_POST || r->method_id == H1_M_PUT ||
                r->method_id == H1_M_PATCH) {
-        snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
-        buf_put_str(b, ok, cl);
+        buf_put(b, ok, "Content-Length: ", 16);
+        buf_put_u64(b, ok, r->content_length);
+        buf_put(b, ok, "\r\n", 2);
     }
 }
 bool conn_write_upstream_head(const struct h1_request *r, struct upstream_head *h, struct buf *b)
