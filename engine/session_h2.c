@@ -633,11 +633,13 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
     struct worker *w = c->w;
     struct h1_header hdrs[H1_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-    struct buf head = {0};
+    struct buf *head = &c->w->h2head; /* reused: one head is composed at a time */
     const char *acc, *hv;
     uint32_t fields = st->m_len + st->p_len + st->a_len, hn;
     int status = 400, rc;
     bool ok = true;
+
+    head->off = head->len = 0;
 
     st->started = true;
     st->in_end = end_stream;
@@ -652,34 +654,34 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
     }
     acc = buf_data(&st->acc); /* (after the 431's buf_free, its data pointer is NULL) */
     /* CONNECT has no :path: its target is the authority (and start_exchange refuses it) */
-    buf_put(&head, &ok, acc + st->m_off, st->m_len);
-    buf_put(&head, &ok, " ", 1);
+    buf_put(head, &ok, acc + st->m_off, st->m_len);
+    buf_put(head, &ok, " ", 1);
     if (st->p_len)
-        buf_put(&head, &ok, acc + st->p_off, st->p_len);
+        buf_put(head, &ok, acc + st->p_off, st->p_len);
     else
-        buf_put(&head, &ok, acc + st->a_off, st->a_len);
-    buf_put(&head, &ok, " HTTP/1.1\r\n", 11);
+        buf_put(head, &ok, acc + st->a_off, st->a_len);
+    buf_put(head, &ok, " HTTP/1.1\r\n", 11);
     if (st->a_len && !find_host(&st->acc, fields, &hv, &hn)) {
-        buf_put(&head, &ok, "host: ", 6);
-        buf_put(&head, &ok, acc + st->a_off, st->a_len);
-        buf_put(&head, &ok, "\r\n", 2);
+        buf_put(head, &ok, "host: ", 6);
+        buf_put(head, &ok, acc + st->a_off, st->a_len);
+        buf_put(head, &ok, "\r\n", 2);
     }
-    buf_put(&head, &ok, acc + fields, buf_used(&st->acc) - fields);
+    buf_put(head, &ok, acc + fields, buf_used(&st->acc) - fields);
     if (buf_used(&st->cookie)) {
-        buf_put(&head, &ok, "cookie: ", 8);
-        buf_put(&head, &ok, buf_data(&st->cookie), buf_used(&st->cookie));
-        buf_put(&head, &ok, "\r\n", 2);
+        buf_put(head, &ok, "cookie: ", 8);
+        buf_put(head, &ok, buf_data(&st->cookie), buf_used(&st->cookie));
+        buf_put(head, &ok, "\r\n", 2);
     }
     /* a body without content-length goes on chunked (HTTP/2 has no transfer-encoding) */
     if (!end_stream && !st->has_length) {
         st->chunked = true;
-        buf_put(&head, &ok, "transfer-encoding: chunked\r\n", 28);
+        buf_put(head, &ok, "transfer-encoding: chunked\r\n", 28);
     }
-    buf_put(&head, &ok, "\r\n", 2);
+    buf_put(head, &ok, "\r\n", 2);
     buf_free(&st->acc);
     buf_free(&st->cookie);
-    rc = ok ? h1_parse_request(buf_data(&head), buf_used(&head), &r, &w->snap->lim, &status)
-            : -ENOMEM;
+    rc =
+        ok ? h1_parse_request(buf_data(head), buf_used(head), &r, &w->snap->lim, &status) : -ENOMEM;
     if (rc == -EAGAIN) /* (cannot be: the head ends with its empty line) */
         rc = -EBADMSG;
     if (rc >= 0 && end_stream && r.body != H1_BODY_NONE) {
@@ -687,15 +689,13 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
         status = 400;
     }
     if (rc < 0) {
-        buf_free(&head);
         ctr_add(&w->errors, 1);
         respond_error(c, rc == -ENOMEM ? 500 : status);
         h2s_process(c);
         return;
     }
     st->method_id = r.method_id;
-    ex_start(c, &r, buf_data(&head), (uint32_t)rc);
-    buf_free(&head);
+    ex_start(c, &r, buf_data(head), (uint32_t)rc);
     h2s_process(c);
 }
 
