@@ -82,7 +82,6 @@ struct h2_stream {
     uint16_t bad;       /* the status to answer instead of running the request (431, 400) */
     bool chunked;       /* the body goes to the exchange chunked (no content-length) */
     bool in_end;        /* END_STREAM received */
-    bool started;       /* the exchange was started */
     bool resp_started;  /* the final response's HEADERS were submitted */
     bool resp_done;     /* its body is whole: END_STREAM once c.sk.out.pending is sent */
     bool deferred;      /* the data source waits for bytes (nghttp2_session_resume_data) */
@@ -104,6 +103,7 @@ static struct h2_stream *stream_of(struct conn *c)
 }
 
 static void h2_pump(struct h2_session *h);
+static void session_timeout(struct timer *t, uint64_t now);
 
 /* A stream's output (from its exchange: a backend's bytes) goes out at the end of the loop
  * pass (h2_tick), with every other stream's of that pass: one TLS record and one send for
@@ -633,7 +633,7 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
     struct worker *w = c->w;
     struct h1_header hdrs[H1_HEADERS_CAP];
     struct h1_request r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-    struct buf *head = &c->w->h2head; /* reused: one head is composed at a time */
+    struct buf *head = &c->w->synth; /* reused: one head is composed at a time */
     const char *acc, *hv;
     uint32_t fields = st->m_len + st->p_len + st->a_len, hn;
     int status = 400, rc;
@@ -641,7 +641,6 @@ static void stream_begin(struct h2_stream *st, bool end_stream)
 
     head->off = head->len = 0;
 
-    st->started = true;
     st->in_end = end_stream;
     if (!st->bad && st->a_len && find_host(&st->acc, fields, &hv, &hn) &&
         (hn != st->a_len || strncasecmp(hv, buf_data(&st->acc) + st->a_off, hn) != 0))
@@ -973,6 +972,7 @@ bool h2_session_start(struct conn *c, const char *p, uint32_t n)
     }
     c->h2 = h;
     c->h2c_ok = false;
+    c->sk.tm.fn = session_timeout; /* the connection's own deadlines (h2_update_timer) */
     c->head_start_ms = c->w->now_ms;
     ctr_add(&c->w->h2_conns, 1);
     nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, set, sizeof(set) / sizeof(set[0]));
@@ -1142,7 +1142,6 @@ void h2_update_timer(struct conn *c)
     const rp_server_config *cfg = &w->snap->cfg;
     uint64_t deadline = 0;
 
-    c->sk.tm.fn = session_timeout;
     if (outq_bytes(&c->sk.out)) {
         deadline = w->now_ms + H2_WRITE_TIMEOUT_MS;
     } else if (!h->n_streams) {

@@ -372,18 +372,18 @@ static bool resp_body_trailers(struct upconn *up, struct up_body *b, const char 
     struct h1_header hdrs[UP_HEADERS_CAP];
     struct h1_response r = {.headers = hdrs, .headers_cap = UP_HEADERS_CAP};
     struct h1_limits lim = {UINT32_MAX, UP_HEADERS_CAP, 0};
-    struct buf head = {0};
+    struct buf *head = &up->w->synth;
     bool ok = true;
 
-    buf_put(&head, &ok, "HTTP/1.1 200 OK\r\n", 17);
-    buf_put(&head, &ok, sec, up->ck.trailer_bytes);
-    if (ok && h1_parse_response(buf_data(&head), buf_used(&head), &r, &lim, H1_M_HEAD) > 0) {
+    head->off = head->len = 0;
+    buf_put(head, &ok, "HTTP/1.1 200 OK\r\n", 17);
+    buf_put(head, &ok, sec, up->ck.trailer_bytes);
+    if (ok && h1_parse_response(buf_data(head), buf_used(head), &r, &lim, H1_M_HEAD) > 0) {
         b->trailers = r.headers;
         b->n_trailers = r.n_headers;
     }
     if (b->raw_len || b->data_len || b->n_trailers)
         up->ops->body(up, b);
-    buf_free(&head);
     return up_held(up, use);
 }
 

@@ -59,6 +59,7 @@ struct h2u_stream {
     bool chunked_req;     /* the request body is chunk-framed in up.sk.out.pending */
     bool req_end;         /* the request body is whole (EOF given to nghttp2) */
     bool resp_chunked;    /* the response had no content-length: chunk-framed for HTTP/1.1 */
+    bool resp_has_length; /* the response head being read has a content-length */
     bool in_trailers;     /* the HEADERS being read are trailers */
     bool resp_done;       /* the response ended (ops->end ran) */
     bool flush;           /* body bytes were handed over in this receive */
@@ -327,6 +328,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *fr, void *
         return 0;
     st->in_trailers = st->up.read == UR_BODY;
     st->status = 0;
+    st->resp_has_length = false;
     st->hdr.off = st->hdr.len = 0;
     return 0;
 }
@@ -349,6 +351,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *fr, const uint8_t
     }
     if (nn && name[0] == ':')
         return 0;
+    st->resp_has_length |= nn == 14 && !memcmp(name, "content-length", 14);
     if (buf_used(&st->hdr) + nn + vn + 4 > s->w->s->lim.max_head_bytes)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* too large: the stream is reset */
     buf_put(&st->hdr, &ok, name, nn);
@@ -411,64 +414,57 @@ static bool resp_body(struct h2u_stream *st, const char *data, uint32_t n,
     return true;
 }
 
-/* A response head (or trailers) whole: as the HTTP/1.1 head it stands for, to the user. */
+/* A response head (or trailers) whole: as the HTTP/1.1 head it stands for, to the user. It is
+ * composed in the worker's synth buffer, which nothing else uses while the user is told. */
 static void resp_headers(struct h2u_stream *st, bool end)
 {
     struct upconn *up = &st->up;
     struct h1_header hdrs[H1_HEADERS_CAP];
     struct h1_response r = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
     struct h1_limits lim = {UINT32_MAX, H1_HEADERS_CAP, 0};
-    struct buf head = {0};
-    uint32_t use = up->use;
-    char line[64];
+    struct buf *head = &up->w->synth;
+    uint32_t use = up->use, head_len;
     bool ok = true;
     int rc;
 
+    head->off = head->len = 0;
     if (st->in_trailers) { /* the last chunk carries them; HTTP/2 clients get them as such */
-        struct h1_response tr = {.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-        struct buf last = {0};
-        buf_put(&head, &ok, "HTTP/1.1 200 OK\r\n", 17);
-        buf_put(&head, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
-        buf_put(&head, &ok, "\r\n", 2);
-        buf_put(&last, &ok, "0\r\n", 3);
-        buf_put(&last, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
-        buf_put(&last, &ok, "\r\n", 2);
+        buf_put(head, &ok, "HTTP/1.1 200 OK\r\n", 17);
+        buf_put(head, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
+        buf_put(head, &ok, "\r\n", 2);
+        head_len = buf_used(head);
+        buf_put(head, &ok, "0\r\n", 3); /* then the last chunk, for HTTP/1.1 clients */
+        buf_put(head, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
+        buf_put(head, &ok, "\r\n", 2);
         /* (parsed as a HEAD's answer: no body, whatever the fields say) */
-        rc = ok ? h1_parse_response(buf_data(&head), buf_used(&head), &tr, &lim, H1_M_HEAD) : -1;
+        rc = ok ? h1_parse_response(buf_data(head), head_len, &r, &lim, H1_M_HEAD) : -1;
         if (rc < 0)
             up->ops->failed(up, -EBADMSG, "malformed trailers");
-        else if (resp_body(st, NULL, 0, tr.headers, tr.n_headers, buf_data(&last),
-                           buf_used(&last)) &&
+        else if (resp_body(st, NULL, 0, r.headers, r.n_headers, buf_data(head) + head_len,
+                           buf_used(head) - head_len) &&
                  held(up, use))
             resp_end(st);
-        buf_free(&head);
-        buf_free(&last);
         return;
     }
-    snprintf(line, sizeof(line), "HTTP/1.1 %03u %s\r\n", st->status, h1_reason(st->status));
-    buf_put_str(&head, &ok, line);
-    buf_put(&head, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
-    buf_put(&head, &ok, "\r\n", 2);
-    rc = ok ? h1_parse_response(buf_data(&head), buf_used(&head), &r, &lim,
-                                (enum h1_method)up->method)
-            : -ENOMEM;
-    if (rc >= 0 && r.status >= 200 && r.body == H1_BODY_UNTIL_CLOSE) {
-        /* no content-length: the body ends with the stream, chunked to HTTP/1.1 clients, or
-         * empty when the stream ended with its head */
-        head.len -= 2;
-        buf_put_str(&head, &ok,
-                    end ? "content-length: 0\r\n\r\n" : "transfer-encoding: chunked\r\n\r\n");
-        r = (struct h1_response){.headers = hdrs, .headers_cap = H1_HEADERS_CAP};
-        rc = ok ? h1_parse_response(buf_data(&head), buf_used(&head), &r, &lim,
-                                    (enum h1_method)up->method)
-                : -ENOMEM;
-        st->resp_chunked = !end;
-    }
+    buf_put(head, &ok, "HTTP/1.1 ", 9);
+    buf_put_status(head, &ok, st->status);
+    buf_put(head, &ok, " OK\r\n", 5); /* (the reason is not HTTP/2's: h1_reason's is sent) */
+    buf_put(head, &ok, buf_data(&st->hdr), buf_used(&st->hdr));
+    /* without a content-length the body ends with the stream: chunked to HTTP/1.1 clients,
+     * or empty when the stream ended with its head (the parser ignores both where a status
+     * or HEAD has no body) */
+    if (!st->resp_has_length)
+        buf_put_str(head, &ok, end ? "content-length: 0\r\n" : "transfer-encoding: chunked\r\n");
+    buf_put(head, &ok, "\r\n", 2);
+    rc =
+        ok ? h1_parse_response(buf_data(head), buf_used(head), &r, &lim, (enum h1_method)up->method)
+           : -ENOMEM;
     if (rc < 0 || !st->status) {
-        buf_free(&head);
         up->ops->failed(up, -EBADMSG, "malformed response head");
         return;
     }
+    r.reason_len = 0; /* h1_reason(status) when written to an HTTP/1.1 client */
+    st->resp_chunked = r.body == H1_BODY_CHUNKED;
     up->got_bytes = true;
     if (r.status >= 200) {
         up->read = UR_BODY;
@@ -476,7 +472,6 @@ static void resp_headers(struct h2u_stream *st, bool end)
         up->reuse_ok = true;
     }
     up->ops->head(up, &r);
-    buf_free(&head);
     if (!held(up, use) || r.status < 200)
         return;
     if (up->skip_body || r.body == H1_BODY_NONE ||

@@ -117,9 +117,10 @@ struct worker {
     struct buf dechunk;        /* UP_BOTH: a chunked response body decoded beside its framing */
     struct buf h2out;          /* HTTP/2 frames gathered into one TLS record (session_h2.c) */
     struct list_node h2_dirty; /* HTTP/2 sessions with output for the pass's end (h2_tick) */
-    struct buf h2head;         /* an HTTP/2 request head composed as HTTP/1.1 (session_h2.c) */
-    uint64_t tls_failures;     /* handshakes or records that failed */
-    uint64_t tls_handshakes;   /* client handshakes completed */
+    struct buf
+        synth; /* a head made to be parsed: HTTP/2 fields, a trailer section (one at a time) */
+    uint64_t tls_failures;   /* handshakes or records that failed */
+    uint64_t tls_handshakes; /* client handshakes completed */
     struct bal_worker bal;
     uint32_t ops; /* SQEs whose last CQE has not arrived */
     bool draining;

@@ -867,7 +867,7 @@ static void worker_fini(struct worker *w)
     w->plain = NULL;
     buf_free(&w->scratch);
     buf_free(&w->h2out);
-    buf_free(&w->h2head);
+    buf_free(&w->synth);
     buf_free(&w->dechunk);
     bal_worker_fini(&w->bal);
     free(w->tw);

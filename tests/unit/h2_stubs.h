@@ -676,7 +676,7 @@ static void world_fini(void)
     STUB_CHECK(wtw.armed == 0);
     buf_free(&wrk.scratch);
     buf_free(&wrk.h2out);
-    buf_free(&wrk.h2head);
+    buf_free(&wrk.synth);
 }
 
 #endif /* RP_TEST_H2_STUBS_H */

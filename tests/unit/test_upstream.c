@@ -274,6 +274,7 @@ static int teardown(void **state)
     upstream_module.fini(&w);
     bury();
     buf_free(&w.dechunk);
+    buf_free(&w.synth);
     return 0;
 }
 
